@@ -1,0 +1,34 @@
+import multipart from '@fastify/multipart';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Context } from '../context.ts';
+import { installErrorHandler } from './error-handler.ts';
+import { registerFileRoutes } from './routes/files.ts';
+import { registerHealthRoutes } from './routes/health.ts';
+import { registerTaskRoutes } from './routes/tasks.ts';
+import { registerUploadRoutes } from './routes/uploads.ts';
+
+export interface AppOptions {
+  /** Secret of local-storage file URLs (verified by /v1/files). */
+  signingSecret: string;
+  isReady?: () => boolean;
+}
+
+/** The HTTP API as a Fastify instance, not listening: tests use inject(), `serve` listens. */
+export async function buildApp(ctx: Context, options: AppOptions): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: ctx.log as FastifyBaseLogger,
+    bodyLimit: ctx.config.server.bodyLimitBytes,
+    disableRequestLogging: true,
+    trustProxy: true,
+  });
+  installErrorHandler(app);
+  await app.register(multipart, {
+    limits: { fileSize: ctx.config.uploads.maxBytes, files: 1, fields: 10, parts: 12 },
+    throwFileSizeLimit: true,
+  });
+  registerHealthRoutes(app, ctx, options.isReady ?? (() => true));
+  registerTaskRoutes(app, ctx);
+  registerUploadRoutes(app, ctx);
+  registerFileRoutes(app, ctx, options.signingSecret);
+  return app;
+}

@@ -1,0 +1,123 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import type { Context } from '../../context.ts';
+import { AppError } from '../../errors.ts';
+import { estimateTask } from '../../pipeline/estimate.ts';
+import { resolveInputs } from '../../pipeline/inputs.ts';
+import { checkTaskShape, hashRequest, submitTask } from '../../pipeline/submit.ts';
+import { cancelTask } from '../../pipeline/transitions.ts';
+import { getBalance } from '../../store/credits.ts';
+import { imagesOfTask } from '../../store/images.ts';
+import { getTask, listTasks, type TaskRow } from '../../store/tasks.ts';
+import { callerOf, canSeeUser, type Caller } from '../caller.ts';
+import { parseBody } from '../validation.ts';
+import { taskView } from '../views.ts';
+import { streamTaskEvents } from '../sse.ts';
+
+const idText = z.string().min(1).max(128);
+
+const submitSchema = z
+  .object({
+    user_id: idText,
+    order_id: idText.optional(),
+    type: z.string().min(1).max(64),
+    plan: z.string().min(1).max(64),
+    prompt: z.string().max(8000).optional(),
+    inputs: z
+      .array(
+        z.union([
+          z.object({ upload_id: idText, role: z.string().max(64).optional() }).strict(),
+          z.object({ url: z.string().min(1).max(4096), role: z.string().max(64).optional() }).strict(),
+        ]),
+      )
+      .max(8)
+      .default([]),
+    params: z.record(z.string(), z.unknown()).default({}),
+    deadline_seconds: z.number().int().positive().max(7 * 24 * 3600).optional(),
+  })
+  .strict();
+
+const listSchema = z.object({
+  user_id: idText.optional(),
+  state: z.enum(['queued', 'running', 'succeeded', 'partial', 'failed', 'canceled']).optional(),
+  limit: z.coerce.number().int().min(1).max(200).default(50),
+  cursor: z.string().max(64).optional(),
+});
+
+async function visibleTask(ctx: Context, caller: Caller, id: string): Promise<TaskRow> {
+  const task = await getTask(ctx.db, id);
+  if (!task || !canSeeUser(caller, task.user_id)) throw new AppError('task_not_found', `task "${id}" does not exist`);
+  return task;
+}
+
+export async function viewOf(ctx: Context, request: FastifyRequest, task: TaskRow) {
+  const [images, estimate] = await Promise.all([imagesOfTask(ctx.db, task.id), estimateTask(ctx.db, ctx.config, task)]);
+  return taskView(ctx, request, task, images, estimate);
+}
+
+export function registerTaskRoutes(app: FastifyInstance, ctx: Context): void {
+  app.post('/v1/tasks', async (request: FastifyRequest, reply: FastifyReply) => {
+    const caller = callerOf(request);
+    const body = parseBody(submitSchema, request.body);
+    if (!canSeeUser(caller, body.user_id)) throw new AppError('forbidden', 'a user token can only submit for its own user');
+    checkTaskShape(ctx.config, body.type, body.plan);
+    const idempotencyKey = request.headers['idempotency-key'];
+    if (Array.isArray(idempotencyKey) || (idempotencyKey !== undefined && (idempotencyKey.length === 0 || idempotencyKey.length > 255))) {
+      throw new AppError('validation_failed', 'Idempotency-Key must be one header of 1 to 255 characters');
+    }
+    const inputs = await resolveInputs(ctx, body.type, body.inputs);
+    const result = await submitTask(ctx.db, ctx.config, {
+      userId: body.user_id,
+      orderId: body.order_id,
+      type: body.type,
+      plan: body.plan,
+      prompt: body.prompt ?? '',
+      inputs,
+      params: body.params,
+      deadlineSeconds: body.deadline_seconds,
+      idempotencyKey,
+      requestHash: hashRequest(request.body),
+    });
+    return reply.status(result.status).send(result.body);
+  });
+
+  app.get('/v1/tasks/:id', async (request: FastifyRequest<{ Params: { id: string } }>) => {
+    const task = await visibleTask(ctx, callerOf(request), request.params.id);
+    return viewOf(ctx, request, task);
+  });
+
+  app.get('/v1/tasks', async (request: FastifyRequest) => {
+    const caller = callerOf(request);
+    const q = parseBody(listSchema, request.query, 'query');
+    const userId = caller.scope === 'user' ? caller.userId : q.user_id;
+    const rows = await listTasks(ctx.db, { userId, state: q.state, limit: q.limit + 1, cursor: q.cursor });
+    const page = rows.slice(0, q.limit);
+    return {
+      tasks: await Promise.all(page.map((t) => viewOf(ctx, request, t))),
+      next_cursor: rows.length > q.limit ? page[page.length - 1]!.id : null,
+    };
+  });
+
+  app.post('/v1/tasks/:id/cancel', async (request: FastifyRequest<{ Params: { id: string } }>) => {
+    const task = await visibleTask(ctx, callerOf(request), request.params.id);
+    if (task.state !== 'queued' && task.state !== 'running') {
+      throw new AppError('task_not_cancelable', `task "${task.id}" already ended (${task.state})`);
+    }
+    const updated = await ctx.db.transaction((tx) => cancelTask(tx, task.id, 'canceled by request'));
+    return viewOf(ctx, request, updated ?? task);
+  });
+
+  app.get('/v1/tasks/:id/events', async (request: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
+    const task = await visibleTask(ctx, callerOf(request), request.params.id);
+    await streamTaskEvents(ctx, request, reply, task);
+  });
+
+  app.get('/v1/users/:user_id/credits', async (request: FastifyRequest<{ Params: { user_id: string } }>) => {
+    const caller = callerOf(request);
+    const userId = request.params.user_id;
+    if (!canSeeUser(caller, userId)) throw new AppError('not_found', `user "${userId}" not found`);
+    const balance = await getBalance(ctx.db, userId);
+    // A user darkroom has not seen yet will get the initial grant on their first task.
+    return { user_id: userId, balance: balance ?? ctx.config.credits.initialGrant };
+  });
+}

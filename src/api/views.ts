@@ -1,0 +1,80 @@
+import type { FastifyRequest } from 'fastify';
+import type { Context } from '../context.ts';
+import type { TaskEstimate } from '../pipeline/estimate.ts';
+import type { ImageRow } from '../store/images.ts';
+import type { TaskRow } from '../store/tasks.ts';
+
+export interface ImageView {
+  index: number;
+  url: string;
+  thumbnail_url: string;
+  width: number;
+  height: number;
+}
+
+export interface TaskView {
+  id: string;
+  user_id: string;
+  order_id: string | null;
+  type: string;
+  plan: string;
+  state: TaskRow['state'];
+  stage: string | null;
+  progress: { done: number; failed: number; total: number };
+  position: number;
+  eta_seconds: number | null;
+  images: ImageView[];
+  error: string | null;
+  credits_charged: number;
+  credits_refunded: number;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+}
+
+/** Absolute base URL for links: the configured public URL, else the request's own origin. */
+export function baseUrlOf(ctx: Context, request: FastifyRequest): string {
+  if (ctx.config.server.publicUrl) return ctx.config.server.publicUrl.replace(/\/+$/, '');
+  return `${request.protocol}://${request.host}`;
+}
+
+export async function absoluteUrl(ctx: Context, request: FastifyRequest, key: string): Promise<string> {
+  const url = await ctx.storage.url(key, ctx.config.storage.urlExpirySeconds);
+  return url.startsWith('/') ? `${baseUrlOf(ctx, request)}${url}` : url;
+}
+
+export async function taskView(
+  ctx: Context,
+  request: FastifyRequest,
+  task: TaskRow,
+  images: ImageRow[],
+  estimate: TaskEstimate,
+): Promise<TaskView> {
+  return {
+    id: task.id,
+    user_id: task.user_id,
+    order_id: task.order_id,
+    type: task.type,
+    plan: task.plan,
+    state: task.state,
+    stage: task.stage,
+    progress: { done: task.images_done, failed: task.images_failed, total: task.images_total },
+    position: estimate.position,
+    eta_seconds: estimate.eta_seconds,
+    images: await Promise.all(
+      images.map(async (i) => ({
+        index: i.index,
+        url: await absoluteUrl(ctx, request, i.storage_key),
+        thumbnail_url: await absoluteUrl(ctx, request, i.thumb_key),
+        width: i.width,
+        height: i.height,
+      })),
+    ),
+    error: task.error,
+    credits_charged: task.credits_charged,
+    credits_refunded: task.credits_refunded,
+    created_at: task.created_at.toISOString(),
+    started_at: task.started_at?.toISOString() ?? null,
+    finished_at: task.finished_at?.toISOString() ?? null,
+  };
+}

@@ -1,0 +1,149 @@
+import { createHash, randomInt } from 'node:crypto';
+import { v7 as uuidv7 } from 'uuid';
+import type { Config } from '../config/load.ts';
+import { AppError } from '../errors.ts';
+import { chargeTask, ensureUser } from '../store/credits.ts';
+import { appendEvent } from '../store/events.ts';
+import { findIdempotentResponse, saveIdempotentResponse, tryLockIdempotencyKey } from '../store/idempotency.ts';
+import { insertJobs } from '../store/jobs.ts';
+import { countQueuedTasks, findActiveTaskForOrder, insertTask, type TaskInputRef, type TaskRow } from '../store/tasks.ts';
+import type { Db, Queryable } from '../store/db.ts';
+import { estimateTask } from './estimate.ts';
+import { jobsForCallStep } from './plan-jobs.ts';
+
+export interface SubmitRequest {
+  userId: string;
+  orderId: string | undefined;
+  type: string;
+  plan: string;
+  prompt: string;
+  /** Inputs already validated and stored (uploads or fetched URLs), in role order. */
+  inputs: TaskInputRef[];
+  params: Record<string, unknown>;
+  deadlineSeconds: number | undefined;
+  idempotencyKey: string | undefined;
+  /** Hash of the request body, to tell a replay from a different request under the same key. */
+  requestHash: string;
+}
+
+export interface SubmitResponseBody {
+  id: string;
+  state: TaskRow['state'];
+  position: number;
+  eta_seconds: number | null;
+  images_total: number;
+  credits_charged: number;
+  created_at: string;
+  deduplicated?: true;
+}
+
+export interface SubmitResult {
+  status: 200 | 202;
+  body: SubmitResponseBody;
+}
+
+export function hashRequest(body: unknown): string {
+  return createHash('sha256').update(JSON.stringify(body ?? null)).digest('hex');
+}
+
+/** Checks type and plan against the configuration (before any I/O). */
+export function checkTaskShape(config: Config, type: string, plan: string): void {
+  if (!config.pipelines[type]) {
+    throw new AppError('unknown_type', `unknown task type "${type}"; configured: ${Object.keys(config.pipelines).join(', ')}`);
+  }
+  if (!config.plans[plan]) throw new AppError('unknown_plan', `unknown plan "${plan}"; configured: ${Object.keys(config.plans).join(', ')}`);
+}
+
+async function responseFor(q: Queryable, config: Config, task: TaskRow, deduplicated: boolean): Promise<SubmitResponseBody> {
+  const estimate = await estimateTask(q, config, task);
+  return {
+    id: task.id,
+    state: task.state,
+    position: estimate.position,
+    eta_seconds: estimate.eta_seconds,
+    images_total: task.images_total,
+    credits_charged: task.credits_charged,
+    created_at: task.created_at.toISOString(),
+    ...(deduplicated ? { deduplicated: true as const } : {}),
+  };
+}
+
+/**
+ * Submits a task in ONE transaction: idempotency key, order dedup, queue bound, credit charge,
+ * task + first jobs + `queued` event. Any failure rolls all of it back: nothing stored, nothing
+ * charged. The scheduler is woken by the NOTIFY that commits with it.
+ */
+export async function submitTask(db: Db, config: Config, req: SubmitRequest): Promise<SubmitResult> {
+  checkTaskShape(config, req.type, req.plan);
+  const plan = config.plans[req.plan]!;
+  const pipeline = config.pipelines[req.type]!;
+  return db.transaction(async (tx) => {
+    if (req.idempotencyKey !== undefined) {
+      if (!(await tryLockIdempotencyKey(tx, req.idempotencyKey))) {
+        throw new AppError('idempotency_key_in_flight', 'a request with this Idempotency-Key is still being processed; retry shortly', {
+          retryAfterSeconds: 1,
+        });
+      }
+      const previous = await findIdempotentResponse(tx, req.idempotencyKey);
+      if (previous) {
+        if (previous.request_hash !== req.requestHash) {
+          throw new AppError('idempotency_key_reused', 'this Idempotency-Key was used with a different request body');
+        }
+        return { status: previous.status_code as 200 | 202, body: previous.response as SubmitResponseBody };
+      }
+    }
+    const finish = async (result: SubmitResult): Promise<SubmitResult> => {
+      if (req.idempotencyKey !== undefined) {
+        await saveIdempotentResponse(tx, req.idempotencyKey, req.requestHash, result.status, result.body);
+      }
+      return result;
+    };
+
+    if (req.orderId !== undefined) {
+      const existing = await findActiveTaskForOrder(tx, req.userId, req.orderId);
+      if (existing) return finish({ status: 200, body: await responseFor(tx, config, existing, true) });
+    }
+    const queued = await countQueuedTasks(tx);
+    if (queued >= config.limits.maxQueuedTasks) {
+      throw new AppError('queue_full', `the queue holds ${queued} tasks (limit ${config.limits.maxQueuedTasks}); try again later`, {
+        retryAfterSeconds: 30,
+      });
+    }
+    const first = pipeline.steps[0]!;
+    const id = uuidv7();
+    const task = await insertTask(tx, {
+      id,
+      userId: req.userId,
+      orderId: req.orderId ?? null,
+      type: req.type,
+      plan: req.plan,
+      prompt: req.prompt,
+      inputs: req.inputs,
+      params: req.params,
+      seed: randomInt(0, 2 ** 31 - 1),
+      weight: plan.weight,
+      imagesTotal: plan.images,
+      creditsCharged: plan.credits,
+      stage: first.name,
+      deadlineSeconds: req.deadlineSeconds ?? plan.deadlineSeconds ?? null,
+    });
+    if (!task) {
+      // A concurrent submit for the same order committed first: answer with its task.
+      const winner = await findActiveTaskForOrder(tx, req.userId, req.orderId!);
+      if (!winner) throw new AppError('internal', 'order deduplication lost its task; retry');
+      return finish({ status: 200, body: await responseFor(tx, config, winner, true) });
+    }
+    await ensureUser(tx, req.userId, config.credits.initialGrant);
+    if (!(await chargeTask(tx, req.userId, id, plan.credits))) {
+      throw new AppError('insufficient_credits', `plan "${req.plan}" costs ${plan.credits} credits; the balance is not enough`);
+    }
+    const inputKeys = req.inputs.map((i) => i.storage_key);
+    await insertJobs(
+      tx,
+      jobsForCallStep({ id, userId: req.userId, imagesTotal: plan.images }, first, inputKeys, config.worker.maxAttempts),
+    );
+    await appendEvent(tx, id, req.userId, 'queued', { state: 'queued' });
+    await tx.query(`SELECT pg_notify('darkroom_schedule', '')`);
+    return finish({ status: 202, body: await responseFor(tx, config, task, false) });
+  });
+}

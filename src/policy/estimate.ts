@@ -1,0 +1,48 @@
+/**
+ * Queue position and ETA (pure). A task's wait is the provider work ahead of it divided by
+ * the provider's current throughput (the smaller of its concurrency over the mean call
+ * latency and its keys' RPM), and its own run is its calls spread over the provider's
+ * concurrency. Work ahead is counted first-come-first-served: under fair share a small task
+ * usually starts sooner, so the ETA is an upper estimate for small tasks.
+ */
+export interface ProviderThroughput {
+  /** Calls in flight at once (AIMD-effective, bounded by the usable keys' concurrency). */
+  concurrency: number;
+  /** Sum of the usable keys' RPM. */
+  rpm: number;
+  meanCallMs: number;
+}
+
+export interface TaskWork {
+  /** Provider calls this task still has to make. */
+  calls: number;
+  /** Calls that must run one after another (transform steps before the generate fan-out). */
+  serialCalls: number;
+  /** Images still to store, and the store step's concurrency and mean duration. */
+  storeUnits: number;
+  storeConcurrency: number;
+  meanStoreMs: number;
+}
+
+export function callsPerSecond(p: ProviderThroughput): number {
+  const byConcurrency = p.concurrency / Math.max(1, p.meanCallMs / 1000);
+  const byRpm = p.rpm / 60;
+  return Math.max(1e-6, Math.min(byConcurrency, byRpm));
+}
+
+/** Seconds this task needs once it runs alone on the provider. */
+export function serviceSeconds(work: TaskWork, p: ProviderThroughput): number {
+  const parallelCalls = Math.max(0, work.calls - work.serialCalls);
+  const callS = p.meanCallMs / 1000;
+  const waves = Math.ceil(parallelCalls / Math.max(1, p.concurrency));
+  const byRpm = work.calls / (p.rpm / 60);
+  const calls = Math.max(work.serialCalls * callS + waves * callS, byRpm);
+  // Storing overlaps with generating; what remains after the last batch is about one store wave.
+  const storeTail = work.storeUnits > 0 ? (Math.ceil(Math.min(work.storeUnits, work.storeConcurrency) / work.storeConcurrency) * work.meanStoreMs) / 1000 : 0;
+  return calls + storeTail;
+}
+
+export function estimateEtaSeconds(aheadCalls: number, own: TaskWork, p: ProviderThroughput): number {
+  const waitS = aheadCalls / callsPerSecond(p);
+  return Math.round(waitS + serviceSeconds(own, p));
+}

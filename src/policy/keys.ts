@@ -1,0 +1,59 @@
+import type { KeyView } from './types.ts';
+
+/** Requests of this key that count against its RPM at `nowMs`. */
+export function requestsInWindow(key: KeyView, nowMs: number, windowMs: number): number {
+  let n = 0;
+  for (const t of key.recentStartsMs) if (t > nowMs - windowMs) n++;
+  // Not-started requests carry their admission time and always count; callers keep them in the list.
+  return n;
+}
+
+/** When this key could next start a request, or `nowMs` if it can now. Infinity when unusable. */
+export function keyAvailableAtMs(key: KeyView, nowMs: number, windowMs: number): number {
+  if (!key.usable) return Number.POSITIVE_INFINITY;
+  let at = Math.max(nowMs, key.cooldownUntilMs);
+  if (key.recentStartsMs.length >= key.rpm) {
+    // The (n - rpm + 1)-th newest request must leave the window first.
+    const times = key.recentStartsMs;
+    const blocking = times[times.length - key.rpm];
+    if (blocking !== undefined) at = Math.max(at, blocking + windowMs);
+  }
+  return at;
+}
+
+export function keyCanStartNow(key: KeyView, nowMs: number, windowMs: number): boolean {
+  return (
+    key.usable &&
+    key.inFlight < key.concurrency &&
+    key.cooldownUntilMs <= nowMs &&
+    requestsInWindow(key, nowMs, windowMs) < key.rpm
+  );
+}
+
+/**
+ * The key pool rule: of the keys that can start now, the one with the most RPM headroom,
+ * then the fewest requests in flight, then the lowest id (deterministic). Never random.
+ */
+export function chooseKey(keys: KeyView[], nowMs: number, windowMs: number): KeyView | undefined {
+  let best: KeyView | undefined;
+  let bestHeadroom = -1;
+  for (const key of keys) {
+    if (!keyCanStartNow(key, nowMs, windowMs)) continue;
+    const headroom = key.rpm - requestsInWindow(key, nowMs, windowMs);
+    if (
+      !best ||
+      headroom > bestHeadroom ||
+      (headroom === bestHeadroom && (key.inFlight < best.inFlight || (key.inFlight === best.inFlight && key.id < best.id)))
+    ) {
+      best = key;
+      bestHeadroom = headroom;
+    }
+  }
+  return best;
+}
+
+/** Records a request start on a key (mutates the view: used inside one decision). */
+export function recordStart(key: KeyView, nowMs: number): void {
+  key.inFlight += 1;
+  key.recentStartsMs.push(nowMs);
+}

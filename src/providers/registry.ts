@@ -1,0 +1,47 @@
+import { readFileSync } from 'node:fs';
+import type { Config, ResolvedProvider } from '../config/load.ts';
+import { ConfigError } from '../config/load.ts';
+import { createComfyUIProvider } from './comfyui.ts';
+import { createGeminiProvider } from './gemini.ts';
+import { createOpenAIProvider } from './openai.ts';
+import { createSimProvider } from './sim.ts';
+import type { ProviderAdapter } from './types.ts';
+
+/**
+ * One adapter per configured provider. A `sim` provider runs in-process unless it has a
+ * `baseUrl`: then it is `darkroom fake-provider` over HTTP, spoken to in the OpenAI images
+ * wire format (the fake serves every sim provider of the config under `/p/<name>`).
+ */
+export function createProviderAdapter(p: ResolvedProvider, seed: number): ProviderAdapter {
+  const model = p.model;
+  switch (p.type) {
+    case 'sim':
+      if (p.baseUrl) return createOpenAIProvider({ baseUrl: p.baseUrl, timeoutMs: p.timeoutMs });
+      return createSimProvider({ latencyMs: p.sim.latencyMs, jitterMs: p.sim.jitterMs, errorRate: p.sim.errorRate, seed });
+    case 'gemini':
+      return createGeminiProvider({
+        ...(p.baseUrl ? { baseUrl: p.baseUrl } : {}),
+        model: model ?? 'gemini-2.5-flash-image',
+        timeoutMs: p.timeoutMs,
+      });
+    case 'openai':
+      return createOpenAIProvider({
+        ...(p.baseUrl ? { baseUrl: p.baseUrl } : {}),
+        ...(model ? { model } : {}),
+        timeoutMs: p.timeoutMs,
+      });
+    case 'comfyui': {
+      let workflow: object;
+      try {
+        workflow = JSON.parse(readFileSync(p.workflow!, 'utf8')) as object;
+      } catch (error) {
+        throw new ConfigError(`providers.${p.name}.workflow: cannot load ${p.workflow}: ${(error as Error).message}`);
+      }
+      return createComfyUIProvider({ baseUrl: p.baseUrl!, workflow, timeoutMs: p.timeoutMs });
+    }
+  }
+}
+
+export function createProviders(config: Config, seed = Date.now() % 2 ** 31): Map<string, ProviderAdapter> {
+  return new Map(Object.values(config.providers).map((p, i) => [p.name, createProviderAdapter(p, seed + i)]));
+}

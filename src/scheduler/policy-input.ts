@@ -1,0 +1,84 @@
+import type { Config } from '../config/load.ts';
+import { storeResource } from '../pipeline/plan-jobs.ts';
+import type { JobView, KeyView, PolicyInput, ProviderView, StoreView, TaskView } from '../policy/types.ts';
+import type { ScheduleSnapshot } from '../store/schedule.ts';
+
+/** Turns what the database says into the policy's pure input. */
+export function buildPolicyInput(config: Config, snap: ScheduleSnapshot, rpmWindowMs: number): PolicyInput {
+  const inFlightBy = (resource: string, keyId?: string) =>
+    snap.inFlight.filter((r) => r.resource === resource && (keyId === undefined || r.key_id === keyId)).reduce((n, r) => n + r.n, 0);
+
+  const providers: ProviderView[] = Object.values(config.providers).map((p) => {
+    const aimd = snap.providerState.find((s) => s.provider === p.name && s.key_id === '');
+    const keys: KeyView[] = p.keys.map((k) => {
+      const state = snap.providerState.find((s) => s.provider === p.name && s.key_id === k.id);
+      return {
+        id: k.id,
+        rpm: k.rpm,
+        concurrency: k.concurrency,
+        inFlight: inFlightBy(p.name, k.id),
+        // Real providers need a secret; the simulator and a local ComfyUI do not.
+        usable: !k.disabled && (k.secret !== undefined || ((p.type === 'sim' || p.type === 'comfyui') && !k.secretMissing)),
+        cooldownUntilMs: state?.cooldown_ms ?? 0,
+        recentStartsMs: snap.keyRequests.filter((r) => r.provider === p.name && r.key_id === k.id).map((r) => r.t_ms),
+      };
+    });
+    return {
+      name: p.name,
+      concurrency: p.concurrency,
+      effectiveConcurrency: Math.min(p.concurrency, aimd?.effective_concurrency ?? p.concurrency),
+      inFlight: inFlightBy(p.name),
+      keys,
+    };
+  });
+
+  const stores: StoreView[] = [];
+  for (const pipeline of Object.values(config.pipelines)) {
+    for (const step of pipeline.steps) {
+      if (step.kind !== 'store') continue;
+      const name = storeResource(pipeline, step);
+      stores.push({ name, concurrency: step.concurrency ?? 5, inFlight: inFlightBy(name) });
+    }
+  }
+
+  const tasks: TaskView[] = snap.tasks.map((t) => ({
+    id: t.id,
+    userId: t.user_id,
+    weight: t.weight,
+    running: t.state === 'running',
+    createdAtMs: t.created_ms,
+    remainingUnits: t.remaining,
+    deadlineAtMs: t.deadline_ms ?? undefined,
+  }));
+  const jobs: JobView[] = snap.jobs.map((j) => ({
+    id: j.id,
+    taskId: j.task_id,
+    userId: j.user_id,
+    kind: j.kind,
+    resource: j.resource,
+    readyAtMs: j.ready_ms,
+    order: j.order,
+  }));
+  const userInFlight: Record<string, number> = {};
+  let totalInFlight = 0;
+  for (const r of snap.inFlight) {
+    userInFlight[r.user_id] = (userInFlight[r.user_id] ?? 0) + r.n;
+    totalInFlight += r.n;
+  }
+  return {
+    nowMs: snap.nowMs,
+    limits: { maxRunningTasks: config.limits.maxRunningTasks, perUserRunningTasks: config.limits.perUserRunningTasks },
+    fairness: {
+      agingSeconds: config.scheduler.agingSeconds,
+      shortWorkPreference: config.scheduler.shortWorkPreference,
+      maxUnits: Math.max(1, ...Object.values(config.plans).map((p) => p.images)),
+    },
+    rpmWindowMs,
+    workerSlotsFree: Math.max(0, snap.workerSlots - totalInFlight),
+    tasks,
+    jobs,
+    providers,
+    stores,
+    userInFlight,
+  };
+}

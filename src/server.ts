@@ -1,0 +1,125 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import path from 'node:path';
+import pino, { type Logger } from 'pino';
+import { buildApp } from './api/app.ts';
+import type { Config } from './config/load.ts';
+import type { Context } from './context.ts';
+import { coerceError } from './errors.ts';
+import { createProviders } from './providers/registry.ts';
+import { startScheduler, type SchedulerHandle } from './scheduler/scheduler.ts';
+import { createStorage } from './storage/index.ts';
+import type { Storage } from './storage/types.ts';
+import { openDb } from './store/index.ts';
+import { migrate } from './store/migrate.ts';
+import { startWorker, type WorkerHandle } from './worker/worker.ts';
+import type { FastifyInstance } from 'fastify';
+
+export const ROLES = ['api', 'worker', 'scheduler'] as const;
+export type Role = (typeof ROLES)[number];
+
+export interface ServerOptions {
+  roles?: readonly Role[];
+  log?: Logger;
+  /** Random source for backoff jitter and the simulator (tests pass a seeded one). */
+  random?: () => number;
+}
+
+export interface RunningServer {
+  ctx: Context;
+  /** Listening address of the API (when the api role runs). */
+  url: string | undefined;
+  app: FastifyInstance | undefined;
+  scheduler: SchedulerHandle | undefined;
+  worker: WorkerHandle | undefined;
+  stop(): Promise<void>;
+}
+
+/** The signing secret of local file URLs: env, else one generated once and kept in the home dir. */
+function signingSecretFor(config: Config): string {
+  if (process.env.DARKROOM_SIGNING_SECRET) return process.env.DARKROOM_SIGNING_SECRET;
+  const file = path.join(config.home, 'signing-secret');
+  try {
+    return readFileSync(file, 'utf8').trim();
+  } catch {
+    mkdirSync(config.home, { recursive: true });
+    const secret = randomBytes(32).toString('hex');
+    writeFileSync(file, secret, { mode: 0o600, flag: 'wx' });
+    return secret;
+  }
+}
+
+export function storageFor(config: Config, signingSecret: string): Storage {
+  const s = config.storage;
+  if (s.driver === 'local') return createStorage({ driver: 'local', dir: s.dir ?? path.join(config.home, 'files'), signingSecret });
+  return createStorage({
+    driver: 's3',
+    bucket: s.bucket,
+    region: s.region,
+    accessKeyId: s.accessKeyId,
+    secretAccessKey: s.secretAccessKey,
+    forcePathStyle: s.forcePathStyle,
+    urlExpirySeconds: s.urlExpirySeconds,
+    ...(s.endpoint ? { endpoint: s.endpoint } : {}),
+    ...(s.publicBaseUrl ? { publicBaseUrl: s.publicBaseUrl } : {}),
+  });
+}
+
+/** Composition root: opens the database, migrates, and starts the requested roles. */
+export async function startServer(config: Config, options: ServerOptions = {}): Promise<RunningServer> {
+  const roles = new Set(options.roles ?? ROLES);
+  const log = options.log ?? pino({ level: config.server.logLevel });
+  const db = await openDb(config, (error) => log.warn({ err: error }, 'database connection error'));
+  const applied = await migrate(db);
+  if (applied.length > 0) log.info({ applied }, 'migrations applied');
+  const signingSecret = signingSecretFor(config);
+  const ctx: Context = {
+    db,
+    config,
+    storage: storageFor(config, signingSecret),
+    log,
+    providers: createProviders(config),
+    random: options.random ?? Math.random,
+  };
+  for (const p of Object.values(config.providers)) {
+    for (const k of p.keys) if (k.secretMissing) log.warn({ provider: p.name, key: k.id }, 'key secret not found in the environment; key skipped');
+  }
+  const instance = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+  let ready = false;
+  const worker = roles.has('worker') ? await startWorker(ctx, `worker:${instance}`, [...roles].join(',')) : undefined;
+  const scheduler = roles.has('scheduler') ? await startScheduler(ctx, `scheduler:${instance}`) : undefined;
+  let app: FastifyInstance | undefined;
+  let url: string | undefined;
+  if (roles.has('api')) {
+    app = await buildApp(ctx, { signingSecret, isReady: () => ready });
+    url = await app.listen({ port: config.server.port, host: config.server.host });
+    log.info({ url, database: db.kind, roles: [...roles] }, 'darkroom is listening');
+  }
+  ready = true;
+  let stopping: Promise<void> | undefined;
+  return {
+    ctx,
+    url,
+    app,
+    scheduler,
+    worker,
+    stop() {
+      stopping ??= (async () => {
+        ready = false;
+        try {
+          await app?.close();
+          await worker?.stop();
+          await scheduler?.stop();
+          for (const adapter of ctx.providers.values()) await adapter.close?.();
+          await ctx.storage.close?.();
+        } catch (error) {
+          log.error({ err: coerceError(error) }, 'error while stopping');
+        } finally {
+          await db.close();
+        }
+      })();
+      return stopping;
+    },
+  };
+}

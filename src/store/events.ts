@@ -1,0 +1,37 @@
+import type { Queryable } from './db.ts';
+
+export type TaskEventType = 'queued' | 'running' | 'stage' | 'progress' | 'finished' | 'cancel_requested';
+
+export interface EventRow {
+  id: number;
+  task_id: string;
+  user_id: string;
+  type: TaskEventType;
+  data: Record<string, unknown>;
+  created_at: Date;
+}
+
+/** Appends to the outbox; the NOTIFY is delivered when the transaction commits. */
+export async function appendEvent(
+  tx: Queryable,
+  taskId: string,
+  userId: string,
+  type: TaskEventType,
+  data: Record<string, unknown>,
+): Promise<void> {
+  await tx.query('INSERT INTO events (task_id, user_id, type, data) VALUES ($1, $2, $3, $4::jsonb)', [
+    taskId,
+    userId,
+    type,
+    JSON.stringify(data),
+  ]);
+  await tx.query(`SELECT pg_notify('darkroom_task', $1)`, [taskId]);
+}
+
+export async function eventsAfter(q: Queryable, taskId: string, afterId: number, limit = 500): Promise<EventRow[]> {
+  const { rows } = await q.query<EventRow>(
+    'SELECT id::int AS id, task_id, user_id, type, data, created_at FROM events WHERE task_id = $1 AND id > $2 ORDER BY id LIMIT $3',
+    [taskId, afterId, limit],
+  );
+  return rows;
+}

@@ -1,0 +1,30 @@
+import type { Queryable } from './db.ts';
+
+export interface ImageRow {
+  task_id: string;
+  index: number;
+  storage_key: string;
+  thumb_key: string;
+  mime: string;
+  width: number;
+  height: number;
+  thumb_width: number;
+  thumb_height: number;
+  bytes: number;
+  sha256: string;
+}
+
+/** Records a stored image; false when the index already had one (a duplicate attempt). */
+export async function insertImage(tx: Queryable, i: ImageRow): Promise<boolean> {
+  const { rowCount } = await tx.query(
+    `INSERT INTO images (task_id, index, storage_key, thumb_key, mime, width, height, thumb_width, thumb_height, bytes, sha256)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (task_id, index) DO NOTHING`,
+    [i.task_id, i.index, i.storage_key, i.thumb_key, i.mime, i.width, i.height, i.thumb_width, i.thumb_height, i.bytes, i.sha256],
+  );
+  return rowCount > 0;
+}
+
+export async function imagesOfTask(q: Queryable, taskId: string): Promise<ImageRow[]> {
+  const { rows } = await q.query<ImageRow>('SELECT * FROM images WHERE task_id = $1 ORDER BY index', [taskId]);
+  return rows;
+}

@@ -1,0 +1,250 @@
+import type { Queryable } from './db.ts';
+
+/**
+ * Job states and who moves them:
+ *   queued ──scheduler admits (term-fenced)──► admitted ──worker claims (lease token +1)──► running
+ *   running ──worker records outcome (token-fenced)──► succeeded | failed | queued (retry / 429)
+ *   running ──lease expires, reaper──► queued (or failed when attempts are spent)
+ *   admitted ──not claimed in time, reaper──► queued
+ *   queued | admitted ──cancel / deadline──► canceled
+ */
+export type JobState = 'queued' | 'admitted' | 'running' | 'succeeded' | 'failed' | 'canceled';
+export type JobKind = 'transform' | 'generate' | 'store';
+
+export interface JobInput {
+  /** Storage keys of the images this job consumes (staged outputs of an earlier step). */
+  keys?: string[];
+}
+
+export interface JobOutput {
+  keys: string[];
+}
+
+export interface JobRow {
+  id: string;
+  task_id: string;
+  user_id: string;
+  step_index: number;
+  step_name: string;
+  kind: JobKind;
+  resource: string;
+  first_index: number;
+  count: number;
+  state: JobState;
+  key_id: string | null;
+  attempts: number;
+  max_attempts: number;
+  run_after: Date;
+  admitted_at: Date | null;
+  lease_token: number;
+  lease_expires_at: Date | null;
+  worker_id: string | null;
+  started_at: Date | null;
+  finished_at: Date | null;
+  remote_ref: string | null;
+  input: JobInput;
+  output: JobOutput | null;
+  error: string | null;
+  created_at: Date;
+}
+
+export interface NewJob {
+  id: string;
+  taskId: string;
+  userId: string;
+  stepIndex: number;
+  stepName: string;
+  kind: JobKind;
+  resource: string;
+  firstIndex: number;
+  count: number;
+  maxAttempts: number;
+  input: JobInput;
+}
+
+export async function insertJobs(tx: Queryable, jobs: NewJob[]): Promise<void> {
+  if (jobs.length === 0) return;
+  await tx.query(
+    `INSERT INTO jobs (id, task_id, user_id, step_index, step_name, kind, resource, first_index, count, state, max_attempts, input)
+     SELECT x.id, x.task_id, x.user_id, x.step_index, x.step_name, x.kind, x.resource, x.first_index, x.count,
+            'queued', x.max_attempts, x.input
+       FROM jsonb_to_recordset($1::jsonb) AS x(id text, task_id text, user_id text, step_index int, step_name text,
+            kind text, resource text, first_index int, count int, max_attempts int, input jsonb)`,
+    [
+      JSON.stringify(
+        jobs.map((j) => ({
+          id: j.id,
+          task_id: j.taskId,
+          user_id: j.userId,
+          step_index: j.stepIndex,
+          step_name: j.stepName,
+          kind: j.kind,
+          resource: j.resource,
+          first_index: j.firstIndex,
+          count: j.count,
+          max_attempts: j.maxAttempts,
+          input: j.input,
+        })),
+      ),
+    ],
+  );
+}
+
+/**
+ * Claims up to `limit` admitted jobs. SKIP LOCKED inside a CTE with LIMIT: exactly the
+ * selected rows are updated (an `IN (SELECT … LIMIT n)` form may be re-evaluated and
+ * claim more). Each claim bumps the lease token that fences everything the attempt writes.
+ */
+const CLAIM_JOBS = /* sql */ `
+  WITH picked AS (
+    SELECT id FROM jobs WHERE state = 'admitted'
+     ORDER BY admitted_at, id
+     LIMIT $2
+     FOR UPDATE SKIP LOCKED
+  )
+  UPDATE jobs j
+     SET state = 'running', worker_id = $1, lease_token = j.lease_token + 1, attempts = j.attempts + 1,
+         lease_expires_at = now() + $3::int * interval '1 millisecond', started_at = now()
+    FROM picked WHERE j.id = picked.id
+  RETURNING j.*`;
+
+export async function claimJobs(tx: Queryable, workerId: string, limit: number, leaseMs: number): Promise<JobRow[]> {
+  if (limit <= 0) return [];
+  const { rows } = await tx.query<JobRow>(CLAIM_JOBS, [workerId, limit, leaseMs]);
+  if (rows.length > 0) {
+    await tx.query(
+      `UPDATE key_requests SET started_at = now() WHERE started_at IS NULL AND job_id = ANY($1::text[])`,
+      [rows.map((r) => r.id)],
+    );
+  }
+  return rows;
+}
+
+/** Extends the leases this worker still holds; returns the ids it still holds. */
+export async function renewLeases(
+  q: Queryable,
+  held: Array<{ id: string; token: number }>,
+  leaseMs: number,
+): Promise<Set<string>> {
+  if (held.length === 0) return new Set();
+  const { rows } = await q.query<{ id: string }>(
+    `UPDATE jobs SET lease_expires_at = now() + $2::int * interval '1 millisecond'
+       FROM jsonb_to_recordset($1::jsonb) AS x(id text, token int)
+      WHERE jobs.id = x.id AND jobs.lease_token = x.token AND jobs.state = 'running'
+      RETURNING jobs.id`,
+    [JSON.stringify(held), leaseMs],
+  );
+  return new Set(rows.map((r) => r.id));
+}
+
+/** Locks a running job for its outcome; undefined when the lease was lost (a stale attempt). */
+export async function lockRunningJob(tx: Queryable, id: string, token: number): Promise<JobRow | undefined> {
+  const { rows } = await tx.query<JobRow>(
+    `SELECT * FROM jobs WHERE id = $1 AND lease_token = $2 AND state = 'running' FOR UPDATE`,
+    [id, token],
+  );
+  return rows[0];
+}
+
+export async function completeJob(tx: Queryable, id: string, output: JobOutput): Promise<void> {
+  await tx.query(
+    `UPDATE jobs SET state = 'succeeded', output = $2::jsonb, finished_at = now(), lease_expires_at = NULL, error = NULL
+      WHERE id = $1`,
+    [id, JSON.stringify(output)],
+  );
+}
+
+export async function failJob(tx: Queryable, id: string, error: string): Promise<void> {
+  await tx.query(
+    `UPDATE jobs SET state = 'failed', error = $2, finished_at = now(), lease_expires_at = NULL WHERE id = $1`,
+    [id, error],
+  );
+}
+
+/** Back to the queue: a retry after `delayMs`, or (rate limited / released) without spending the attempt. */
+export async function requeueJob(tx: Queryable, id: string, delayMs: number, refundAttempt: boolean, error: string | null): Promise<void> {
+  await tx.query(
+    `UPDATE jobs SET state = 'queued', key_id = NULL, worker_id = NULL, lease_expires_at = NULL, admitted_at = NULL,
+                     run_after = now() + $2::int * interval '1 millisecond',
+                     attempts = CASE WHEN $3 THEN GREATEST(0, attempts - 1) ELSE attempts END,
+                     error = COALESCE($4, error)
+      WHERE id = $1`,
+    [id, Math.max(0, Math.round(delayMs)), refundAttempt, error],
+  );
+}
+
+export async function saveRemoteRef(q: Queryable, id: string, token: number, ref: string): Promise<void> {
+  await q.query('UPDATE jobs SET remote_ref = $3 WHERE id = $1 AND lease_token = $2', [id, token, ref]);
+}
+
+/** Cancels a task's jobs that have not started; returns how many. */
+export async function cancelPendingJobs(tx: Queryable, taskId: string): Promise<number> {
+  const { rowCount } = await tx.query(
+    `UPDATE jobs SET state = 'canceled', finished_at = now() WHERE task_id = $1 AND state IN ('queued', 'admitted')`,
+    [taskId],
+  );
+  return rowCount;
+}
+
+export async function countActiveJobs(tx: Queryable, taskId: string): Promise<number> {
+  const { rows } = await tx.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM jobs WHERE task_id = $1 AND state IN ('queued', 'admitted', 'running')`,
+    [taskId],
+  );
+  return rows[0]?.n ?? 0;
+}
+
+export async function countUnfinishedInStep(tx: Queryable, taskId: string, stepIndex: number): Promise<number> {
+  const { rows } = await tx.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM jobs WHERE task_id = $1 AND step_index = $2 AND state NOT IN ('succeeded', 'failed', 'canceled')`,
+    [taskId, stepIndex],
+  );
+  return rows[0]?.n ?? 0;
+}
+
+export async function stepOutputs(tx: Queryable, taskId: string, stepIndex: number): Promise<string[]> {
+  const { rows } = await tx.query<{ output: JobOutput | null }>(
+    `SELECT output FROM jobs WHERE task_id = $1 AND step_index = $2 AND state = 'succeeded' ORDER BY first_index`,
+    [taskId, stepIndex],
+  );
+  return rows.flatMap((r) => r.output?.keys ?? []);
+}
+
+export async function jobsOfTask(q: Queryable, taskId: string): Promise<JobRow[]> {
+  const { rows } = await q.query<JobRow>('SELECT * FROM jobs WHERE task_id = $1 ORDER BY step_index, first_index', [taskId]);
+  return rows;
+}
+
+/** Running jobs whose lease ran out (their worker died or lost the database). */
+export async function findExpiredLeases(q: Queryable, limit: number): Promise<Array<{ id: string; lease_token: number }>> {
+  const { rows } = await q.query<{ id: string; lease_token: number }>(
+    `SELECT id, lease_token FROM jobs WHERE state = 'running' AND lease_expires_at < now() ORDER BY lease_expires_at LIMIT $1`,
+    [limit],
+  );
+  return rows;
+}
+
+/** Admitted jobs nobody claimed in time go back to the queue (their key reservation is dropped). */
+export async function requeueStaleAdmissions(tx: Queryable, olderThanMs: number): Promise<number> {
+  const { rows } = await tx.query<{ id: string }>(
+    `UPDATE jobs SET state = 'queued', key_id = NULL, admitted_at = NULL
+      WHERE state = 'admitted' AND admitted_at < now() - $1::int * interval '1 millisecond'
+      RETURNING id`,
+    [olderThanMs],
+  );
+  if (rows.length > 0) {
+    await tx.query('DELETE FROM key_requests WHERE started_at IS NULL AND job_id = ANY($1::text[])', [rows.map((r) => r.id)]);
+  }
+  return rows.length;
+}
+
+/** Releases a running job without spending its attempt (graceful shutdown past the deadline). */
+export async function releaseJob(tx: Queryable, id: string, token: number): Promise<boolean> {
+  const { rowCount } = await tx.query(
+    `UPDATE jobs SET state = 'queued', key_id = NULL, worker_id = NULL, lease_expires_at = NULL, admitted_at = NULL,
+                     attempts = GREATEST(0, attempts - 1), run_after = now()
+      WHERE id = $1 AND lease_token = $2 AND state = 'running'`,
+    [id, token],
+  );
+  return rowCount > 0;
+}

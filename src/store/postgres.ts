@@ -1,0 +1,124 @@
+import pg from 'pg';
+import { coerceError } from '../errors.ts';
+import { RETRYABLE_SQLSTATES, sqlState, type Db, type NotificationHandler, type Queryable, type QueryResult } from './db.ts';
+
+export interface PostgresOptions {
+  url: string;
+  poolSize: number;
+  onError?: (error: Error) => void;
+}
+
+// int8 counts and sums come back as strings by default; darkroom's values fit in a double.
+pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
+
+/**
+ * node-postgres pool. A lost connection only fails the queries that were on it: the pool
+ * opens new ones, and the LISTEN session reconnects with backoff, so a database restart
+ * is survived without exiting.
+ */
+export async function createPostgresDb(options: PostgresOptions): Promise<Db> {
+  const onError = options.onError ?? (() => {});
+  const pool = new pg.Pool({ connectionString: options.url, max: options.poolSize, connectionTimeoutMillis: 10_000 });
+  pool.on('error', (error) => onError(error));
+  const listeners = new Map<string, Set<NotificationHandler>>();
+  let listenClient: pg.Client | undefined;
+  let closed = false;
+  let reconnectTimer: NodeJS.Timeout | undefined;
+
+  async function connectListener(delayMs = 0): Promise<void> {
+    if (closed || listeners.size === 0) return;
+    if (delayMs) {
+      await new Promise<void>((resolve) => {
+        reconnectTimer = setTimeout(resolve, delayMs);
+      });
+      if (closed) return;
+    }
+    const client = new pg.Client({ connectionString: options.url });
+    client.on('error', (error) => {
+      onError(error);
+      if (listenClient === client) {
+        listenClient = undefined;
+        client.end().catch(() => {});
+        void connectListener(1000);
+      }
+    });
+    client.on('notification', (msg) => {
+      for (const handler of listeners.get(msg.channel) ?? []) handler(msg.payload ?? '');
+    });
+    try {
+      await client.connect();
+      for (const channel of listeners.keys()) await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
+      listenClient = client;
+    } catch (error) {
+      onError(coerceError(error));
+      client.end().catch(() => {});
+      void connectListener(Math.min(5000, Math.max(500, delayMs * 2)));
+    }
+  }
+
+  const db: Db = {
+    kind: 'postgres',
+    async query<R>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
+      const result = await pool.query(sql, params as unknown[] | undefined);
+      return { rows: result.rows as R[], rowCount: result.rowCount ?? 0 };
+    },
+    async exec(sql: string) {
+      await pool.query(sql);
+    },
+    async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+      for (let attempt = 1; ; attempt++) {
+        const client = await pool.connect();
+        let broken = false;
+        try {
+          await client.query('BEGIN');
+          const tx: Queryable = {
+            async query<R>(sql: string, params?: readonly unknown[]) {
+              const result = await client.query(sql, params as unknown[] | undefined);
+              return { rows: result.rows as R[], rowCount: result.rowCount ?? 0 };
+            },
+            async exec(sql: string) {
+              await client.query(sql);
+            },
+          };
+          const value = await fn(tx);
+          await client.query('COMMIT');
+          return value;
+        } catch (error) {
+          try {
+            await client.query('ROLLBACK');
+          } catch {
+            broken = true; // the connection itself is gone; do not return it to the pool
+          }
+          if (attempt < 5 && RETRYABLE_SQLSTATES.has(sqlState(error) ?? '')) continue;
+          throw error;
+        } finally {
+          client.release(broken);
+        }
+      }
+    },
+    async listen(channel, handler) {
+      let set = listeners.get(channel);
+      const isNew = !set;
+      if (!set) {
+        set = new Set();
+        listeners.set(channel, set);
+      }
+      set.add(handler);
+      if (!listenClient) await connectListener();
+      else if (isNew) await listenClient.query(`LISTEN ${pg.escapeIdentifier(channel)}`).catch((e: unknown) => onError(coerceError(e)));
+      return async () => {
+        set.delete(handler);
+      };
+    },
+    async notify(channel, payload = '') {
+      await pool.query('SELECT pg_notify($1, $2)', [channel, payload]);
+    },
+    async close() {
+      closed = true;
+      if (reconnectTimer) clearTimeout(reconnectTimer);
+      await listenClient?.end().catch(() => {});
+      await pool.end();
+    },
+  };
+  return db;
+}

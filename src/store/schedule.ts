@@ -1,0 +1,124 @@
+import type { Queryable } from './db.ts';
+import { holdsTerm } from './leader.ts';
+
+/** What the scheduler reads each tick to feed the policy. Times are epoch ms on the database's clock. */
+export interface ScheduleSnapshot {
+  nowMs: number;
+  tasks: Array<{
+    id: string;
+    user_id: string;
+    weight: number;
+    state: 'queued' | 'running';
+    created_ms: number;
+    remaining: number;
+    deadline_ms: number | null;
+  }>;
+  jobs: Array<{ id: string; task_id: string; user_id: string; kind: 'transform' | 'generate' | 'store'; resource: string; ready_ms: number; order: number }>;
+  inFlight: Array<{ resource: string; key_id: string | null; user_id: string; n: number }>;
+  keyRequests: Array<{ provider: string; key_id: string; t_ms: number }>;
+  providerState: Array<{ provider: string; key_id: string; effective_concurrency: number | null; cooldown_ms: number | null }>;
+  workerSlots: number;
+}
+
+export async function readScheduleSnapshot(
+  q: Queryable,
+  opts: { windowMs: number; workerStaleMs: number; maxJobs: number },
+): Promise<ScheduleSnapshot> {
+  const now = await q.query<{ ms: number }>(`SELECT (extract(epoch FROM now()) * 1000)::float8 AS ms`);
+  const tasks = await q.query<ScheduleSnapshot['tasks'][number]>(
+    `SELECT id, user_id, weight::float8 AS weight, state, (extract(epoch FROM created_at) * 1000)::float8 AS created_ms,
+            (images_total - images_done - images_failed)::int AS remaining,
+            (extract(epoch FROM deadline_at) * 1000)::float8 AS deadline_ms
+       FROM tasks WHERE state IN ('queued', 'running') AND NOT cancel_requested`,
+  );
+  const jobs = await q.query<ScheduleSnapshot['jobs'][number]>(
+    `SELECT id, task_id, user_id, kind, resource, (extract(epoch FROM run_after) * 1000)::float8 AS ready_ms,
+            (step_index * 100000 + first_index)::int AS "order"
+       FROM jobs WHERE state = 'queued' ORDER BY run_after, id LIMIT $1`,
+    [opts.maxJobs],
+  );
+  const inFlight = await q.query<ScheduleSnapshot['inFlight'][number]>(
+    `SELECT resource, key_id, user_id, count(*)::int AS n FROM jobs WHERE state IN ('admitted', 'running')
+      GROUP BY resource, key_id, user_id`,
+  );
+  // Started requests count by start time within the window; requests not started yet always count.
+  const keyRequests = await q.query<ScheduleSnapshot['keyRequests'][number]>(
+    `SELECT provider, key_id, (extract(epoch FROM COALESCE(started_at, admitted_at)) * 1000)::float8 AS t_ms
+       FROM key_requests
+      WHERE started_at IS NULL OR started_at > now() - $1::int * interval '1 millisecond'
+      ORDER BY t_ms`,
+    [opts.windowMs],
+  );
+  const providerState = await q.query<ScheduleSnapshot['providerState'][number]>(
+    `SELECT provider, key_id, effective_concurrency::float8 AS effective_concurrency,
+            (extract(epoch FROM cooldown_until) * 1000)::float8 AS cooldown_ms FROM provider_state`,
+  );
+  const slots = await q.query<{ n: number }>(
+    `SELECT COALESCE(sum(slots), 0)::int AS n FROM workers
+      WHERE NOT stopping AND heartbeat_at > now() - $1::int * interval '1 millisecond'`,
+    [opts.workerStaleMs],
+  );
+  return {
+    nowMs: now.rows[0]!.ms,
+    tasks: tasks.rows,
+    jobs: jobs.rows,
+    inFlight: inFlight.rows,
+    keyRequests: keyRequests.rows,
+    providerState: providerState.rows,
+    workerSlots: slots.rows[0]?.n ?? 0,
+  };
+}
+
+export interface AdmissionWrite {
+  jobId: string;
+  keyId: string | undefined;
+  /** Provider name for calls (a key_requests row is logged); undefined for store jobs. */
+  provider: string | undefined;
+}
+
+/**
+ * Writes admissions, fenced by the leader term: when `candidate` no longer holds `term`,
+ * nothing is written and undefined is returned. Returns the ids of tasks that started.
+ */
+export async function writeAdmissions(
+  tx: Queryable,
+  candidate: string,
+  term: number,
+  admissions: AdmissionWrite[],
+): Promise<{ admitted: number; startedTasks: Array<{ id: string; user_id: string }> } | undefined> {
+  if (!(await holdsTerm(tx, candidate, term))) return undefined;
+  if (admissions.length === 0) return { admitted: 0, startedTasks: [] };
+  const payload = JSON.stringify(admissions.map((a) => ({ id: a.jobId, key_id: a.keyId ?? null, provider: a.provider ?? null })));
+  const admitted = await tx.query<{ id: string; task_id: string; key_id: string | null; resource: string; kind: string }>(
+    `UPDATE jobs SET state = 'admitted', key_id = x.key_id, admitted_at = now(), admitted_term = $2
+       FROM jsonb_to_recordset($1::jsonb) AS x(id text, key_id text, provider text)
+      WHERE jobs.id = x.id AND jobs.state = 'queued'
+      RETURNING jobs.id, jobs.task_id, jobs.key_id, jobs.resource, jobs.kind`,
+    [payload, term],
+  );
+  const calls = admitted.rows.filter((r) => r.kind !== 'store' && r.key_id);
+  if (calls.length > 0) {
+    await tx.query(
+      `INSERT INTO key_requests (provider, key_id, job_id, admitted_at)
+       SELECT x.provider, x.key_id, x.job_id, now() FROM jsonb_to_recordset($1::jsonb) AS x(provider text, key_id text, job_id text)`,
+      [JSON.stringify(calls.map((r) => ({ provider: r.resource, key_id: r.key_id, job_id: r.id })))],
+    );
+  }
+  const taskIds = [...new Set(admitted.rows.map((r) => r.task_id))];
+  const started = await tx.query<{ id: string; user_id: string }>(
+    `UPDATE tasks SET state = 'running', started_at = now(), updated_at = now()
+      WHERE id = ANY($1::text[]) AND state = 'queued' RETURNING id, user_id`,
+    [taskIds],
+  );
+  if (admitted.rows.length > 0) await tx.query(`SELECT pg_notify('darkroom_work', '')`);
+  return { admitted: admitted.rows.length, startedTasks: started.rows };
+}
+
+/** Drops RPM log rows too old to matter. */
+export async function pruneKeyRequests(q: Queryable, windowMs: number): Promise<void> {
+  await q.query(
+    `DELETE FROM key_requests WHERE started_at < now() - $1::int * interval '1 millisecond'
+        OR (started_at IS NULL AND admitted_at < now() - interval '1 hour')`,
+    [windowMs * 2],
+  );
+}

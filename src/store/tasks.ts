@@ -1,0 +1,208 @@
+import type { Queryable } from './db.ts';
+
+export type TaskState = 'queued' | 'running' | 'succeeded' | 'partial' | 'failed' | 'canceled';
+export const ACTIVE_TASK_STATES: readonly TaskState[] = ['queued', 'running'];
+
+export interface TaskInputRef {
+  role: string;
+  upload_id: string;
+  storage_key: string;
+  mime: string;
+  sha256: string;
+}
+
+export interface TaskRow {
+  id: string;
+  user_id: string;
+  order_id: string | null;
+  type: string;
+  plan: string;
+  prompt: string;
+  inputs: TaskInputRef[];
+  params: Record<string, unknown>;
+  seed: number;
+  weight: number;
+  state: TaskState;
+  stage: string | null;
+  images_total: number;
+  images_done: number;
+  images_failed: number;
+  credits_charged: number;
+  credits_refunded: number;
+  cancel_requested: boolean;
+  error: string | null;
+  deadline_at: Date | null;
+  created_at: Date;
+  started_at: Date | null;
+  finished_at: Date | null;
+}
+
+export interface NewTask {
+  id: string;
+  userId: string;
+  orderId: string | null;
+  type: string;
+  plan: string;
+  prompt: string;
+  inputs: TaskInputRef[];
+  params: Record<string, unknown>;
+  seed: number;
+  weight: number;
+  imagesTotal: number;
+  creditsCharged: number;
+  stage: string;
+  deadlineSeconds: number | null;
+}
+
+const INSERT_TASK = /* sql */ `
+  INSERT INTO tasks (id, user_id, order_id, type, plan, prompt, inputs, params, seed, weight, state, stage,
+                     images_total, credits_charged, deadline_at)
+  VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10, 'queued', $11, $12, $13,
+          CASE WHEN $14::int IS NULL THEN NULL ELSE now() + $14::int * interval '1 second' END)
+  ON CONFLICT (user_id, order_id) WHERE order_id IS NOT NULL AND state IN ('queued', 'running') DO NOTHING
+  RETURNING *`;
+
+/** Inserts a queued task; undefined when the order already has an active task. */
+export async function insertTask(tx: Queryable, t: NewTask): Promise<TaskRow | undefined> {
+  const { rows } = await tx.query<TaskRow>(INSERT_TASK, [
+    t.id,
+    t.userId,
+    t.orderId,
+    t.type,
+    t.plan,
+    t.prompt,
+    JSON.stringify(t.inputs),
+    JSON.stringify(t.params),
+    t.seed,
+    t.weight,
+    t.stage,
+    t.imagesTotal,
+    t.creditsCharged,
+    t.deadlineSeconds,
+  ]);
+  return rows[0];
+}
+
+export async function findActiveTaskForOrder(q: Queryable, userId: string, orderId: string): Promise<TaskRow | undefined> {
+  const { rows } = await q.query<TaskRow>(
+    `SELECT * FROM tasks WHERE user_id = $1 AND order_id = $2 AND state IN ('queued', 'running')`,
+    [userId, orderId],
+  );
+  return rows[0];
+}
+
+export async function getTask(q: Queryable, id: string): Promise<TaskRow | undefined> {
+  const { rows } = await q.query<TaskRow>('SELECT * FROM tasks WHERE id = $1', [id]);
+  return rows[0];
+}
+
+export async function lockTask(tx: Queryable, id: string): Promise<TaskRow | undefined> {
+  const { rows } = await tx.query<TaskRow>('SELECT * FROM tasks WHERE id = $1 FOR UPDATE', [id]);
+  return rows[0];
+}
+
+export async function countQueuedTasks(q: Queryable): Promise<number> {
+  const { rows } = await q.query<{ n: number }>(`SELECT count(*)::int AS n FROM tasks WHERE state = 'queued'`);
+  return rows[0]?.n ?? 0;
+}
+
+/** Queued tasks created before this one: a FIFO lower bound on the work ahead. */
+export async function countQueuedAhead(q: Queryable, task: Pick<TaskRow, 'id' | 'created_at'>): Promise<number> {
+  const { rows } = await q.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM tasks
+      WHERE state = 'queued' AND (created_at, id) < ($1::timestamptz, $2::text)`,
+    [task.created_at, task.id],
+  );
+  return rows[0]?.n ?? 0;
+}
+
+export interface ListTasksFilter {
+  userId?: string | undefined;
+  state?: TaskState | undefined;
+  limit: number;
+  /** Task id to continue after (ids are time-ordered UUIDv7). */
+  cursor?: string | undefined;
+}
+
+export async function listTasks(q: Queryable, f: ListTasksFilter): Promise<TaskRow[]> {
+  const { rows } = await q.query<TaskRow>(
+    `SELECT * FROM tasks
+      WHERE ($1::text IS NULL OR user_id = $1)
+        AND ($2::text IS NULL OR state = $2)
+        AND ($3::text IS NULL OR id < $3)
+      ORDER BY id DESC
+      LIMIT $4`,
+    [f.userId ?? null, f.state ?? null, f.cursor ?? null, f.limit],
+  );
+  return rows;
+}
+
+export async function addUnits(tx: Queryable, taskId: string, done: number, failed: number): Promise<TaskRow> {
+  const { rows } = await tx.query<TaskRow>(
+    `UPDATE tasks SET images_done = images_done + $2, images_failed = LEAST(images_total - images_done - $2, images_failed + $3),
+                      updated_at = now()
+      WHERE id = $1 RETURNING *`,
+    [taskId, done, failed],
+  );
+  return rows[0]!;
+}
+
+export async function setStage(tx: Queryable, taskId: string, stage: string): Promise<void> {
+  await tx.query('UPDATE tasks SET stage = $2, updated_at = now() WHERE id = $1', [taskId, stage]);
+}
+
+export async function markTasksRunning(tx: Queryable, taskIds: string[]): Promise<TaskRow[]> {
+  if (taskIds.length === 0) return [];
+  const { rows } = await tx.query<TaskRow>(
+    `UPDATE tasks SET state = 'running', started_at = now(), updated_at = now()
+      WHERE id = ANY($1::text[]) AND state = 'queued' RETURNING *`,
+    [taskIds],
+  );
+  return rows;
+}
+
+export async function finishTask(
+  tx: Queryable,
+  taskId: string,
+  state: TaskState,
+  imagesFailed: number,
+  refunded: number,
+  error: string | null,
+): Promise<TaskRow> {
+  const { rows } = await tx.query<TaskRow>(
+    `UPDATE tasks SET state = $2, images_failed = $3, credits_refunded = $4, error = COALESCE($5, error),
+                      finished_at = now(), updated_at = now()
+      WHERE id = $1 RETURNING *`,
+    [taskId, state, imagesFailed, refunded, error],
+  );
+  return rows[0]!;
+}
+
+export async function requestCancel(tx: Queryable, taskId: string, reason: string | null): Promise<void> {
+  await tx.query('UPDATE tasks SET cancel_requested = true, error = COALESCE($2, error), updated_at = now() WHERE id = $1', [
+    taskId,
+    reason,
+  ]);
+}
+
+/** Queued tasks whose deadline passed before any of their work started. */
+export async function findExpiredQueuedTasks(q: Queryable, limit: number): Promise<string[]> {
+  const { rows } = await q.query<{ id: string }>(
+    `SELECT id FROM tasks WHERE state = 'queued' AND deadline_at IS NOT NULL AND deadline_at < now()
+      ORDER BY deadline_at LIMIT $1`,
+    [limit],
+  );
+  return rows.map((r) => r.id);
+}
+
+/** Mean seconds from start to finish of recent successful tasks, per plan. */
+export async function recentServiceSeconds(q: Queryable): Promise<Record<string, number>> {
+  const { rows } = await q.query<{ plan: string; s: number }>(
+    `SELECT plan, avg(extract(epoch FROM finished_at - started_at))::float8 AS s
+       FROM (SELECT plan, started_at, finished_at,
+                    row_number() OVER (PARTITION BY plan ORDER BY finished_at DESC) AS rn
+               FROM tasks WHERE state = 'succeeded' AND finished_at > now() - interval '1 hour') t
+      WHERE rn <= 50 GROUP BY plan`,
+  );
+  return Object.fromEntries(rows.map((r) => [r.plan, Number(r.s)]));
+}

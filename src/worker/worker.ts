@@ -1,0 +1,243 @@
+import { createHash } from 'node:crypto';
+import sharp from 'sharp';
+import type { Context } from '../context.ts';
+import { AppError, coerceError } from '../errors.ts';
+import { makeThumbnail } from '../images/thumbnail.ts';
+import { extensionFor, resultKeys, stagedKey } from '../pipeline/plan-jobs.ts';
+import { pipelineOf, recordCallSuccess, recordJobFailure, recordStoreSuccess, type FailureInfo } from '../pipeline/transitions.ts';
+import type { InputImage, ProviderOutcome } from '../providers/types.ts';
+import { Channels } from '../store/db.ts';
+import { claimJobs, releaseJob, renewLeases, saveRemoteRef, type JobRow } from '../store/jobs.ts';
+import { getTask, type TaskRow } from '../store/tasks.ts';
+import { heartbeatWorker, registerWorker, removeWorker } from '../store/workers.ts';
+import { createWakeup } from '../scheduler/wakeup.ts';
+import { hostname } from 'node:os';
+
+export interface WorkerHandle {
+  readonly id: string;
+  /** Jobs running right now. */
+  running(): number;
+  /** Stops claiming, lets running jobs finish within the grace period, releases the rest. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+interface RunningJob {
+  job: JobRow;
+  controller: AbortController;
+  done: Promise<void>;
+}
+
+const MIME_BY_EXT: Record<string, string> = { png: 'image/png', jpg: 'image/jpeg', jpeg: 'image/jpeg', webp: 'image/webp' };
+
+function mimeOfKey(key: string): string {
+  return MIME_BY_EXT[key.slice(key.lastIndexOf('.') + 1).toLowerCase()] ?? 'application/octet-stream';
+}
+
+/**
+ * A worker claims admitted jobs (up to its slots), runs each through its provider adapter or
+ * the storage step, and records the outcome in one transaction fenced by the lease token. No
+ * transaction stays open across a provider call. Heartbeats extend its leases; a job whose
+ * lease is lost is abandoned (another worker owns it now).
+ */
+export async function startWorker(ctx: Context, workerId: string, roles: string): Promise<WorkerHandle> {
+  const { db, config, log } = ctx;
+  const w = config.worker;
+  const slots = w.concurrency;
+  const running = new Map<string, RunningJob>();
+  const wakeup = createWakeup();
+  let stopping = false;
+
+  await registerWorker(db, { id: workerId, host: hostname(), pid: process.pid, roles, slots });
+  const unlisten = await db.listen(Channels.work, () => wakeup.wake());
+
+  const heartbeat = setInterval(() => {
+    void (async () => {
+      try {
+        await heartbeatWorker(db, workerId, stopping);
+        const held = [...running.values()].map((r) => ({ id: r.job.id, token: r.job.lease_token }));
+        const kept = await renewLeases(db, held, w.leaseMs);
+        for (const r of running.values()) {
+          if (!kept.has(r.job.id) && held.some((h) => h.id === r.job.id)) {
+            log.warn({ jobId: r.job.id }, 'lease lost; abandoning the attempt');
+            r.controller.abort(new Error('lease lost'));
+          }
+        }
+      } catch (error) {
+        log.warn({ err: coerceError(error) }, 'worker heartbeat failed');
+      }
+    })();
+  }, w.heartbeatMs);
+
+  async function runCall(job: JobRow, task: TaskRow, signal: AbortSignal): Promise<void> {
+    const pipeline = pipelineOf(config, task);
+    const step = pipeline.steps[job.step_index]!;
+    const provider = config.providers[job.resource];
+    const adapter = ctx.providers.get(job.resource);
+    if (!provider || !adapter) throw new AppError('internal', `provider "${job.resource}" is not configured`);
+    const key = provider.keys.find((k) => k.id === job.key_id) ?? provider.keys[0]!;
+    const inputKeys = job.input.keys ?? [];
+    const inputs: InputImage[] = await Promise.all(
+      inputKeys.map(async (k, i) => ({
+        data: await ctx.storage.get(k),
+        mime: mimeOfKey(k),
+        role: task.inputs[i]?.role ?? pipeline.inputs[i] ?? 'input',
+      })),
+    );
+    const prompt = step.prompt ? step.prompt.replaceAll('{{prompt}}', task.prompt) : task.prompt;
+    const callSignal = AbortSignal.any([signal, AbortSignal.timeout(provider.timeoutMs)]);
+    let outcome: ProviderOutcome;
+    try {
+      outcome = await adapter.call({
+        taskId: task.id,
+        jobId: job.id,
+        step: step.name,
+        prompt,
+        inputs,
+        count: job.count,
+        seed: (task.seed + job.first_index * 7919 + job.step_index * 104729) % 2 ** 31,
+        firstIndex: job.first_index,
+        params: { ...provider.params, ...step.params, ...task.params },
+        key: { id: key.id, secret: key.secret },
+        signal: callSignal,
+        remoteRef: job.remote_ref ?? undefined,
+        saveRemoteRef: (ref) => saveRemoteRef(db, job.id, job.lease_token, ref),
+      });
+    } catch (error) {
+      // Adapters classify provider behaviour; anything thrown is an unexpected, retryable fault.
+      outcome = { kind: 'transient', message: coerceError(error).message };
+    }
+    if (signal.aborted) return; // lease lost or shutdown: the outcome belongs to nobody now
+    if (outcome.kind !== 'success') {
+      const failure: FailureInfo = {
+        kind: outcome.kind,
+        message: outcome.message,
+        retryAfterMs: 'retryAfterMs' in outcome ? outcome.retryAfterMs : undefined,
+      };
+      const result = await db.transaction((tx) => recordJobFailure(tx, config, job, failure, ctx.random()));
+      log.info({ jobId: job.id, taskId: task.id, kind: outcome.kind, retried: result.retried }, `provider call failed: ${outcome.message}`);
+      return;
+    }
+    const images = outcome.images.slice(0, job.count);
+    const keys: string[] = [];
+    for (const [i, image] of images.entries()) {
+      const k = stagedKey(task.id, step.name, job.first_index + i, extensionFor(image.mime));
+      await ctx.storage.put(k, image.data, image.mime);
+      keys.push(k);
+    }
+    const recorded = await db.transaction((tx) => recordCallSuccess(tx, config, job, keys));
+    if (!recorded) log.warn({ jobId: job.id }, 'stale attempt: outcome discarded');
+  }
+
+  async function runStore(job: JobRow, task: TaskRow): Promise<void> {
+    const staged = job.input.keys?.[0];
+    if (!staged) throw new AppError('internal', 'store job without an input');
+    let failure: FailureInfo | undefined;
+    try {
+      const data = await ctx.storage.get(staged);
+      const meta = await sharp(data).metadata();
+      if (!meta.width || !meta.height || !meta.format) throw new AppError('unsupported_image', 'the provider returned bytes that are not an image');
+      const mime = mimeOfKey(staged);
+      const thumb = await makeThumbnail(data);
+      const keys = resultKeys(task.id, job.first_index, extensionFor(mime));
+      await ctx.storage.put(keys.original, data, mime);
+      await ctx.storage.put(keys.thumbnail, thumb.data, thumb.mime);
+      const recorded = await db.transaction((tx) =>
+        recordStoreSuccess(tx, job, {
+          task_id: task.id,
+          index: job.first_index,
+          storage_key: keys.original,
+          thumb_key: keys.thumbnail,
+          mime,
+          width: meta.width!,
+          height: meta.height!,
+          thumb_width: thumb.width,
+          thumb_height: thumb.height,
+          bytes: data.length,
+          sha256: createHash('sha256').update(data).digest('hex'),
+        }),
+      );
+      if (recorded) await ctx.storage.delete(staged).catch(() => {});
+      return;
+    } catch (error) {
+      const e = coerceError(error);
+      failure = e instanceof AppError && e.code === 'unsupported_image'
+        ? { kind: 'permanent', message: e.message }
+        : { kind: 'transient', message: `storing the image failed: ${e.message}` };
+    }
+    await db.transaction((tx) => recordJobFailure(tx, config, job, failure, ctx.random()));
+  }
+
+  async function run(job: JobRow, controller: AbortController): Promise<void> {
+    try {
+      const task = await getTask(db, job.task_id);
+      if (!task) return;
+      if (job.kind === 'store') await runStore(job, task);
+      else await runCall(job, task, controller.signal);
+    } catch (error) {
+      if (controller.signal.aborted) return;
+      const e = coerceError(error);
+      log.error({ err: e, jobId: job.id }, 'job attempt failed unexpectedly');
+      await db
+        .transaction((tx) => recordJobFailure(tx, config, job, { kind: 'transient', message: e.message }, ctx.random()))
+        .catch((err: unknown) => log.error({ err: coerceError(err), jobId: job.id }, 'could not record the failure; the lease will expire'));
+    }
+  }
+
+  const loop = (async () => {
+    while (!stopping) {
+      let claimed = 0;
+      try {
+        const free = slots - running.size;
+        if (free > 0) {
+          const jobs = await db.transaction((tx) => claimJobs(tx, workerId, free, w.leaseMs));
+          claimed = jobs.length;
+          for (const job of jobs) {
+            const controller = new AbortController();
+            const entry: RunningJob = { job, controller, done: Promise.resolve() };
+            entry.done = run(job, controller).finally(() => {
+              running.delete(job.id);
+              wakeup.wake();
+            });
+            running.set(job.id, entry);
+          }
+        }
+      } catch (error) {
+        log.warn({ err: coerceError(error) }, 'claiming jobs failed; retrying');
+      }
+      if (!stopping && claimed === 0) await wakeup.sleep(w.pollMs);
+    }
+  })();
+
+  log.info({ workerId, slots }, 'worker started');
+  return {
+    id: workerId,
+    running: () => running.size,
+    async stop(graceMs = w.shutdownGraceMs) {
+      if (stopping) return;
+      stopping = true;
+      wakeup.wake();
+      await loop;
+      await heartbeatWorker(db, workerId, true).catch(() => {});
+      const all = Promise.all([...running.values()].map((r) => r.done));
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = await Promise.race([
+        all.then(() => false),
+        new Promise<boolean>((resolve) => {
+          timer = setTimeout(() => resolve(true), graceMs);
+        }),
+      ]);
+      if (timer) clearTimeout(timer);
+      if (timedOut) {
+        for (const r of running.values()) {
+          r.controller.abort(new Error('shutdown'));
+          await db.transaction((tx) => releaseJob(tx, r.job.id, r.job.lease_token)).catch(() => {});
+        }
+        await all;
+      }
+      clearInterval(heartbeat);
+      await unlisten();
+      await removeWorker(db, workerId).catch(() => {});
+      log.info({ workerId, released: timedOut }, 'worker stopped');
+    },
+  };
+}
