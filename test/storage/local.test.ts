@@ -1,0 +1,115 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { AppError } from '../../src/errors.ts';
+import { createLocalStorage } from '../../src/storage/local.ts';
+import type { LocalStorage } from '../../src/storage/local.ts';
+import { verifyFileSignature } from '../../src/storage/signing.ts';
+
+const SECRET = 'test-secret';
+const NOW_MS = 1_700_000_000_000;
+
+describe('local storage', () => {
+  let dir: string;
+  let storage: LocalStorage;
+
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'darkroom-local-'));
+    storage = createLocalStorage({ dir, signingSecret: SECRET, now: () => NOW_MS });
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('round-trips put, get and delete under nested keys', async () => {
+    const data = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0, 1, 2, 255]);
+    await storage.put('tasks/t1/0001.png', data, 'image/png');
+    assert.deepEqual(await storage.get('tasks/t1/0001.png'), data);
+    assert.deepEqual(await readFile(path.join(dir, 'tasks/t1/0001.png')), data);
+    assert.equal(storage.resolvePath('tasks/t1/0001.png'), path.join(dir, 'tasks/t1/0001.png'));
+
+    await storage.delete('tasks/t1/0001.png');
+    await assert.rejects(storage.get('tasks/t1/0001.png'), isCode('file_not_found'));
+    await storage.delete('tasks/t1/0001.png'); // deleting twice is fine
+  });
+
+  it('overwrites atomically and leaves no temp files behind', async () => {
+    await storage.put('over/write.bin', Buffer.from('first'), 'application/octet-stream');
+    await storage.put('over/write.bin', Buffer.from('second'), 'application/octet-stream');
+    assert.equal((await storage.get('over/write.bin')).toString(), 'second');
+    assert.deepEqual(await readdir(path.join(dir, 'over')), ['write.bin']);
+  });
+
+  it('throws file_not_found for a missing key, and for a directory', async () => {
+    await assert.rejects(storage.get('nope/missing.png'), isCode('file_not_found'));
+    await storage.put('a/b/c.png', Buffer.from('x'), 'image/png');
+    await assert.rejects(storage.get('a/b'), isCode('file_not_found'));
+  });
+
+  it('rejects bad keys on every operation', async () => {
+    const badKeys = [
+      '',
+      '/etc/passwd',
+      '../secret',
+      'a/../../b',
+      'a/./b',
+      'a//b',
+      'a/',
+      'a\\b',
+      'a b',
+      'ü.png',
+      '..',
+      'a/..',
+    ];
+    for (const key of badKeys) {
+      await assert.rejects(storage.put(key, Buffer.from('x'), 'image/png'), isCode('invalid_input'), key);
+      await assert.rejects(storage.get(key), isCode('invalid_input'), key);
+      await assert.rejects(storage.delete(key), isCode('invalid_input'), key);
+      await assert.rejects(storage.url(key, 60), isCode('invalid_input'), key);
+      assert.throws(() => storage.resolvePath(key), isCode('invalid_input'), key);
+    }
+  });
+
+  it('returns a signed /v1/files URL that verifies until it expires', async () => {
+    const url = await storage.url('tasks/t1/0002.png', 600);
+    const parsed = new URL(url, 'http://darkroom.test');
+    assert.equal(parsed.pathname, '/v1/files/tasks/t1/0002.png');
+    const exp = parsed.searchParams.get('exp') ?? '';
+    const sig = parsed.searchParams.get('sig') ?? '';
+    assert.equal(Number(exp), NOW_MS / 1000 + 600);
+    assert.match(sig, /^[0-9a-f]{64}$/);
+
+    const now = NOW_MS / 1000;
+    assert.equal(verifyFileSignature('tasks/t1/0002.png', exp, sig, SECRET, now), true);
+    assert.equal(verifyFileSignature('tasks/t1/0002.png', exp, sig, SECRET, now + 600), true);
+    assert.equal(verifyFileSignature('tasks/t1/0002.png', exp, sig, SECRET, now + 601), false, 'expired');
+  });
+
+  it('rejects tampered signatures, keys, expiries and secrets', async () => {
+    const url = new URL(await storage.url('tasks/t1/0003.png', 60), 'http://darkroom.test');
+    const exp = url.searchParams.get('exp') ?? '';
+    const sig = url.searchParams.get('sig') ?? '';
+    const now = NOW_MS / 1000;
+    const flipped = (sig[0] === '0' ? '1' : '0') + sig.slice(1);
+    assert.equal(verifyFileSignature('tasks/t1/0003.png', exp, flipped, SECRET, now), false);
+    assert.equal(verifyFileSignature('tasks/t1/0004.png', exp, sig, SECRET, now), false);
+    assert.equal(verifyFileSignature('tasks/t1/0003.png', String(Number(exp) + 1), sig, SECRET, now), false);
+    assert.equal(verifyFileSignature('tasks/t1/0003.png', exp, sig, 'other-secret', now), false);
+    assert.equal(verifyFileSignature('tasks/t1/0003.png', exp, sig.slice(0, 10), SECRET, now), false);
+    assert.equal(verifyFileSignature('tasks/t1/0003.png', `${exp}.5`, sig, SECRET, now), false);
+    assert.equal(verifyFileSignature('tasks/t1/0003.png', '', sig, SECRET, now), false);
+    assert.equal(verifyFileSignature('../t1/0003.png', exp, sig, SECRET, now), false);
+    assert.equal(verifyFileSignature('tasks/t1/0003.png', exp, sig.toUpperCase(), SECRET, now), true);
+  });
+
+  it('refuses an empty signing secret and a non-positive lifetime', async () => {
+    assert.throws(() => createLocalStorage({ dir, signingSecret: '' }), isCode('invalid_input'));
+    await assert.rejects(storage.url('a.png', 0), isCode('invalid_input'));
+  });
+});
+
+function isCode(code: string): (error: unknown) => boolean {
+  return (error) => error instanceof AppError && error.code === code;
+}
