@@ -1,5 +1,5 @@
 import multipart from '@fastify/multipart';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Context } from '../context.ts';
 import { installErrorHandler } from './error-handler.ts';
 import { registerFileRoutes } from './routes/files.ts';
@@ -18,7 +18,8 @@ export async function buildApp(ctx: Context, options: AppOptions): Promise<Fasti
   const app = Fastify({
     loggerInstance: ctx.log as FastifyBaseLogger,
     bodyLimit: ctx.config.server.bodyLimitBytes,
-    disableRequestLogging: true,
+    // Request lines at info level would drown the job logs; errors are still logged.
+    logController: new LogController({ disableRequestLogging: true }),
     trustProxy: true,
   });
   installErrorHandler(app);
