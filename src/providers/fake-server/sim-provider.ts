@@ -1,0 +1,160 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { FaultQueue } from './faults.ts';
+import { delay, hangUntilClosed, send, sendTrickle, type Reply } from './http.ts';
+import { KeyLimiter } from './key-limiter.ts';
+import { mulberry32 } from '../../images/prng.ts';
+import type { FakeProviderConfig, FakeStats } from './types.ts';
+
+/** What every protocol handler needs from the server around it. */
+export interface SimContext {
+  now(): number;
+  trickleMs: number;
+  fileTtlMs: number;
+  imageSize: number;
+  /** Result files served under `/p/<name>/files/<id>` (OpenAI url results), by id. */
+  files: Map<string, StoredFile>;
+}
+
+export interface StoredFile {
+  provider: string;
+  bytes: Buffer;
+  contentType: string;
+  expiresAt: number;
+}
+
+/** Faults that change what a generation request returns rather than how it fails. */
+export type ContentFault = 'refusal' | 'no_image' | 'not_an_image' | undefined;
+
+/** How one wire format spells the answers the shared gate gives. */
+export interface GenerationProtocol {
+  unauthorized(presented: string | undefined): Reply;
+  rateLimited(retryAfterMs: number, limiter: KeyLimiter, reason: 'rpm' | 'concurrency' | 'scripted'): Reply;
+  serverError(status: 500 | 503): Reply;
+  malformed(): Reply;
+}
+
+/** One simulated provider: its keys, scripted faults and seeded randomness. */
+export class SimProvider {
+  readonly config: FakeProviderConfig;
+  readonly faults = new FaultQueue();
+  private readonly limiters = new Map<string, KeyLimiter>();
+  private random: () => number;
+
+  constructor(config: FakeProviderConfig) {
+    this.config = config;
+    this.random = mulberry32(config.seed ?? 1);
+    for (const key of config.keys) this.limiters.set(key.id, new KeyLimiter(key, { enforceRpm: true }));
+  }
+
+  get name(): string {
+    return this.config.name;
+  }
+
+  /** The key a caller presented: matched by secret when the key has one, else by id. */
+  findKey(presented: string | undefined): KeyLimiter | undefined {
+    if (!presented) return undefined;
+    for (const limiter of this.limiters.values()) {
+      const credential = limiter.key.secret ?? limiter.key.id;
+      if (credential === presented) return limiter;
+    }
+    return undefined;
+  }
+
+  firstKey(): KeyLimiter | undefined {
+    return this.limiters.values().next().value;
+  }
+
+  /** latencyMs ± jitterMs, never negative. */
+  latency(): number {
+    const { latencyMs, jitterMs } = this.config;
+    return Math.max(0, latencyMs + (this.random() * 2 - 1) * jitterMs);
+  }
+
+  /** A random 500/503 with probability errorRate, else undefined. */
+  randomServerError(): 'http500' | 'http503' | undefined {
+    if (this.config.errorRate <= 0 || this.random() >= this.config.errorRate) return undefined;
+    return this.random() < 0.5 ? 'http500' : 'http503';
+  }
+
+  nextRandom(): number {
+    return this.random();
+  }
+
+  hintedRetryAfterMs(): number {
+    return (this.config.retryAfterSeconds ?? 1) * 1000;
+  }
+
+  stats(): FakeStats['providers'][string] {
+    const keys: FakeStats['providers'][string]['keys'] = {};
+    for (const [id, limiter] of this.limiters) keys[id] = limiter.stats();
+    return { keys };
+  }
+
+  reset(): void {
+    this.faults.clear();
+    this.random = mulberry32(this.config.seed ?? 1);
+    for (const limiter of this.limiters.values()) limiter.reset();
+  }
+}
+
+/**
+ * The path every keyed generation request takes: authenticate, scripted 429, rpm and concurrency limits,
+ * scripted or random failures, latency, then the protocol's own answer from `produce`.
+ */
+export async function runGeneration(args: {
+  ctx: SimContext;
+  provider: SimProvider;
+  req: IncomingMessage;
+  res: ServerResponse;
+  presentedKey: string | undefined;
+  protocol: GenerationProtocol;
+  produce: (fault: ContentFault, limiter: KeyLimiter) => Promise<Reply>;
+}): Promise<void> {
+  const { ctx, provider, res, protocol } = args;
+  const limiter = provider.findKey(args.presentedKey);
+  if (!limiter) {
+    send(res, protocol.unauthorized(args.presentedKey));
+    return;
+  }
+  const keyId = limiter.key.id;
+  limiter.noteRequest();
+  if (provider.faults.peek(keyId) === 'http429') {
+    provider.faults.take(keyId);
+    limiter.noteRejected();
+    send(res, protocol.rateLimited(provider.hintedRetryAfterMs(), limiter, 'scripted'));
+    return;
+  }
+  const admission = limiter.tryAcquire(ctx.now());
+  if (!admission.ok) {
+    limiter.noteRejected();
+    const retryAfterMs = admission.reason === 'rpm' ? admission.retryAfterMs : provider.hintedRetryAfterMs();
+    send(res, protocol.rateLimited(retryAfterMs, limiter, admission.reason));
+    return;
+  }
+  res.once('close', admission.release);
+
+  const fault = provider.faults.take(keyId) ?? provider.randomServerError();
+  if (fault === 'hang') {
+    await hangUntilClosed(res);
+    return;
+  }
+  if (!(await delay(res, provider.latency()))) return;
+  switch (fault) {
+    case 'http500':
+    case 'http503':
+      send(res, protocol.serverError(fault === 'http500' ? 500 : 503));
+      return;
+    case 'malformed_json':
+      send(res, protocol.malformed());
+      return;
+    case 'trickle':
+      sendTrickle(res, await args.produce(undefined, limiter), ctx.trickleMs);
+      return;
+    case 'http429': // taken by the scripted-429 check above; unreachable
+    case 'refusal':
+    case 'no_image':
+    case 'not_an_image':
+    case undefined:
+      send(res, await args.produce(fault === 'http429' ? undefined : fault, limiter));
+  }
+}

@@ -1,0 +1,72 @@
+export interface FakeKeyOptions {
+  id: string;
+  /** The credential callers present; when absent, callers present the key id itself. */
+  secret?: string;
+  /** Accepted requests allowed in any sliding 60 s window. Ignored by the ComfyUI protocol. */
+  rpm: number;
+  /** Requests in flight at once; for ComfyUI, the GPU slots (prompts executing at once). */
+  concurrency: number;
+}
+
+export interface FakeProviderConfig {
+  name: string;
+  keys: FakeKeyOptions[];
+  latencyMs: number;
+  jitterMs: number;
+  /** Probability 0..1 that an accepted request fails with a random 500 or 503. */
+  errorRate: number;
+  seed?: number;
+  /**
+   * Retry-After advertised on 429s that the rpm window did not cause (concurrency, scripted `http429`);
+   * rpm rejections always advertise exactly when the window frees a slot.
+   */
+  retryAfterSeconds?: number;
+}
+
+export interface FakeProviderOptions {
+  providers: FakeProviderConfig[];
+  /** Injected clock (epoch ms) for rate windows, file expiry and timestamps. Timers still run in real time. */
+  now?: () => number;
+  /** How long a `trickle` fault takes to send its whole body. Default 2000 ms. */
+  trickleMs?: number;
+  /** How long `/files/...` URLs of OpenAI url results stay downloadable. Default 10 minutes. */
+  fileTtlMs?: number;
+  /** Edge of the square images Gemini returns (OpenAI honours `size`, ComfyUI the workflow). Default 256. */
+  imageSize?: number;
+}
+
+export const FAULTS = [
+  'http500',
+  'http503',
+  'hang',
+  'trickle',
+  'malformed_json',
+  'refusal',
+  'no_image',
+  'not_an_image',
+  'http429',
+] as const;
+
+export type Fault = (typeof FAULTS)[number];
+
+export interface FakeKeyStats {
+  /** Every request that presented this key, accepted or not. */
+  requests: number;
+  rejected_429: number;
+  max_in_flight: number;
+  /** Most ACCEPTED requests inside any 60 s window (exact, from the acceptance log). */
+  max_requests_in_any_60s_window: number;
+}
+
+export interface FakeStats {
+  providers: Record<string, { keys: Record<string, FakeKeyStats> }>;
+}
+
+export interface FakeProviderHandle {
+  /** Base URL without trailing slash; a provider named `x` lives at `${url}/p/x`. */
+  url: string;
+  close(): Promise<void>;
+  stats(): FakeStats;
+  /** Simulate a ComfyUI process restart: drop queue, history, files and websockets (all providers, or one). */
+  restart(provider?: string): void;
+}

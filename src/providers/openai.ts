@@ -1,0 +1,185 @@
+/**
+ * OpenAI Images API and compatible relays: `POST /v1/images/generations` (JSON) for text-only calls,
+ * `POST /v1/images/edits` (multipart, `image` or `image[]`) when the call has input images.
+ * `count` images are asked for as `n` in one request.
+ */
+import { Blob } from 'node:buffer';
+import { fetch, FormData } from 'undici';
+import {
+  credentialOf,
+  decodeAll,
+  Deadline,
+  guardAdapter,
+  isRecord,
+  isRetryableStatus,
+  outcomeForThrown,
+  parseDurationMs,
+  parseJsonText,
+  parseRetryAfterMs,
+  snippet,
+} from './http-util.ts';
+import type { ProviderAdapter, ProviderCall, ProviderOutcome } from './types.ts';
+
+export interface OpenAIProviderOptions {
+  /** Default https://api.openai.com (the adapter appends /v1/images/...). */
+  baseUrl?: string;
+  /** e.g. gpt-image-1, dall-e-3; omitted from the request when unset (the API's default model). */
+  model?: string;
+  /** e.g. 1024x1024; omitted when unset. */
+  size?: string;
+  /** Only sent when set: gpt-image models always answer b64_json and reject the parameter. */
+  responseFormat?: 'url' | 'b64_json';
+  timeoutMs: number;
+}
+
+/** How long an exhausted-quota key (429 insufficient_quota) rests when the answer names no time. */
+const QUOTA_COOLDOWN_MS = 15 * 60_000;
+
+const REFUSAL_CODES = new Set(['content_policy_violation', 'moderation_blocked']);
+
+export function createOpenAIProvider(options: OpenAIProviderOptions): ProviderAdapter {
+  const baseUrl = (options.baseUrl ?? 'https://api.openai.com').replace(/\/+$/, '');
+  return {
+    type: 'openai',
+    call: guardAdapter('openai', (call) => callOpenAI(baseUrl, options, call)),
+  };
+}
+
+const EXTENSION_BY_MIME: Record<string, string> = {
+  'image/png': 'png',
+  'image/jpeg': 'jpg',
+  'image/webp': 'webp',
+};
+
+function generationRequest(
+  options: OpenAIProviderOptions,
+  call: ProviderCall,
+): { path: string; body: string | FormData; headers: Record<string, string> } {
+  const fields: Record<string, string | number> = {
+    ...(options.model ? { model: options.model } : {}),
+    prompt: call.prompt,
+    n: call.count,
+    ...(options.size ? { size: options.size } : {}),
+    ...(options.responseFormat ? { response_format: options.responseFormat } : {}),
+  };
+  if (call.inputs.length === 0) {
+    return {
+      path: '/v1/images/generations',
+      body: JSON.stringify(fields),
+      headers: { 'content-type': 'application/json' },
+    };
+  }
+  const form = new FormData();
+  for (const [name, value] of Object.entries(fields)) form.append(name, String(value));
+  // `image` takes one file (every model); several go as `image[]` (gpt-image models).
+  const field = call.inputs.length === 1 ? 'image' : 'image[]';
+  for (const [index, input] of call.inputs.entries()) {
+    const extension = EXTENSION_BY_MIME[input.mime] ?? 'png';
+    form.append(
+      field,
+      new Blob([input.data], { type: input.mime }),
+      `${input.role}-${index + 1}.${extension}`,
+    );
+  }
+  return { path: '/v1/images/edits', body: form, headers: {} };
+}
+
+async function callOpenAI(
+  baseUrl: string,
+  options: OpenAIProviderOptions,
+  call: ProviderCall,
+): Promise<ProviderOutcome> {
+  const deadline = new Deadline(call.signal, options.timeoutMs);
+  const request = generationRequest(options, call);
+  try {
+    const response = await fetch(`${baseUrl}${request.path}`, {
+      method: 'POST',
+      headers: { ...request.headers, authorization: `Bearer ${credentialOf(call.key)}` },
+      body: request.body,
+      signal: deadline.signal,
+    });
+    const text = await response.text();
+    if (!response.ok) return classifyOpenAIError(response.status, text, response.headers);
+    const parsed = parseJsonText(text);
+    if (!parsed.ok)
+      return {
+        kind: 'transient',
+        message: `openai: malformed JSON in a ${response.status} response: ${snippet(text, 120)}`,
+      };
+    const data =
+      isRecord(parsed.value) && Array.isArray(parsed.value.data) ? parsed.value.data.filter(isRecord) : [];
+    if (data.length === 0)
+      return { kind: 'permanent', reason: 'no_image', message: 'openai: response has no image' };
+    const buffers: Buffer[] = [];
+    for (const item of data.slice(0, Math.max(1, call.count))) {
+      if (typeof item.b64_json === 'string') {
+        buffers.push(Buffer.from(item.b64_json, 'base64'));
+      } else if (typeof item.url === 'string') {
+        // Result URLs expire: fetch now, and never send the key to wherever they point.
+        const download = await fetch(item.url, { signal: deadline.signal });
+        const bytes = Buffer.from(await download.arrayBuffer());
+        if (!download.ok)
+          return {
+            kind: 'transient',
+            message: `openai: result download failed with HTTP ${download.status}`,
+          };
+        buffers.push(bytes);
+      } else {
+        return {
+          kind: 'permanent',
+          reason: 'no_image',
+          message: 'openai: result item has neither b64_json nor url',
+        };
+      }
+    }
+    return await decodeAll(buffers, 'openai');
+  } catch (error) {
+    return outcomeForThrown(error, deadline, `openai ${request.path}`);
+  } finally {
+    deadline.dispose();
+  }
+}
+
+/** Most precise wait the headers give: retry-after-ms, retry-after, then x-ratelimit-reset-* of the exhausted limit. */
+export function openAIRetryAfterMs(
+  headers: { get(name: string): string | null },
+  now: number = Date.now(),
+): number | undefined {
+  const precise = Number(headers.get('retry-after-ms'));
+  if (headers.get('retry-after-ms') !== null && Number.isFinite(precise) && precise >= 0)
+    return Math.ceil(precise);
+  const retryAfter = parseRetryAfterMs(headers.get('retry-after'), now);
+  if (retryAfter !== undefined) return retryAfter;
+  const requests = parseDurationMs(headers.get('x-ratelimit-reset-requests'));
+  const tokens = parseDurationMs(headers.get('x-ratelimit-reset-tokens'));
+  if (
+    headers.get('x-ratelimit-remaining-tokens') === '0' &&
+    headers.get('x-ratelimit-remaining-requests') !== '0'
+  )
+    return tokens ?? requests;
+  return requests ?? tokens;
+}
+
+/** Classifies a non-2xx answer (`{ error: { message, type, param, code } }`). */
+export function classifyOpenAIError(
+  status: number,
+  text: string,
+  headers: { get(name: string): string | null },
+): ProviderOutcome {
+  const parsed = parseJsonText(text);
+  const error =
+    parsed.ok && isRecord(parsed.value) && isRecord(parsed.value.error) ? parsed.value.error : undefined;
+  const code = typeof error?.code === 'string' ? error.code : undefined;
+  const message = `openai ${status}${code ? ` ${code}` : ''}: ${snippet(typeof error?.message === 'string' ? error.message : text)}`;
+  const retryAfterMs = openAIRetryAfterMs(headers);
+  if (status === 429) {
+    // An exhausted balance is no per-minute limit, but resting the key is still right: other keys may work.
+    const wait = retryAfterMs ?? (code === 'insufficient_quota' ? QUOTA_COOLDOWN_MS : undefined);
+    return { kind: 'rate_limited', message, ...(wait !== undefined ? { retryAfterMs: wait } : {}) };
+  }
+  if (code && REFUSAL_CODES.has(code)) return { kind: 'permanent', reason: 'refused', message };
+  if (isRetryableStatus(status))
+    return { kind: 'transient', message, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) };
+  const reason = status === 401 ? 'invalid_key' : (code ?? `http_${status}`);
+  return { kind: 'permanent', reason, message };
+}

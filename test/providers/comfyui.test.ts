@@ -1,0 +1,305 @@
+import assert from 'node:assert/strict';
+import { after, before, beforeEach, describe, it } from 'node:test';
+import sharp from 'sharp';
+import { createComfyUIProvider, fillWorkflow } from '../../src/providers/comfyui.ts';
+import {
+  startFakeProvider,
+  type FakeProviderHandle,
+  type Fault,
+} from '../../src/providers/fake-server/index.ts';
+import type { ProviderCall, ProviderKey, ProviderOutcome } from '../../src/providers/types.ts';
+
+const SECRET = 'comfy-proxy-token-5be1d0';
+const KEY: ProviderKey = { id: 'gpu', secret: SECRET };
+
+/** A txt2img/img2img workflow in ComfyUI's API format, with darkroom placeholders. */
+const WORKFLOW = {
+  '3': {
+    class_type: 'KSampler',
+    inputs: {
+      seed: '{{seed}}',
+      steps: 4,
+      cfg: 7,
+      sampler_name: 'euler',
+      scheduler: 'normal',
+      denoise: 0.8,
+      model: ['4', 0],
+      positive: ['6', 0],
+      negative: ['7', 0],
+      latent_image: ['5', 0],
+    },
+  },
+  '4': { class_type: 'CheckpointLoaderSimple', inputs: { ckpt_name: 'sd_xl_base_1.0.safetensors' } },
+  '5': { class_type: 'EmptyLatentImage', inputs: { width: 48, height: 32, batch_size: '{{batch_size}}' } },
+  '6': { class_type: 'CLIPTextEncode', inputs: { text: 'masterpiece, {{prompt}}', clip: ['4', 1] } },
+  '7': { class_type: 'CLIPTextEncode', inputs: { text: 'blurry', clip: ['4', 1] } },
+  '8': { class_type: 'VAEDecode', inputs: { samples: ['3', 0], vae: ['4', 2] } },
+  '9': { class_type: 'SaveImage', inputs: { filename_prefix: 'darkroom', images: ['8', 0] } },
+};
+
+const IMG2IMG = { ...WORKFLOW, '10': { class_type: 'LoadImage', inputs: { image: '{{input_image}}' } } };
+
+function callWith(overrides: Partial<ProviderCall> = {}): ProviderCall {
+  return {
+    taskId: 'task-1',
+    jobId: `job-${Math.random().toString(36).slice(2)}`,
+    step: 'generate',
+    prompt: 'a castle at dusk',
+    inputs: [],
+    count: 1,
+    seed: 7,
+    firstIndex: 0,
+    params: {},
+    key: KEY,
+    signal: new AbortController().signal,
+    ...overrides,
+  };
+}
+
+function assertNoSecret(outcome: ProviderOutcome): void {
+  assert.ok(!JSON.stringify(outcome).includes(SECRET), `secret leaked into ${JSON.stringify(outcome)}`);
+}
+
+describe('comfyui workflow placeholders', () => {
+  it('keeps numbers numbers when the whole value is a placeholder, and fills text inside strings', () => {
+    const filled = fillWorkflow(WORKFLOW, { seed: 42, batch_size: 3, prompt: 'a fox' }) as typeof WORKFLOW;
+    assert.equal(filled['3'].inputs.seed, 42);
+    assert.equal(filled['5'].inputs.batch_size, 3);
+    assert.equal(filled['6'].inputs.text, 'masterpiece, a fox');
+    assert.deepEqual(filled['3'].inputs.model, ['4', 0]);
+    assert.equal(fillWorkflow('{{unknown}} stays', {}), '{{unknown}} stays');
+    assert.equal(WORKFLOW['3'].inputs.seed, '{{seed}}', 'the template is not modified');
+  });
+});
+
+describe('comfyui adapter against the fake provider', () => {
+  let sim: FakeProviderHandle;
+  let photo: Buffer;
+  const faults = async (list: Fault[]): Promise<void> => {
+    const response = await fetch(`${sim.url}/_sim/faults`, {
+      method: 'POST',
+      body: JSON.stringify({ provider: 'comfy', faults: list }),
+    });
+    assert.equal(response.status, 200);
+  };
+  const adapter = (options: { timeoutMs?: number; workflow?: object; provider?: string } = {}) =>
+    createComfyUIProvider({
+      baseUrl: `${sim.url}/p/${options.provider ?? 'comfy'}`,
+      workflow: options.workflow ?? WORKFLOW,
+      timeoutMs: options.timeoutMs ?? 3000,
+      pollIntervalMs: 50,
+    });
+  const requests = (provider = 'comfy'): number => sim.stats().providers[provider]?.keys.gpu?.requests ?? -1;
+  const history = async (promptId: string, provider = 'comfy'): Promise<Record<string, unknown>> =>
+    (await (await fetch(`${sim.url}/p/${provider}/history/${promptId}`)).json()) as Record<string, unknown>;
+
+  before(async () => {
+    sim = await startFakeProvider({
+      trickleMs: 600,
+      providers: [
+        {
+          name: 'comfy',
+          keys: [{ id: 'gpu', rpm: 1, concurrency: 2 }],
+          latencyMs: 40,
+          jitterMs: 5,
+          errorRate: 0,
+          retryAfterSeconds: 5,
+        },
+        {
+          name: 'one-gpu',
+          keys: [{ id: 'gpu', rpm: 1, concurrency: 1 }],
+          latencyMs: 30,
+          jitterMs: 0,
+          errorRate: 0,
+        },
+        {
+          name: 'slow',
+          keys: [{ id: 'gpu', rpm: 1, concurrency: 1 }],
+          latencyMs: 300,
+          jitterMs: 0,
+          errorRate: 0,
+        },
+      ],
+    });
+    photo = await sharp({ create: { width: 16, height: 16, channels: 3, background: '#888' } })
+      .png()
+      .toBuffer();
+  });
+  after(() => sim.close());
+  beforeEach(async () => {
+    await fetch(`${sim.url}/_sim/reset`, { method: 'POST' });
+    sim.restart();
+  });
+
+  it('uploads inputs, queues the workflow, reports progress and returns the outputs', async () => {
+    const progress: number[] = [];
+    const refs: string[] = [];
+    const outcome = await adapter({ workflow: IMG2IMG }).call(
+      callWith({
+        count: 2,
+        inputs: [{ data: photo, mime: 'image/png', role: 'person' }],
+        onProgress: (fraction) => progress.push(fraction),
+        saveRemoteRef: async (ref) => {
+          refs.push(ref);
+        },
+      }),
+    );
+    assert.equal(outcome.kind, 'success');
+    assert.equal(outcome.images.length, 2);
+    for (const image of outcome.images) {
+      const metadata = await sharp(image.data).metadata();
+      assert.deepEqual([metadata.format, metadata.width, metadata.height], ['png', 48, 32]);
+    }
+    assert.deepEqual(progress, [0.25, 0.5, 0.75, 1]);
+    assert.equal(refs.length, 1);
+    const entry = (await history(refs[0] ?? ''))[refs[0] ?? ''] as { status: { status_str: string } };
+    assert.equal(entry.status.status_str, 'success');
+    assert.equal(requests(), 1);
+  });
+
+  it('runs no more prompts at once than the GPU slots allow, and ignores rpm', async () => {
+    const outcomes = await Promise.all(
+      Array.from({ length: 4 }, () => adapter({ provider: 'one-gpu' }).call(callWith())),
+    );
+    assert.deepEqual(
+      outcomes.map((outcome) => outcome.kind),
+      ['success', 'success', 'success', 'success'],
+    );
+    const stats = sim.stats().providers['one-gpu']?.keys.gpu;
+    assert.equal(stats?.max_in_flight, 1);
+    assert.equal(stats?.rejected_429, 0);
+    assert.equal(stats?.max_requests_in_any_60s_window, 4);
+  });
+
+  it('reconciles a finished prompt after a crash without queueing it again', async () => {
+    const crashed = new AbortController();
+    let remoteRef: string | undefined;
+    const first = await adapter().call(
+      callWith({
+        signal: crashed.signal,
+        saveRemoteRef: async (ref) => {
+          remoteRef = ref;
+        },
+        onProgress: () => crashed.abort(), // the worker dies while the GPU is busy
+      }),
+    );
+    assert.equal(first.kind, 'transient');
+    assert.ok(remoteRef);
+    for (let i = 0; i < 50 && !(await history(remoteRef))[remoteRef]; i += 1)
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    const retry = await adapter().call(
+      callWith({ remoteRef, saveRemoteRef: async () => assert.fail('nothing is queued again') }),
+    );
+    assert.equal(retry.kind, 'success');
+    assert.equal(retry.images.length, 1);
+    assert.equal(requests(), 1, 'the prompt ran once');
+  });
+
+  it('waits for a prompt that is still queued or running instead of queueing it again', async () => {
+    const crashed = new AbortController();
+    let remoteRef: string | undefined;
+    await adapter({ provider: 'slow' }).call(
+      callWith({
+        jobId: 'job-retried',
+        signal: crashed.signal,
+        saveRemoteRef: async (ref) => {
+          remoteRef = ref;
+        },
+        onProgress: () => crashed.abort(),
+      }),
+    );
+    assert.ok(remoteRef);
+    const progress: number[] = [];
+    const retry = await adapter({ provider: 'slow' }).call(
+      callWith({ jobId: 'job-retried', remoteRef, onProgress: (fraction) => progress.push(fraction) }),
+    );
+    assert.equal(retry.kind, 'success');
+    assert.equal(requests('slow'), 1);
+    assert.ok(progress.length > 0, 'progress of the running prompt still arrives');
+  });
+
+  it('queues again when ComfyUI restarted and forgot the prompt', async () => {
+    let remoteRef: string | undefined;
+    const first = await adapter().call(callWith({ saveRemoteRef: async (ref) => void (remoteRef = ref) }));
+    assert.equal(first.kind, 'success');
+    assert.ok(remoteRef);
+    sim.restart('comfy');
+    const refs: string[] = [];
+    const retry = await adapter().call(
+      callWith({ remoteRef, saveRemoteRef: async (ref) => void refs.push(ref) }),
+    );
+    assert.equal(retry.kind, 'success');
+    assert.equal(requests(), 2);
+    assert.equal(refs.length, 1);
+    assert.notEqual(refs[0], remoteRef);
+  });
+
+  it('notices a restart while it waits', async () => {
+    const outcome = await adapter({ provider: 'slow' }).call(
+      callWith({ onProgress: () => sim.restart('slow') }),
+    );
+    assert.equal(outcome.kind, 'transient');
+    assert.match(outcome.message, /neither queued nor in history/);
+  });
+
+  it('classifies a workflow ComfyUI rejects as permanent', async () => {
+    const noOutput = { '3': WORKFLOW['3'] };
+    const outcome = await adapter({ workflow: noOutput }).call(callWith());
+    assert.equal(outcome.kind, 'permanent');
+    assert.equal(outcome.reason, 'invalid_workflow');
+    assert.match(outcome.message, /prompt_no_outputs/);
+  });
+
+  it('classifies a scripted 429 with its retry-after', async () => {
+    await faults(['http429']);
+    const outcome = await adapter().call(callWith());
+    assert.equal(outcome.kind, 'rate_limited');
+    assert.equal(outcome.retryAfterMs, 5000);
+  });
+
+  for (const fault of ['http500', 'http503', 'malformed_json'] as const) {
+    it(`classifies ${fault} as transient`, async () => {
+      await faults([fault]);
+      const outcome = await adapter().call(callWith());
+      assert.equal(outcome.kind, 'transient');
+      assertNoSecret(outcome);
+    });
+  }
+
+  for (const [fault, reason] of [
+    ['refusal', 'execution_error'],
+    ['no_image', 'no_image'],
+    ['not_an_image', 'not_an_image'],
+  ] as const) {
+    it(`classifies ${fault} as permanent (${reason})`, async () => {
+      await faults([fault]);
+      const outcome = await adapter().call(callWith());
+      assert.equal(outcome.kind, 'permanent');
+      assert.equal(outcome.reason, reason);
+      assertNoSecret(outcome);
+    });
+  }
+
+  it('times out a hanging queue request and a trickling one', async () => {
+    await faults(['hang', 'trickle']);
+    assert.equal((await adapter({ timeoutMs: 150 }).call(callWith())).kind, 'timeout');
+    assert.equal((await adapter({ timeoutMs: 150 }).call(callWith())).kind, 'timeout');
+  });
+
+  it('times out when the prompt does not finish in time', async () => {
+    const outcome = await adapter({ provider: 'slow', timeoutMs: 100 }).call(callWith());
+    assert.equal(outcome.kind, 'timeout');
+    assertNoSecret(outcome);
+  });
+
+  it('classifies an unreachable server as transient', async () => {
+    const closed = await startFakeProvider({ providers: [] });
+    const url = closed.url;
+    await closed.close();
+    const outcome = await createComfyUIProvider({ baseUrl: url, workflow: WORKFLOW, timeoutMs: 2000 }).call(
+      callWith(),
+    );
+    assert.equal(outcome.kind, 'transient');
+    assertNoSecret(outcome);
+  });
+});

@@ -1,0 +1,286 @@
+import assert from 'node:assert/strict';
+import { createServer, type IncomingHttpHeaders } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, beforeEach, describe, it } from 'node:test';
+import sharp from 'sharp';
+import {
+  startFakeProvider,
+  type FakeProviderHandle,
+  type Fault,
+} from '../../src/providers/fake-server/index.ts';
+import { classifyOpenAIError, createOpenAIProvider, openAIRetryAfterMs } from '../../src/providers/openai.ts';
+import type { ProviderCall, ProviderKey, ProviderOutcome } from '../../src/providers/types.ts';
+
+const SECRET = 'sk-proj-openai-test-secret-19d2e';
+const KEY: ProviderKey = { id: 'oa-key-1', secret: SECRET };
+
+function callWith(overrides: Partial<ProviderCall> = {}): ProviderCall {
+  return {
+    taskId: 'task-1',
+    jobId: 'job-1',
+    step: 'generate',
+    prompt: 'a paper boat on a pond',
+    inputs: [],
+    count: 1,
+    seed: 99,
+    firstIndex: 0,
+    params: {},
+    key: KEY,
+    signal: new AbortController().signal,
+    ...overrides,
+  };
+}
+
+function assertNoSecret(outcome: ProviderOutcome): void {
+  assert.ok(!JSON.stringify(outcome).includes(SECRET), `secret leaked into ${JSON.stringify(outcome)}`);
+}
+
+function headers(values: Record<string, string>): { get(name: string): string | null } {
+  return { get: (name) => values[name] ?? null };
+}
+
+describe('openai adapter against the fake provider', () => {
+  let clock = 3_000_000;
+  let sim: FakeProviderHandle;
+  let baseUrl: string;
+  let photo: Buffer;
+  const faults = async (list: Fault[]): Promise<void> => {
+    const response = await fetch(`${sim.url}/_sim/faults`, {
+      method: 'POST',
+      body: JSON.stringify({ provider: 'oa', faults: list }),
+    });
+    assert.equal(response.status, 200);
+  };
+  const adapter = (options: { timeoutMs?: number; responseFormat?: 'url' | 'b64_json' } = {}) =>
+    createOpenAIProvider({
+      baseUrl,
+      model: 'gpt-image-1',
+      size: '64x64',
+      timeoutMs: options.timeoutMs ?? 2000,
+      ...(options.responseFormat ? { responseFormat: options.responseFormat } : {}),
+    });
+
+  before(async () => {
+    sim = await startFakeProvider({
+      now: () => clock,
+      trickleMs: 600,
+      providers: [
+        {
+          name: 'oa',
+          keys: [{ id: 'oa-key-1', secret: SECRET, rpm: 1000, concurrency: 10 }],
+          latencyMs: 3,
+          jitterMs: 2,
+          errorRate: 0,
+          retryAfterSeconds: 3,
+        },
+        {
+          name: 'tight',
+          keys: [{ id: 'sim-key', rpm: 1, concurrency: 10 }],
+          latencyMs: 1,
+          jitterMs: 0,
+          errorRate: 0,
+        },
+      ],
+    });
+    baseUrl = `${sim.url}/p/oa`;
+    photo = await sharp({ create: { width: 16, height: 16, channels: 4, background: '#0a0' } })
+      .png()
+      .toBuffer();
+  });
+  after(() => sim.close());
+  beforeEach(async () => {
+    await fetch(`${sim.url}/_sim/reset`, { method: 'POST' });
+  });
+
+  it('generates count b64_json images in one request', async () => {
+    const outcome = await adapter().call(callWith({ count: 2 }));
+    assert.equal(outcome.kind, 'success');
+    assert.equal(outcome.images.length, 2);
+    for (const image of outcome.images) {
+      const metadata = await sharp(image.data).metadata();
+      assert.deepEqual([metadata.format, metadata.width, metadata.height], ['png', 64, 64]);
+    }
+    assert.equal(sim.stats().providers.oa?.keys['oa-key-1']?.requests, 1);
+  });
+
+  it('downloads url results at once', async () => {
+    const outcome = await adapter({ responseFormat: 'url' }).call(callWith({ count: 2 }));
+    assert.equal(outcome.kind, 'success');
+    assert.equal(outcome.images.length, 2);
+    assert.equal((await sharp(outcome.images[0]?.data).metadata()).format, 'png');
+  });
+
+  it('sends edits as multipart with image or image[]', async () => {
+    const one = await adapter().call(
+      callWith({ inputs: [{ data: photo, mime: 'image/png', role: 'person' }] }),
+    );
+    assert.equal(one.kind, 'success');
+    const two = await adapter().call(
+      callWith({
+        inputs: [
+          { data: photo, mime: 'image/png', role: 'person' },
+          { data: photo, mime: 'image/png', role: 'garment' },
+        ],
+      }),
+    );
+    assert.equal(two.kind, 'success');
+    assert.equal(sim.stats().providers.oa?.keys['oa-key-1']?.requests, 2);
+  });
+
+  it('classifies an input the API cannot read as permanent', async () => {
+    const outcome = await adapter().call(
+      callWith({ inputs: [{ data: Buffer.from('not a picture'), mime: 'image/png', role: 'person' }] }),
+    );
+    assert.equal(outcome.kind, 'permanent');
+    assert.equal(outcome.reason, 'invalid_image_format');
+  });
+
+  it('reads retryAfterMs from the headers when the key is over its rpm', async () => {
+    const tight = createOpenAIProvider({ baseUrl: `${sim.url}/p/tight`, size: '64x64', timeoutMs: 2000 });
+    const call = callWith({ key: { id: 'sim-key', secret: undefined } });
+    assert.equal((await tight.call(call)).kind, 'success');
+    clock += 20_250;
+    const limited = await tight.call(call);
+    assert.equal(limited.kind, 'rate_limited');
+    assert.equal(limited.retryAfterMs, 39_750);
+    assert.match(limited.message, /rate_limit_exceeded/);
+  });
+
+  it('classifies a scripted 429 with its retry-after', async () => {
+    await faults(['http429']);
+    const outcome = await adapter().call(callWith());
+    assert.equal(outcome.kind, 'rate_limited');
+    assert.equal(outcome.retryAfterMs, 3000);
+    assertNoSecret(outcome);
+  });
+
+  for (const fault of ['http500', 'http503', 'malformed_json'] as const) {
+    it(`classifies ${fault} as transient`, async () => {
+      await faults([fault]);
+      const outcome = await adapter().call(callWith());
+      assert.equal(outcome.kind, 'transient');
+      assertNoSecret(outcome);
+    });
+  }
+
+  for (const [fault, reason, responseFormat] of [
+    ['refusal', 'refused', undefined],
+    ['no_image', 'no_image', undefined],
+    ['not_an_image', 'not_an_image', 'b64_json'],
+    ['not_an_image', 'not_an_image', 'url'],
+  ] as const) {
+    it(`classifies ${fault}${responseFormat ? ` (${responseFormat})` : ''} as permanent (${reason})`, async () => {
+      await faults([fault]);
+      const outcome = await adapter(responseFormat ? { responseFormat } : {}).call(callWith());
+      assert.equal(outcome.kind, 'permanent');
+      assert.equal(outcome.reason, reason);
+      assertNoSecret(outcome);
+    });
+  }
+
+  it('times out a request that never answers, and a body that trickles past the timeout', async () => {
+    await faults(['hang', 'trickle', 'trickle']);
+    assert.equal((await adapter({ timeoutMs: 150 }).call(callWith())).kind, 'timeout');
+    assert.equal((await adapter({ timeoutMs: 150 }).call(callWith())).kind, 'timeout');
+    assert.equal(
+      (await adapter({ timeoutMs: 3000 }).call(callWith())).kind,
+      'success',
+      'slow but within the timeout',
+    );
+  });
+
+  it('keeps a rejected key out of the message even though the API echoes it', async () => {
+    const wrong = `${SECRET}-revoked`;
+    const outcome = await adapter().call(callWith({ key: { id: 'oa-key-1', secret: wrong } }));
+    assert.equal(outcome.kind, 'permanent');
+    assert.equal(outcome.reason, 'invalid_key');
+    assert.ok(!outcome.message.includes(wrong));
+    assert.match(outcome.message, /\[redacted\]/);
+  });
+
+  it('never sends the key to a result URL', async () => {
+    const png = await sharp({ create: { width: 4, height: 4, channels: 3, background: '#f00' } })
+      .png()
+      .toBuffer();
+    const seen: IncomingHttpHeaders[] = [];
+    const relay = createServer((req, res) => {
+      seen.push(req.headers);
+      if (req.url === '/v1/images/generations') {
+        const port = (relay.address() as AddressInfo).port;
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ created: 1, data: [{ url: `http://127.0.0.1:${port}/cdn/result.png` }] }));
+      } else {
+        res.writeHead(200, { 'content-type': 'image/png' });
+        res.end(png);
+      }
+    });
+    await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (relay.address() as AddressInfo).port;
+      const outcome = await createOpenAIProvider({
+        baseUrl: `http://127.0.0.1:${port}`,
+        timeoutMs: 2000,
+      }).call(callWith());
+      assert.equal(outcome.kind, 'success');
+      assert.equal(seen.length, 2);
+      assert.equal(seen[0]?.authorization, `Bearer ${SECRET}`);
+      assert.equal(seen[1]?.authorization, undefined);
+    } finally {
+      relay.closeAllConnections();
+      await new Promise((resolve) => relay.close(resolve));
+    }
+  });
+});
+
+describe('openai error classification', () => {
+  it('parses retry hints in order of precision', () => {
+    assert.equal(openAIRetryAfterMs(headers({ 'retry-after-ms': '1250', 'retry-after': '2' })), 1250);
+    assert.equal(openAIRetryAfterMs(headers({ 'retry-after': '2' })), 2000);
+    assert.equal(openAIRetryAfterMs(headers({ 'x-ratelimit-reset-requests': '6m0s' })), 360_000);
+    assert.equal(openAIRetryAfterMs(headers({ 'x-ratelimit-reset-requests': '1s' })), 1000);
+    assert.equal(openAIRetryAfterMs(headers({ 'x-ratelimit-reset-requests': '1m30.5s' })), 90_500);
+    assert.equal(
+      openAIRetryAfterMs(
+        headers({
+          'x-ratelimit-remaining-requests': '5',
+          'x-ratelimit-remaining-tokens': '0',
+          'x-ratelimit-reset-requests': '1s',
+          'x-ratelimit-reset-tokens': '12ms',
+        }),
+      ),
+      12,
+    );
+    assert.equal(openAIRetryAfterMs(headers({ 'retry-after': 'Wed, 21 Oct 2015 07:28:00 GMT' })), 0);
+    assert.equal(openAIRetryAfterMs(headers({})), undefined);
+  });
+
+  it('rests a key whose quota is exhausted instead of failing the images', () => {
+    const outcome = classifyOpenAIError(
+      429,
+      JSON.stringify({
+        error: {
+          message: 'You exceeded your current quota',
+          type: 'insufficient_quota',
+          code: 'insufficient_quota',
+        },
+      }),
+      headers({}),
+    );
+    assert.equal(outcome.kind, 'rate_limited');
+    assert.equal(outcome.retryAfterMs, 15 * 60_000);
+  });
+
+  it('treats moderation_blocked like content_policy_violation', () => {
+    const outcome = classifyOpenAIError(
+      400,
+      JSON.stringify({
+        error: { message: 'blocked', type: 'image_generation_user_error', code: 'moderation_blocked' },
+      }),
+      headers({}),
+    );
+    assert.deepEqual(
+      [outcome.kind, outcome.kind === 'permanent' ? outcome.reason : ''],
+      ['permanent', 'refused'],
+    );
+  });
+});
