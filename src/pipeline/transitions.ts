@@ -22,6 +22,10 @@ import { addUnits, finishTask, lockTask, setStage, type TaskRow } from '../store
 import { jobsForCallStep, jobsForStoreStep } from './plan-jobs.ts';
 
 /**
+ * Lock order, everywhere: job row, then task row, then provider state. (Inserting an image or
+ * a job takes a key-share lock on its task through the foreign key, so the task must already be
+ * locked FOR UPDATE by then, or two transactions deadlock on it.)
+ *
  * Everything that happens to a task after a job's attempt, each in the caller's single
  * transaction: the job's outcome (fenced by its lease token), the task's counters, the next
  * stage's jobs, the final state and the refund. A stale attempt (its lease was taken over)
@@ -50,8 +54,8 @@ export async function recordCallSuccess(
 ): Promise<boolean> {
   const row = await lockRunningJob(tx, job.id, job.lease_token);
   if (!row) return false;
-  await completeJob(tx, row.id, { keys: stagedKeys });
   let task = (await lockTask(tx, row.task_id))!;
+  await completeJob(tx, row.id, { keys: stagedKeys });
   const pipeline = pipelineOf(config, task);
   const step = pipeline.steps[row.step_index]!;
   const provider = config.providers[row.resource];
@@ -106,9 +110,9 @@ export async function recordCallSuccess(
 export async function recordStoreSuccess(tx: Queryable, job: Pick<JobRow, 'id' | 'lease_token'>, image: ImageRow): Promise<boolean> {
   const row = await lockRunningJob(tx, job.id, job.lease_token);
   if (!row) return false;
+  await lockTask(tx, row.task_id);
   await completeJob(tx, row.id, { keys: [image.storage_key, image.thumb_key] });
   const inserted = await insertImage(tx, image);
-  await lockTask(tx, row.task_id);
   if (inserted) {
     const task = await addUnits(tx, row.task_id, 1, 0);
     await appendEvent(tx, task.id, task.user_id, 'progress', {
@@ -140,6 +144,7 @@ export async function recordJobFailure(
 ): Promise<{ recorded: boolean; retried: boolean }> {
   const row = await lockRunningJob(tx, job.id, job.lease_token);
   if (!row) return { recorded: false, retried: false };
+  const task = await lockTask(tx, row.task_id);
   const provider = config.providers[row.resource];
   if (failure.kind === 'rate_limited' && provider && row.key_id) {
     await recordProviderRateLimit(
@@ -157,7 +162,6 @@ export async function recordJobFailure(
     random,
     retryAfterMs: failure.kind === 'rate_limited' ? undefined : failure.retryAfterMs,
   });
-  const task = await lockTask(tx, row.task_id);
   if (decision.action === 'retry' && task && !isSettled(task)) {
     await requeueJob(tx, row.id, decision.delayMs, !decision.spendsAttempt, `${failure.kind}: ${failure.message}`);
     await tx.query(`SELECT pg_notify('darkroom_schedule', '')`);
