@@ -9,8 +9,11 @@ import { findExpiredLeases, requeueStaleAdmissions } from '../store/jobs.ts';
 import { acquireLeadership, resignLeadership } from '../store/leader.ts';
 import { pruneKeyRequests, readScheduleSnapshot, writeAdmissions } from '../store/schedule.ts';
 import { findExpiredQueuedTasks } from '../store/tasks.ts';
+import { deleteUpload, findExpiredUploads } from '../store/uploads.ts';
 import { pruneWorkers } from '../store/workers.ts';
 import { createWakeup } from './wakeup.ts';
+
+const RETENTION_EVERY_MS = 10 * 60_000; // 10 min
 
 export interface SchedulerHandle {
   readonly id: string;
@@ -34,6 +37,7 @@ export async function startScheduler(ctx: Context, candidateId: string): Promise
   let term: number | undefined;
   let stopped = false;
   let lastHousekeepingMs = 0;
+  let lastRetentionMs = 0;
 
   async function housekeeping(): Promise<void> {
     for (const job of await findExpiredLeases(db, 200)) {
@@ -49,6 +53,17 @@ export async function startScheduler(ctx: Context, candidateId: string): Promise
     }
     await pruneKeyRequests(db, windowMs);
     await pruneWorkers(db, Math.max(60_000, config.worker.leaseMs * 4));
+    if (Date.now() - lastRetentionMs > RETENTION_EVERY_MS) {
+      lastRetentionMs = Date.now();
+      await removeExpiredUploads();
+    }
+  }
+
+  async function removeExpiredUploads(): Promise<void> {
+    for (const upload of await findExpiredUploads(db, config.uploads.retentionHours, 500)) {
+      await ctx.storage.delete(upload.storage_key).catch((error: unknown) => log.warn({ err: coerceError(error) }, 'could not delete an upload file'));
+      await deleteUpload(db, upload.id);
+    }
   }
 
   async function tick(): Promise<number> {
@@ -66,7 +81,6 @@ export async function startScheduler(ctx: Context, candidateId: string): Promise
     });
     const input = buildPolicyInput(config, snapshot, windowMs);
     const decision = decide(input);
-    nextWakeAtMs = decision.nextWakeAtMs;
     nextWakeFromNowMs = decision.nextWakeAtMs !== undefined ? Math.max(0, decision.nextWakeAtMs - snapshot.nowMs) : undefined;
     if (decision.admissions.length === 0) return 0;
     const currentTerm = term;
@@ -88,7 +102,6 @@ export async function startScheduler(ctx: Context, candidateId: string): Promise
     return written.admitted;
   }
 
-  let nextWakeAtMs: number | undefined;
   let nextWakeFromNowMs: number | undefined;
   const loop = (async () => {
     while (!stopped) {
@@ -117,7 +130,6 @@ export async function startScheduler(ctx: Context, candidateId: string): Promise
       await unlisten();
       if (term !== undefined) await resignLeadership(db, candidateId).catch(() => {});
       term = undefined;
-      void nextWakeAtMs;
     },
   };
 }

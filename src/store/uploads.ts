@@ -23,3 +23,23 @@ export async function getUploads(q: Queryable, ids: string[]): Promise<UploadRow
   const { rows } = await q.query<UploadRow>('SELECT * FROM uploads WHERE id = ANY($1::text[])', [ids]);
   return rows;
 }
+
+/**
+ * Uploads older than `hours` that no queued or running task uses. Tasks that ended keep only
+ * their results; queued and running tasks are never touched by retention.
+ */
+export async function findExpiredUploads(q: Queryable, hours: number, limit: number): Promise<Array<{ id: string; storage_key: string }>> {
+  const { rows } = await q.query<{ id: string; storage_key: string }>(
+    `SELECT u.id, u.storage_key FROM uploads u
+      WHERE u.created_at < now() - $1::int * interval '1 hour'
+        AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.state IN ('queued', 'running')
+                          AND t.inputs @> jsonb_build_array(jsonb_build_object('upload_id', u.id)))
+      ORDER BY u.created_at LIMIT $2`,
+    [hours, limit],
+  );
+  return rows;
+}
+
+export async function deleteUpload(q: Queryable, id: string): Promise<void> {
+  await q.query('DELETE FROM uploads WHERE id = $1', [id]);
+}

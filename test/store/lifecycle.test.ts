@@ -7,6 +7,7 @@ import { claimJobs, type JobRow } from '../../src/store/jobs.ts';
 import { acquireLeadership, currentLeader } from '../../src/store/leader.ts';
 import { writeAdmissions } from '../../src/store/schedule.ts';
 import { refundTask } from '../../src/store/credits.ts';
+import { findExpiredUploads, insertUpload } from '../../src/store/uploads.ts';
 import { describeEachDb, useTestDb } from '../helpers/db.ts';
 import { testConfig } from '../helpers/config.ts';
 
@@ -127,5 +128,31 @@ describeEachDb('job lifecycle', (kind) => {
     const fresh = await db.transaction((tx) => writeAdmissions(tx, 'B', b!, [{ jobId: job.rows[0]!.id, keyId: 'k1', provider: 'main' }]));
     assert.equal(fresh?.admitted, 1);
     assert.deepEqual(fresh?.startedTasks.map((s) => s.id), [taskId]);
+  });
+
+  it('expires old uploads, but never one a queued or running task still uses', async () => {
+    const upload = (id: string) => ({ id, storage_key: `uploads/${id}.png`, mime: 'image/png', width: 1, height: 1, bytes: 1, sha256: 'x' });
+    await insertUpload(db, upload('old-unused'));
+    await insertUpload(db, upload('old-used'));
+    await insertUpload(db, upload('fresh'));
+    await db.query(`UPDATE uploads SET created_at = now() - interval '100 hours' WHERE id LIKE 'old-%'`);
+    const r = await submitTask(db, config, {
+      userId: 'uploader',
+      orderId: undefined,
+      type: 'gen',
+      plan: 'free',
+      prompt: '',
+      inputs: [{ role: 'input', upload_id: 'old-used', storage_key: 'uploads/old-used.png', mime: 'image/png', sha256: 'x' }],
+      params: {},
+      deadlineSeconds: undefined,
+      idempotencyKey: undefined,
+      requestHash: 'u',
+    });
+    assert.equal(r.status, 202);
+    const expired = await findExpiredUploads(db, 72, 100);
+    assert.deepEqual(expired.map((u) => u.id), ['old-unused']);
+    await db.query(`UPDATE tasks SET state = 'succeeded' WHERE id = $1`, [r.body.id]);
+    const later = await findExpiredUploads(db, 72, 100);
+    assert.deepEqual(later.map((u) => u.id).sort(), ['old-unused', 'old-used']);
   });
 });
