@@ -16,7 +16,7 @@ export function createProviderAdapter(p: ResolvedProvider, seed: number): Provid
   const model = p.model;
   switch (p.type) {
     case 'sim':
-      if (p.baseUrl) return createOpenAIProvider({ baseUrl: p.baseUrl, timeoutMs: p.timeoutMs });
+      if (p.baseUrl) return createOpenAIProvider({ baseUrl: simulatorUrl(p.baseUrl, p.name), timeoutMs: p.timeoutMs });
       return createSimProvider({ latencyMs: p.sim.latencyMs, jitterMs: p.sim.jitterMs, errorRate: p.sim.errorRate, seed });
     case 'gemini':
       return createGeminiProvider({
@@ -40,6 +40,12 @@ export function createProviderAdapter(p: ResolvedProvider, seed: number): Provid
       return createComfyUIProvider({ baseUrl: p.baseUrl!, workflow, timeoutMs: p.timeoutMs });
     }
   }
+}
+
+/** `darkroom fake-provider` serves each simulated provider under `/p/<name>`. */
+export function simulatorUrl(baseUrl: string, name: string): string {
+  const trimmed = baseUrl.replace(/\/+$/, '');
+  return trimmed.endsWith(`/p/${name}`) ? trimmed : `${trimmed}/p/${encodeURIComponent(name)}`;
 }
 
 export function createProviders(config: Config, seed = Date.now() % 2 ** 31): Map<string, ProviderAdapter> {
