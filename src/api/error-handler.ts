@@ -7,13 +7,13 @@ export interface ErrorBody {
 
 /** Fastify's own errors that are the caller's fault, mapped to darkroom codes. */
 const FASTIFY_CODES: Record<string, { code: ErrorCode; status: number }> = {
-  FST_ERR_CTP_INVALID_MEDIA_TYPE: { code: 'validation_failed', status: 415 },
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: { code: 'unsupported_media_type', status: 415 },
   FST_ERR_CTP_EMPTY_JSON_BODY: { code: 'invalid_json', status: 400 },
   FST_ERR_CTP_BODY_TOO_LARGE: { code: 'payload_too_large', status: 413 },
   FST_REQ_FILE_TOO_LARGE: { code: 'payload_too_large', status: 413 },
-  FST_FILES_LIMIT: { code: 'validation_failed', status: 413 },
-  FST_PARTS_LIMIT: { code: 'validation_failed', status: 413 },
-  FST_INVALID_MULTIPART_CONTENT_TYPE: { code: 'validation_failed', status: 406 },
+  FST_FILES_LIMIT: { code: 'payload_too_large', status: 413 },
+  FST_PARTS_LIMIT: { code: 'payload_too_large', status: 413 },
+  FST_INVALID_MULTIPART_CONTENT_TYPE: { code: 'unsupported_media_type', status: 415 },
 };
 
 /** Every error leaves as `{ error: { code, message } }`; 5xx messages are hidden. */

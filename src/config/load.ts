@@ -157,14 +157,39 @@ export function resolveConfig(input: ConfigInput | Record<string, unknown>, env:
   if (Object.keys(pipelines).length === 0) problems.push('pipelines: at least one pipeline (task type) is required');
   if (problems.length > 0) throw new ConfigError(`invalid configuration (${source}):\n  - ${problems.join('\n  - ')}`);
 
+  let storage = c.storage;
+  if (storage.driver === 's3') {
+    const accessKeyId = resolveSecretRef(storage.accessKeyId, env);
+    const secretAccessKey = resolveSecretRef(storage.secretAccessKey, env);
+    if (!accessKeyId) problems.push(`storage.accessKeyId: environment variable ${storage.accessKeyId.slice(4)} is not set`);
+    if (!secretAccessKey) problems.push(`storage.secretAccessKey: environment variable ${storage.secretAccessKey.slice(4)} is not set`);
+    storage = { ...storage, accessKeyId: accessKeyId ?? '', secretAccessKey: secretAccessKey ?? '' };
+  }
+  if (problems.length > 0) throw new ConfigError(`invalid configuration (${source}):\n  - ${problems.join('\n  - ')}`);
+
   return {
     ...c,
+    storage,
     home: path.resolve(c.home),
     plans,
     providers,
     pipelines,
     source,
   };
+}
+
+/**
+ * Whether the scheduler may use a key: not disabled, and holding a secret — except for the
+ * simulator and a local ComfyUI, which need none unless one was configured and is missing.
+ */
+export function keyIsUsable(provider: Pick<ResolvedProvider, 'type'>, key: ResolvedKey): boolean {
+  if (key.disabled || key.secretMissing) return false;
+  return key.secret !== undefined || provider.type === 'sim' || provider.type === 'comfyui';
+}
+
+/** `env:NAME` reads the environment; anything else is the value itself. */
+function resolveSecretRef(value: string, env: NodeJS.ProcessEnv): string | undefined {
+  return value.startsWith('env:') ? env[value.slice(4)] || undefined : value;
 }
 
 function resolveKey(key: KeyConfig, env: NodeJS.ProcessEnv): ResolvedKey {
@@ -217,7 +242,14 @@ function resolvePipeline(
   const storeAt = steps.findIndex((s) => s.kind === 'store');
   if (generateAt < 0) problems.push(`pipelines.${name}.steps: one step must be a generate step (with batchSize)`);
   if (steps.filter((s) => s.kind === 'generate').length > 1) problems.push(`pipelines.${name}.steps: only one generate step is supported`);
+  if (storeAt < 0) problems.push(`pipelines.${name}.steps: a store step (e.g. { name: store, concurrency: 5 }) must save the generated images`);
+  if (steps.filter((s) => s.kind === 'store').length > 1) problems.push(`pipelines.${name}.steps: only one store step is supported`);
   if (storeAt >= 0 && storeAt < generateAt) problems.push(`pipelines.${name}.steps: the store step must come after the generate step`);
+  steps.forEach((s, i) => {
+    if (s.kind !== 'store' && s.concurrency !== undefined) {
+      problems.push(`${where(i, 'concurrency')}: only a store step takes a concurrency; limit provider calls with providers.${s.provider ?? '<name>'}.concurrency`);
+    }
+  });
   if (steps.some((s, i) => s.kind === 'transform' && i > generateAt && generateAt >= 0)) {
     problems.push(`pipelines.${name}.steps: transform steps must come before the generate step`);
   }

@@ -106,6 +106,7 @@ const storageSchema = z.discriminatedUnion('driver', [
       bucket: z.string().min(1),
       endpoint: z.url().optional(),
       region: z.string().default('auto'),
+      /** Like key secrets, `env:NAME` reads the environment. */
       accessKeyId: z.string().min(1),
       secretAccessKey: z.string().min(1),
       forcePathStyle: z.boolean().default(false),

@@ -1,4 +1,4 @@
-import type { Config, ResolvedPipeline } from '../config/load.ts';
+import { keyIsUsable, type Config, type ResolvedPipeline } from '../config/load.ts';
 import { estimateEtaSeconds, type ProviderThroughput, type TaskWork } from '../policy/estimate.ts';
 import type { Queryable } from '../store/db.ts';
 import { providerStates } from '../store/provider-state.ts';
@@ -32,7 +32,7 @@ function callsFromStage(pipeline: ResolvedPipeline, stage: string | null, images
 
 async function throughputOf(q: Queryable, config: Config, providerName: string): Promise<ProviderThroughput> {
   const provider = config.providers[providerName]!;
-  const usable = provider.keys.filter((k) => !k.disabled && (provider.type === 'sim' || provider.type === 'comfyui' || k.secret));
+  const usable = provider.keys.filter((k) => keyIsUsable(provider, k));
   const state = (await providerStates(q)).find((s) => s.provider === providerName && s.key_id === '');
   const effective = Math.min(provider.concurrency, state?.effective_concurrency ?? provider.concurrency);
   const measured = await meanJobMs(q, providerName, 'call');

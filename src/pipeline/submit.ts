@@ -46,6 +46,19 @@ export function hashRequest(body: unknown): string {
   return createHash('sha256').update(JSON.stringify(body ?? null)).digest('hex');
 }
 
+/**
+ * The stored answer for a repeated Idempotency-Key (422 when the body differs), or undefined
+ * when the key is new. Read outside any transaction: submitTask checks again under its lock.
+ */
+export async function replayIdempotent(q: Queryable, key: string, requestHash: string): Promise<SubmitResult | undefined> {
+  const previous = await findIdempotentResponse(q, key);
+  if (!previous) return undefined;
+  if (previous.request_hash !== requestHash) {
+    throw new AppError('idempotency_key_reused', 'this Idempotency-Key was used with a different request body');
+  }
+  return { status: previous.status_code as 200 | 202, body: previous.response as SubmitResponseBody };
+}
+
 /** Checks type and plan against the configuration (before any I/O). */
 export function checkTaskShape(config: Config, type: string, plan: string): void {
   if (!config.pipelines[type]) {
@@ -84,13 +97,8 @@ export async function submitTask(db: Db, config: Config, req: SubmitRequest): Pr
           retryAfterSeconds: 1,
         });
       }
-      const previous = await findIdempotentResponse(tx, req.idempotencyKey);
-      if (previous) {
-        if (previous.request_hash !== req.requestHash) {
-          throw new AppError('idempotency_key_reused', 'this Idempotency-Key was used with a different request body');
-        }
-        return { status: previous.status_code as 200 | 202, body: previous.response as SubmitResponseBody };
-      }
+      const replay = await replayIdempotent(tx, req.idempotencyKey, req.requestHash);
+      if (replay) return replay;
     }
     const finish = async (result: SubmitResult): Promise<SubmitResult> => {
       if (req.idempotencyKey !== undefined) {

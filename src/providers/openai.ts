@@ -51,16 +51,25 @@ const EXTENSION_BY_MIME: Record<string, string> = {
   'image/webp': 'webp',
 };
 
+const PASS_THROUGH_PARAMS = ['size', 'quality', 'style', 'background', 'output_format', 'response_format', 'moderation'] as const;
+
 function generationRequest(
   options: OpenAIProviderOptions,
   call: ProviderCall,
 ): { path: string; body: string | FormData; headers: Record<string, string> } {
+  // The step's or task's params may set the API's own optional fields (size, quality, …).
+  const passThrough: Record<string, string | number> = {};
+  for (const name of PASS_THROUGH_PARAMS) {
+    const value = call.params[name];
+    if (typeof value === 'string' || typeof value === 'number') passThrough[name] = value;
+  }
   const fields: Record<string, string | number> = {
     ...(options.model ? { model: options.model } : {}),
-    prompt: call.prompt,
-    n: call.count,
     ...(options.size ? { size: options.size } : {}),
     ...(options.responseFormat ? { response_format: options.responseFormat } : {}),
+    ...passThrough,
+    prompt: call.prompt,
+    n: call.count,
   };
   if (call.inputs.length === 0) {
     return {

@@ -25,6 +25,7 @@ export function createProviderAdapter(p: ResolvedProvider, seed: number): Provid
         timeoutMs: p.timeoutMs,
       });
     case 'openai':
+      // size, quality, response_format… come from the provider's, step's or task's params.
       return createOpenAIProvider({
         ...(p.baseUrl ? { baseUrl: p.baseUrl } : {}),
         ...(model ? { model } : {}),

@@ -9,11 +9,13 @@ import { findExpiredLeases, requeueStaleAdmissions } from '../store/jobs.ts';
 import { acquireLeadership, resignLeadership } from '../store/leader.ts';
 import { pruneKeyRequests, readScheduleSnapshot, writeAdmissions } from '../store/schedule.ts';
 import { findExpiredQueuedTasks } from '../store/tasks.ts';
+import { pruneIdempotencyKeys } from '../store/idempotency.ts';
 import { deleteUpload, findExpiredUploads } from '../store/uploads.ts';
 import { pruneWorkers } from '../store/workers.ts';
 import { createWakeup } from './wakeup.ts';
 
 const RETENTION_EVERY_MS = 10 * 60_000; // 10 min
+const IDEMPOTENCY_KEY_HOURS = 24; // as Stripe: a key is remembered for a day
 
 export interface SchedulerHandle {
   readonly id: string;
@@ -56,6 +58,7 @@ export async function startScheduler(ctx: Context, candidateId: string): Promise
     if (Date.now() - lastRetentionMs > RETENTION_EVERY_MS) {
       lastRetentionMs = Date.now();
       await removeExpiredUploads();
+      await pruneIdempotencyKeys(db, IDEMPOTENCY_KEY_HOURS);
     }
   }
 

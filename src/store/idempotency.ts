@@ -32,3 +32,9 @@ export async function saveIdempotentResponse(tx: Queryable, key: string, hash: s
     [key, hash, status, JSON.stringify(response)],
   );
 }
+
+/** Forgets keys older than `hours`: a retry that late is a new request. */
+export async function pruneIdempotencyKeys(q: Queryable, hours: number): Promise<number> {
+  const { rowCount } = await q.query(`DELETE FROM idempotency_keys WHERE created_at < now() - $1::int * interval '1 hour'`, [hours]);
+  return rowCount;
+}

@@ -12,7 +12,8 @@ export async function createPgliteDb(dataDir: string | undefined): Promise<Db> {
   const pglite = await PGlite.create(dataDir);
   const run = async <R>(q: { query: PGlite['query'] }, sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> => {
     const result = await q.query<R>(sql, params as unknown[] | undefined);
-    return { rows: result.rows, rowCount: result.affectedRows ?? result.rows.length };
+    // PGlite reports affectedRows 0 for a SELECT; like node-postgres, count the rows it returned.
+    return { rows: result.rows, rowCount: result.rows.length > 0 ? result.rows.length : (result.affectedRows ?? 0) };
   };
   let closed = false;
   return {

@@ -4,7 +4,7 @@ import type { Context } from '../../context.ts';
 import { AppError } from '../../errors.ts';
 import { estimateTask } from '../../pipeline/estimate.ts';
 import { resolveInputs } from '../../pipeline/inputs.ts';
-import { checkTaskShape, hashRequest, submitTask } from '../../pipeline/submit.ts';
+import { checkTaskShape, hashRequest, replayIdempotent, submitTask } from '../../pipeline/submit.ts';
 import { cancelTask } from '../../pipeline/transitions.ts';
 import { getBalance } from '../../store/credits.ts';
 import { imagesOfTask } from '../../store/images.ts';
@@ -65,6 +65,12 @@ export function registerTaskRoutes(app: FastifyInstance, ctx: Context): void {
     if (Array.isArray(idempotencyKey) || (idempotencyKey !== undefined && (idempotencyKey.length === 0 || idempotencyKey.length > 255))) {
       throw new AppError('validation_failed', 'Idempotency-Key must be one header of 1 to 255 characters');
     }
+    const requestHash = hashRequest(request.body);
+    if (idempotencyKey !== undefined) {
+      // A replay answers from the stored response without fetching or checking its inputs again.
+      const previous = await replayIdempotent(ctx.db, idempotencyKey, requestHash);
+      if (previous) return reply.status(previous.status).send(previous.body);
+    }
     const inputs = await resolveInputs(ctx, body.type, body.inputs);
     const result = await submitTask(ctx.db, ctx.config, {
       userId: body.user_id,
@@ -76,7 +82,7 @@ export function registerTaskRoutes(app: FastifyInstance, ctx: Context): void {
       params: body.params,
       deadlineSeconds: body.deadline_seconds,
       idempotencyKey,
-      requestHash: hashRequest(request.body),
+      requestHash,
     });
     return reply.status(result.status).send(result.body);
   });
