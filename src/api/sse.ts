@@ -3,6 +3,7 @@ import type { Context } from '../context.ts';
 import { estimateTask } from '../pipeline/estimate.ts';
 import { createWakeup } from '../scheduler/wakeup.ts';
 import { Channels } from '../store/db.ts';
+import { eventsAfter, lastEventId } from '../store/events.ts';
 import { getTask, type TaskRow } from '../store/tasks.ts';
 import { viewOf } from './routes/tasks.ts';
 
@@ -15,7 +16,8 @@ function isFinal(state: TaskRow['state']): boolean {
 
 /**
  * Server-Sent Events for one task: `state`, `stage`, `progress` and `position` events, each
- * sent when its value changes and carrying the whole status; the stream ends after the final
+ * sent when its value changes and carrying the whole status, and `step_progress` events
+ * (fraction of one running provider call, for providers that report it); the stream ends after the final
  * `state` event (whose data is the full task, images included). NOTIFY wakes the stream at
  * once; a slow poll covers position changes and lost notifications.
  */
@@ -43,8 +45,14 @@ export async function streamTaskEvents(ctx: Context, request: FastifyRequest, re
     raw.write(`id: ${++seq}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
   };
   let last: { state: string; stage: string | null; progress: string; position: number } | undefined;
+  let lastEvent = await lastEventId(ctx.db, task.id);
   try {
     while (!closed) {
+      // Provider-side progress of running calls (ComfyUI sampler steps) is passed on as it comes.
+      for (const event of await eventsAfter(ctx.db, task.id, lastEvent)) {
+        lastEvent = event.id;
+        if (event.type === 'step_progress') send('step_progress', event.data);
+      }
       const current = await getTask(ctx.db, task.id);
       if (!current) break;
       if (isFinal(current.state)) {

@@ -1,6 +1,6 @@
 import type { Queryable } from './db.ts';
 
-export type TaskEventType = 'queued' | 'running' | 'stage' | 'progress' | 'finished' | 'cancel_requested';
+export type TaskEventType = 'queued' | 'running' | 'stage' | 'progress' | 'step_progress' | 'finished' | 'cancel_requested';
 
 export interface EventRow {
   id: number;
@@ -34,4 +34,10 @@ export async function eventsAfter(q: Queryable, taskId: string, afterId: number,
     [taskId, afterId, limit],
   );
   return rows;
+}
+
+/** The newest event id of a task (0 when none), so a stream can start from "now". */
+export async function lastEventId(q: Queryable, taskId: string): Promise<number> {
+  const { rows } = await q.query<{ id: number | null }>('SELECT max(id)::int AS id FROM events WHERE task_id = $1', [taskId]);
+  return rows[0]?.id ?? 0;
 }

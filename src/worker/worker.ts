@@ -7,6 +7,7 @@ import { extensionFor, resultKeys, stagedKey } from '../pipeline/plan-jobs.ts';
 import { pipelineOf, recordCallSuccess, recordJobFailure, recordStoreSuccess, type FailureInfo } from '../pipeline/transitions.ts';
 import type { InputImage, ProviderOutcome } from '../providers/types.ts';
 import { Channels } from '../store/db.ts';
+import { appendEvent } from '../store/events.ts';
 import { claimJobs, releaseJob, renewLeases, saveRemoteRef, type JobRow } from '../store/jobs.ts';
 import { getTask, type TaskRow } from '../store/tasks.ts';
 import { heartbeatWorker, registerWorker, removeWorker } from '../store/workers.ts';
@@ -26,6 +27,8 @@ interface RunningJob {
   controller: AbortController;
   done: Promise<void>;
 }
+
+const PROGRESS_EVERY_MS = 500;
 
 const MIME_BY_EXT: Record<string, string> = { png: 'image/png', jpg: 'image/jpeg', jpeg: 'image/jpeg', webp: 'image/webp' };
 
@@ -85,6 +88,7 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
     );
     const prompt = step.prompt ? step.prompt.replaceAll('{{prompt}}', task.prompt) : task.prompt;
     const callSignal = AbortSignal.any([signal, AbortSignal.timeout(provider.timeoutMs)]);
+    const reportProgress = throttledProgress(job, task, step.name);
     let outcome: ProviderOutcome;
     try {
       outcome = await adapter.call({
@@ -99,6 +103,7 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
         params: { ...provider.params, ...step.params, ...task.params },
         key: { id: key.id, secret: key.secret },
         signal: callSignal,
+        onProgress: reportProgress,
         remoteRef: job.remote_ref ?? undefined,
         saveRemoteRef: (ref) => saveRemoteRef(db, job.id, job.lease_token, ref),
       });
@@ -126,6 +131,26 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
     }
     const recorded = await db.transaction((tx) => recordCallSuccess(tx, config, job, keys));
     if (!recorded) log.warn({ jobId: job.id }, 'stale attempt: outcome discarded');
+  }
+
+  /**
+   * Provider-side progress of one call (ComfyUI's sampler steps) becomes a `step_progress`
+   * event, at most one per PROGRESS_EVERY_MS: SSE streams forward it.
+   */
+  function throttledProgress(job: JobRow, task: TaskRow, step: string): (fraction: number) => void {
+    let lastAt = 0;
+    return (fraction) => {
+      const now = Date.now();
+      if (fraction < 1 && now - lastAt < PROGRESS_EVERY_MS) return;
+      lastAt = now;
+      void appendEvent(db, task.id, task.user_id, 'step_progress', {
+        job_id: job.id,
+        step,
+        first_index: job.first_index,
+        count: job.count,
+        fraction: Math.round(fraction * 1000) / 1000,
+      }).catch((error: unknown) => log.debug({ err: coerceError(error) }, 'progress event not recorded'));
+    };
   }
 
   async function runStore(job: JobRow, task: TaskRow): Promise<void> {
