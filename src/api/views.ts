@@ -10,6 +10,8 @@ export interface ImageView {
   thumbnail_url: string;
   width: number;
   height: number;
+  /** True when the image came from the result cache (no provider call). */
+  cached: boolean;
 }
 
 export interface TaskView {
@@ -68,6 +70,7 @@ export async function taskView(
         thumbnail_url: await absoluteUrl(ctx, request, i.thumb_key),
         width: i.width,
         height: i.height,
+        cached: i.cached,
       })),
     ),
     error: task.error,

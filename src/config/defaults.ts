@@ -32,16 +32,16 @@ export function defaultPipelines(): NonNullable<Parsed['pipelines']> {
   return {
     photography: {
       steps: [
-        { name: 'beautify', provider: 'main', calls: 1, params: {} },
-        { name: 'generate', provider: 'main', batchSize: 5, params: {} },
-        { name: 'store', concurrency: 5, params: {} },
+        { name: 'beautify', provider: 'main', calls: 1, cache: false, params: {} },
+        { name: 'generate', provider: 'main', batchSize: 5, cache: false, params: {} },
+        { name: 'store', concurrency: 5, cache: false, params: {} },
       ],
     },
     fitting: {
       inputs: ['person', 'garment'],
       steps: [
-        { name: 'generate', provider: 'main', batchSize: 5, params: {} },
-        { name: 'store', concurrency: 5, params: {} },
+        { name: 'generate', provider: 'main', batchSize: 5, cache: false, params: {} },
+        { name: 'store', concurrency: 5, cache: false, params: {} },
       ],
     },
   };

@@ -36,6 +36,7 @@ export interface ResolvedStep {
   maxAttempts: number;
   prompt: string | undefined;
   params: Record<string, unknown>;
+  cache: boolean;
 }
 
 export interface ResolvedPipeline {
@@ -236,6 +237,7 @@ function resolvePipeline(
       maxAttempts: s.maxAttempts ?? 0, // 0: use worker.maxAttempts
       prompt: s.prompt,
       params: s.params,
+      cache: s.cache,
     };
   });
   const generateAt = steps.findIndex((s) => s.kind === 'generate');
@@ -253,6 +255,9 @@ function resolvePipeline(
   if (steps.some((s, i) => s.kind === 'transform' && i > generateAt && generateAt >= 0)) {
     problems.push(`pipelines.${name}.steps: transform steps must come before the generate step`);
   }
+  steps.forEach((s, i) => {
+    if (s.kind === 'store' && s.cache) problems.push(`${where(i, 'cache')}: only provider steps have results to cache`);
+  });
   const names = new Set<string>();
   steps.forEach((s, i) => {
     if (names.has(s.name)) problems.push(`${where(i, 'name')}: duplicate step name "${s.name}"`);

@@ -67,6 +67,8 @@ const stepSchema = z
     concurrency: positiveInt.optional(),
     /** Attempts per job before its images count as failed. */
     maxAttempts: positiveInt.optional(),
+    /** Reuse stored results of identical calls (provider, model, prompt, params, seed, input content). */
+    cache: z.boolean().default(false),
     prompt: z.string().optional(),
     params: z.record(z.string(), z.unknown()).default({}),
   })

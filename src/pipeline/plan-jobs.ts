@@ -53,6 +53,7 @@ export function jobsForStoreStep(
   firstIndex: number,
   stagedKeys: string[],
   defaultMaxAttempts: number,
+  cached = false,
 ): NewJob[] {
   return stagedKeys.map((key, i) => ({
     id: uuidv7(),
@@ -65,7 +66,7 @@ export function jobsForStoreStep(
     firstIndex: firstIndex + i,
     count: 1,
     maxAttempts: attemptsFor(step, defaultMaxAttempts),
-    input: { keys: [key] },
+    input: cached ? { keys: [key], cached: true } : { keys: [key] },
   }));
 }
 

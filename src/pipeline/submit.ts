@@ -128,7 +128,8 @@ export async function submitTask(db: Db, config: Config, req: SubmitRequest): Pr
       prompt: req.prompt,
       inputs: req.inputs,
       params: req.params,
-      seed: randomInt(0, 2 ** 31 - 1),
+      // An explicit integer seed makes runs (and the result cache) reproducible.
+      seed: Number.isInteger(req.params.seed) ? Math.abs(req.params.seed as number) % 2 ** 31 : randomInt(0, 2 ** 31 - 1),
       weight: plan.weight,
       imagesTotal: plan.images,
       creditsCharged: plan.credits,

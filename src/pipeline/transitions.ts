@@ -51,6 +51,7 @@ export async function recordCallSuccess(
   config: Config,
   job: Pick<JobRow, 'id' | 'lease_token'>,
   stagedKeys: string[],
+  options: { cached?: boolean } = {},
 ): Promise<boolean> {
   const row = await lockRunningJob(tx, job.id, job.lease_token);
   if (!row) return false;
@@ -59,7 +60,7 @@ export async function recordCallSuccess(
   const pipeline = pipelineOf(config, task);
   const step = pipeline.steps[row.step_index]!;
   const provider = config.providers[row.resource];
-  if (provider) {
+  if (provider && !options.cached) {
     await recordProviderSuccess(tx, row.resource, (s) =>
       aimdOnSuccess(s, {
         cap: provider.concurrency,
@@ -81,6 +82,7 @@ export async function recordCallSuccess(
         row.first_index,
         stagedKeys,
         config.worker.maxAttempts,
+        options.cached ?? false,
       );
       await insertJobs(tx, jobs);
       if (task.stage !== store.name) {

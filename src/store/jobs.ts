@@ -14,6 +14,8 @@ export type JobKind = 'transform' | 'generate' | 'store';
 export interface JobInput {
   /** Storage keys of the images this job consumes (staged outputs of an earlier step). */
   keys?: string[];
+  /** Store jobs: the image came from the result cache, not from a provider call. */
+  cached?: boolean;
 }
 
 export interface JobOutput {

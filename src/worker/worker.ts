@@ -8,6 +8,8 @@ import { pipelineOf, recordCallSuccess, recordJobFailure, recordStoreSuccess, ty
 import type { InputImage, ProviderOutcome } from '../providers/types.ts';
 import { Channels } from '../store/db.ts';
 import { appendEvent } from '../store/events.ts';
+import { findCachedResult, releaseKeyReservation, saveCachedResult } from '../store/cache.ts';
+import { resultCacheKey } from '../pipeline/cache-key.ts';
 import { claimJobs, releaseJob, renewLeases, saveRemoteRef, type JobRow } from '../store/jobs.ts';
 import { getTask, type TaskRow } from '../store/tasks.ts';
 import { heartbeatWorker, registerWorker, removeWorker } from '../store/workers.ts';
@@ -87,6 +89,22 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
       })),
     );
     const prompt = step.prompt ? step.prompt.replaceAll('{{prompt}}', task.prompt) : task.prompt;
+    const params = { ...provider.params, ...step.params, ...task.params };
+    const cacheKey = step.cache
+      ? resultCacheKey({
+          provider: provider.name,
+          providerType: provider.type,
+          model: provider.model,
+          step: step.name,
+          prompt,
+          params,
+          seed: Number.isInteger(task.params.seed) ? (task.params.seed as number) : null,
+          inputHashes: inputs.map((i) => createHash('sha256').update(i.data).digest('hex')),
+          firstIndex: job.first_index,
+          count: job.count,
+        })
+      : undefined;
+    if (cacheKey && (await reuseCachedResult(job, task, step.name, cacheKey))) return;
     const callSignal = AbortSignal.any([signal, AbortSignal.timeout(provider.timeoutMs)]);
     const reportProgress = throttledProgress(job, task, step.name);
     let outcome: ProviderOutcome;
@@ -100,7 +118,7 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
         count: job.count,
         seed: (task.seed + job.first_index * 7919 + job.step_index * 104729) % 2 ** 31,
         firstIndex: job.first_index,
-        params: { ...provider.params, ...step.params, ...task.params },
+        params,
         key: { id: key.id, secret: key.secret },
         signal: callSignal,
         onProgress: reportProgress,
@@ -131,6 +149,39 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
     }
     const recorded = await db.transaction((tx) => recordCallSuccess(tx, config, job, keys));
     if (!recorded) log.warn({ jobId: job.id }, 'stale attempt: outcome discarded');
+    else if (cacheKey) await saveToCache(cacheKey, images).catch((error: unknown) => log.warn({ err: coerceError(error) }, 'result not cached'));
+  }
+
+  /** Copies a cached result into this job's staging area and records it as the job's success. */
+  async function reuseCachedResult(job: JobRow, task: TaskRow, stepName: string, cacheKey: string): Promise<boolean> {
+    const cached = await findCachedResult(db, cacheKey);
+    if (!cached || cached.length < job.count) return false;
+    const keys: string[] = [];
+    try {
+      for (const [i, key] of cached.slice(0, job.count).entries()) {
+        const data = await ctx.storage.get(key);
+        const staged = stagedKey(task.id, stepName, job.first_index + i, key.slice(key.lastIndexOf('.') + 1));
+        await ctx.storage.put(staged, data, mimeOfKey(key));
+        keys.push(staged);
+      }
+    } catch (error) {
+      log.warn({ err: coerceError(error), cacheKey }, 'cached result unreadable; calling the provider');
+      return false;
+    }
+    await releaseKeyReservation(db, job.id);
+    const recorded = await db.transaction((tx) => recordCallSuccess(tx, config, job, keys, { cached: true }));
+    if (recorded) log.debug({ jobId: job.id, cacheKey }, 'result cache hit');
+    return true;
+  }
+
+  async function saveToCache(cacheKey: string, images: Array<{ data: Buffer; mime: string }>): Promise<void> {
+    const keys: string[] = [];
+    for (const [i, image] of images.entries()) {
+      const key = `cache/${cacheKey}/${i}.${extensionFor(image.mime)}`;
+      await ctx.storage.put(key, image.data, image.mime);
+      keys.push(key);
+    }
+    await saveCachedResult(db, cacheKey, keys);
   }
 
   /**
@@ -179,6 +230,7 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
           thumb_height: thumb.height,
           bytes: data.length,
           sha256: createHash('sha256').update(data).digest('hex'),
+          cached: job.input.cached === true,
         }),
       );
       if (recorded) await ctx.storage.delete(staged).catch(() => {});
