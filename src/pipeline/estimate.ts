@@ -51,14 +51,13 @@ export async function estimateTask(q: Queryable, config: Config, task: TaskRow):
   if (!pipeline || !generate?.provider || !config.providers[generate.provider]) return { position: 0, eta_seconds: null };
   const ahead = await workAhead(q, task);
   const throughput = await throughputOf(q, config, generate.provider);
-  let aheadCalls = ahead.callJobs;
+  let aheadCalls = 0;
   for (const group of ahead.byStage) {
     const p = config.pipelines[group.type];
-    const gen = p?.steps.find((s) => s.kind === 'generate');
-    // Tasks still before their generate step have batches not yet in the jobs table.
-    if (p && gen && group.stage !== gen.name && group.stage !== p.steps.find((s) => s.kind === 'store')?.name) {
-      aheadCalls += Math.ceil(group.images / group.tasks / gen.batchSize) * group.tasks;
-    }
+    if (!p) continue;
+    // The calls still to make for the group's unfinished images, from its stage on.
+    const perTask = callsFromStage(p, group.stage, Math.ceil(group.remaining / Math.max(1, group.tasks)));
+    aheadCalls += perTask.calls * group.tasks;
   }
   const store = pipeline.steps.find((s) => s.kind === 'store');
   const remainingImages = task.images_total - task.images_done - task.images_failed;

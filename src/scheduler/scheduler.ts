@@ -14,6 +14,7 @@ import { deleteUpload, findExpiredUploads } from '../store/uploads.ts';
 import { pruneWorkers } from '../store/workers.ts';
 import { createWakeup } from './wakeup.ts';
 
+const MIN_TICK_GAP_MS = 50;
 const RETENTION_EVERY_MS = 10 * 60_000; // 10 min
 const IDEMPOTENCY_KEY_HOURS = 24; // as Stripe: a key is remembered for a day
 
@@ -81,6 +82,7 @@ export async function startScheduler(ctx: Context, candidateId: string): Promise
       windowMs,
       workerStaleMs: Math.max(config.worker.heartbeatMs * 3, 3000),
       maxJobs: 20_000,
+      maxJobsPerUser: 200,
     });
     const input = buildPolicyInput(config, snapshot, windowMs);
     const decision = decide(input);
@@ -117,7 +119,11 @@ export async function startScheduler(ctx: Context, candidateId: string): Promise
         log.error({ err: coerceError(error) }, 'scheduler tick failed; retrying');
         delay = Math.min(5000, s.pollMs * 4);
       }
-      if (!stopped) await wakeup.sleep(delay);
+      if (!stopped) {
+        // A burst of submits sends a NOTIFY each: coalesce them instead of a full pass per submit.
+        await new Promise((r) => setTimeout(r, MIN_TICK_GAP_MS));
+        await wakeup.sleep(Math.max(0, delay - MIN_TICK_GAP_MS));
+      }
     }
   })();
 

@@ -22,20 +22,31 @@ export interface ScheduleSnapshot {
 
 export async function readScheduleSnapshot(
   q: Queryable,
-  opts: { windowMs: number; workerStaleMs: number; maxJobs: number },
+  opts: { windowMs: number; workerStaleMs: number; maxJobs: number; maxJobsPerUser: number },
 ): Promise<ScheduleSnapshot> {
   const now = await q.query<{ ms: number }>(`SELECT (extract(epoch FROM now()) * 1000)::float8 AS ms`);
+  // Each user's first jobs in task order: one tick never admits more than the free worker
+  // slots, so a bounded head per user is all the policy needs, however long the backlog.
+  const jobs = await q.query<ScheduleSnapshot['jobs'][number]>(
+    `SELECT id, task_id, user_id, kind, resource, ready_ms, "order" FROM (
+       SELECT j.id, j.task_id, j.user_id, j.kind, j.resource, (extract(epoch FROM j.run_after) * 1000)::float8 AS ready_ms,
+              (j.step_index * 100000 + j.first_index)::int AS "order",
+              row_number() OVER (PARTITION BY j.user_id ORDER BY t.created_at, j.task_id, j.step_index, j.first_index) AS rn
+         FROM jobs j JOIN tasks t ON t.id = j.task_id
+        WHERE j.state = 'queued') head
+      WHERE rn <= $1
+      ORDER BY ready_ms, id
+      LIMIT $2`,
+    [opts.maxJobsPerUser, opts.maxJobs],
+  );
+  // Running tasks (for the task limits) and the tasks of the jobs above.
   const tasks = await q.query<ScheduleSnapshot['tasks'][number]>(
     `SELECT id, user_id, weight::float8 AS weight, state, (extract(epoch FROM created_at) * 1000)::float8 AS created_ms,
             (images_total - images_done - images_failed)::int AS remaining,
             (extract(epoch FROM deadline_at) * 1000)::float8 AS deadline_ms
-       FROM tasks WHERE state IN ('queued', 'running') AND NOT cancel_requested`,
-  );
-  const jobs = await q.query<ScheduleSnapshot['jobs'][number]>(
-    `SELECT id, task_id, user_id, kind, resource, (extract(epoch FROM run_after) * 1000)::float8 AS ready_ms,
-            (step_index * 100000 + first_index)::int AS "order"
-       FROM jobs WHERE state = 'queued' ORDER BY run_after, id LIMIT $1`,
-    [opts.maxJobs],
+       FROM tasks
+      WHERE (state = 'running' OR (id = ANY($1::text[]) AND state = 'queued' AND NOT cancel_requested))`,
+    [[...new Set(jobs.rows.map((j) => j.task_id))]],
   );
   const inFlight = await q.query<ScheduleSnapshot['inFlight'][number]>(
     `SELECT resource, key_id, user_id, count(*)::int AS n FROM jobs WHERE state IN ('admitted', 'running')

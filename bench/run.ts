@@ -1,0 +1,298 @@
+/**
+ * darkroom's benchmarks. Prints one JSON document on stdout; progress goes to stderr.
+ *
+ *   npm run bench                       # all benchmarks (about 5 minutes: the quota runs need real 60 s windows)
+ *   npm run bench -- quota fairness     # some of them
+ *
+ * Runs on the embedded PGlite, or on PostgreSQL when DATABASE_URL is set. The provider is
+ * `darkroom fake-provider` in-process, so quota use is measured on the provider's side.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import pino from 'pino';
+import { resolveConfig } from '../src/config/load.ts';
+import { startFakeProvider, type FakeProviderHandle } from '../src/providers/fake-server/index.ts';
+import { startServer, type RunningServer } from '../src/server.ts';
+
+type Json = Record<string, unknown>;
+
+function log(message: string): void {
+  process.stderr.write(`[bench] ${message}\n`);
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function startDarkroom(raw: Json): Promise<{ server: RunningServer; cleanup: () => Promise<void> }> {
+  const home = mkdtempSync(path.join(tmpdir(), 'darkroom-bench-'));
+  const config = resolveConfig(
+    {
+      home,
+      server: { port: 0, host: '127.0.0.1', logLevel: 'silent' },
+      ...(process.env.DATABASE_URL ? { database: { url: process.env.DATABASE_URL } } : {}),
+      ...raw,
+    },
+    {},
+    'bench',
+  );
+  const server = await startServer(config, { log: pino({ level: 'silent' }) });
+  return {
+    server,
+    cleanup: async () => {
+      await server.stop();
+      rmSync(home, { recursive: true, force: true });
+    },
+  };
+}
+
+async function submit(base: string, body: Json): Promise<string> {
+  const res = await fetch(`${base}/v1/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const json = (await res.json()) as Json;
+  if (res.status !== 202) throw new Error(`submit failed: ${res.status} ${JSON.stringify(json)}`);
+  return json.id as string;
+}
+
+async function taskTimes(server: RunningServer, ids: string[]): Promise<Array<{ id: string; state: string; created: number; started: number | null; finished: number | null }>> {
+  const { rows } = await server.ctx.db.query<{ id: string; state: string; created_at: Date; started_at: Date | null; finished_at: Date | null }>(
+    'SELECT id, state, created_at, started_at, finished_at FROM tasks WHERE id = ANY($1::text[])',
+    [ids],
+  );
+  return rows.map((r) => ({
+    id: r.id,
+    state: r.state,
+    created: r.created_at.getTime(),
+    started: r.started_at?.getTime() ?? null,
+    finished: r.finished_at?.getTime() ?? null,
+  }));
+}
+
+async function waitAllEnded(server: RunningServer, ids: string[], timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const times = await taskTimes(server, ids);
+    if (times.every((t) => t.finished !== null)) return;
+    await sleep(200);
+  }
+  throw new Error('tasks did not finish in time');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quota use: K keys × R rpm, a backlog that saturates them; provider-side requests per minute
+// ÷ (K × R), and the share of requests answered 429. darkroom's policy against the source
+// documents' way: a random key per call behind a fixed semaphore of 5, retrying after 429s.
+
+const QUOTA = { keys: 3, rpm: 20, latencyMs: 400, durationMs: 122_000 };
+
+function quotaKeys() {
+  return Array.from({ length: QUOTA.keys }, (_, i) => ({ id: `k${i + 1}`, rpm: QUOTA.rpm, concurrency: 5 }));
+}
+
+function summarise(fake: FakeProviderHandle, name: string, windowMs: number): Json {
+  const keys = fake.stats().providers[name]!.keys;
+  let requests = 0;
+  let rejected = 0;
+  let maxWindow = 0;
+  for (const k of Object.values(keys)) {
+    requests += k.requests;
+    rejected += k.rejected_429;
+    maxWindow = Math.max(maxWindow, k.max_requests_in_any_60s_window);
+  }
+  const accepted = requests - rejected;
+  const perMinute = accepted / (windowMs / 60_000);
+  return {
+    accepted_requests: accepted,
+    requests_sent: requests,
+    rejected_429: rejected,
+    share_429: requests ? Number((rejected / requests).toFixed(4)) : 0,
+    accepted_per_minute: Number(perMinute.toFixed(2)),
+    quota_per_minute: QUOTA.keys * QUOTA.rpm,
+    quota_use: Number((perMinute / (QUOTA.keys * QUOTA.rpm)).toFixed(4)),
+    max_requests_in_any_60s_window_per_key: maxWindow,
+  };
+}
+
+async function quotaDarkroom(): Promise<Json> {
+  const fake = await startFakeProvider({ providers: [{ name: 'q', keys: quotaKeys(), latencyMs: QUOTA.latencyMs, jitterMs: 50, errorRate: 0 }] });
+  const { server, cleanup } = await startDarkroom({
+    limits: { maxRunningTasks: 100, perUserRunningTasks: 100, maxQueuedTasks: 100_000 },
+    plans: { bulk: { images: 40, credits: 0, weight: 1 } },
+    providers: { q: { type: 'sim', concurrency: 15, keys: quotaKeys(), baseUrl: fake.url, timeoutMs: 30_000 } },
+    pipelines: { gen: { steps: [{ name: 'generate', provider: 'q', batchSize: 1 }, { name: 'store', concurrency: 10 }] } },
+    worker: { concurrency: 20 },
+    scheduler: { pollMs: 100 },
+  });
+  try {
+    // 10 tasks × 40 calls: far more than 2 windows of 3 × 20.
+    for (let i = 0; i < 10; i++) await submit(server.url!, { user_id: `q${i}`, type: 'gen', plan: 'bulk', prompt: 'quota' });
+    log(`quota/darkroom: running ${QUOTA.durationMs / 1000} s`);
+    await sleep(QUOTA.durationMs);
+    return summarise(fake, 'q', QUOTA.durationMs);
+  } finally {
+    await cleanup();
+    await fake.close();
+  }
+}
+
+async function quotaBaseline(): Promise<Json> {
+  const fake = await startFakeProvider({ providers: [{ name: 'q', keys: quotaKeys(), latencyMs: QUOTA.latencyMs, jitterMs: 50, errorRate: 0 }] });
+  const keys = quotaKeys();
+  const until = Date.now() + QUOTA.durationMs;
+  let seed = 7;
+  const random = () => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed / 2 ** 31;
+  };
+  log(`quota/baseline: running ${QUOTA.durationMs / 1000} s`);
+  // Semaphore of 5: five loops, each one call at a time, each call on a random key.
+  const lane = async () => {
+    while (Date.now() < until) {
+      const key = keys[Math.floor(random() * keys.length)]!;
+      const res = await fetch(`${fake.url}/p/q/v1/images/generations`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${key.id}` },
+        body: JSON.stringify({ prompt: 'quota', n: 1 }),
+      });
+      await res.arrayBuffer();
+      if (res.status === 429) {
+        const wait = Number(res.headers.get('retry-after') ?? '1') * 1000;
+        await sleep(Math.min(wait, Math.max(0, until - Date.now())));
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: 5 }, lane));
+  const summary = summarise(fake, 'q', QUOTA.durationMs);
+  await fake.close();
+  return summary;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fairness: ten pro tasks of 70 images, then one free task of 2; the free task's completion
+// time ÷ its own service time alone, and the pro makespan ÷ the lower bound (work ÷ capacity).
+
+const FAIR = { latencyMs: 300, keyConcurrency: 5 };
+
+function fairConfig(fakeUrl: string): Json {
+  return {
+    limits: { maxRunningTasks: 40, perUserRunningTasks: 2 },
+    plans: { free: { images: 2, credits: 0, weight: 1 }, pro: { images: 70, credits: 0, weight: 1 } },
+    providers: {
+      main: {
+        type: 'sim',
+        concurrency: FAIR.keyConcurrency,
+        keys: [{ id: 'k1', rpm: 100_000, concurrency: FAIR.keyConcurrency }],
+        baseUrl: fakeUrl,
+        params: { size: '256x256' },
+      },
+    },
+    pipelines: { gen: { steps: [{ name: 'generate', provider: 'main', batchSize: 5 }, { name: 'store', concurrency: 10 }] } },
+    worker: { concurrency: 32 },
+    scheduler: { pollMs: 50 },
+  };
+}
+
+async function fairness(): Promise<Json> {
+  const fake = await startFakeProvider({
+    providers: [{ name: 'main', keys: [{ id: 'k1', rpm: 100_000, concurrency: FAIR.keyConcurrency }], latencyMs: FAIR.latencyMs, jitterMs: 0, errorRate: 0 }],
+  });
+  try {
+    // The free task alone: its own service time.
+    let alone: number;
+    {
+      const { server, cleanup } = await startDarkroom(fairConfig(fake.url));
+      const id = await submit(server.url!, { user_id: 'solo', type: 'gen', plan: 'free', prompt: 'f' });
+      await waitAllEnded(server, [id], 60_000);
+      const [t] = await taskTimes(server, [id]);
+      alone = t!.finished! - t!.created;
+      await cleanup();
+    }
+    log('fairness: ten pro tasks, then a free one');
+    const { server, cleanup } = await startDarkroom(fairConfig(fake.url));
+    try {
+      const pro: string[] = [];
+      for (let i = 0; i < 10; i++) pro.push(await submit(server.url!, { user_id: `pro${i}`, type: 'gen', plan: 'pro', prompt: `p${i}` }));
+      await sleep(FAIR.latencyMs * 2);
+      const free = await submit(server.url!, { user_id: 'late-free', type: 'gen', plan: 'free', prompt: 'f' });
+      await waitAllEnded(server, [...pro, free], 300_000);
+      const times = await taskTimes(server, [...pro, free]);
+      const freeT = times.find((t) => t.id === free)!;
+      const proTimes = times.filter((t) => t.id !== free);
+      const makespan = Math.max(...proTimes.map((t) => t.finished!)) - Math.min(...proTimes.map((t) => t.created));
+      // Work ÷ capacity: the pro tasks' provider calls, at their measured duration (latency plus
+      // transfer and decoding), spread over the key's concurrency.
+      const { rows } = await server.ctx.db.query<{ n: number; ms: number }>(
+        `SELECT count(*)::int AS n, avg(extract(epoch FROM finished_at - started_at) * 1000)::float8 AS ms
+           FROM jobs WHERE kind = 'generate' AND state = 'succeeded' AND task_id = ANY($1::text[])`,
+        [pro],
+      );
+      const calls = rows[0]!.n;
+      const lowerBound = (calls * rows[0]!.ms) / FAIR.keyConcurrency;
+      return {
+        free_alone_ms: alone,
+        free_behind_pro_ms: freeT.finished! - freeT.created,
+        free_completion_over_service_time: Number(((freeT.finished! - freeT.created) / alone).toFixed(3)),
+        pro_makespan_ms: makespan,
+        pro_lower_bound_ms: Math.round(lowerBound),
+        pro_mean_call_ms: Math.round(rows[0]!.ms),
+        pro_makespan_over_lower_bound: Number((makespan / lowerBound).toFixed(3)),
+      };
+    } finally {
+      await cleanup();
+    }
+  } finally {
+    await fake.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Submit throughput: POST /v1/tasks as fast as 20 concurrent clients can, nothing running.
+
+async function submitThroughput(): Promise<Json> {
+  const { server, cleanup } = await startDarkroom({
+    limits: { maxQueuedTasks: 1_000_000 },
+    credits: { initialGrant: 1_000_000 },
+  });
+  try {
+    const base = server.url!;
+    const total = 2000;
+    let next = 0;
+    const latencies: number[] = [];
+    const started = Date.now();
+    await Promise.all(
+      Array.from({ length: 20 }, async (_, lane) => {
+        while (next < total) {
+          next++;
+          const t0 = performance.now();
+          await submit(base, { user_id: `s${lane}`, type: 'photography', plan: 'free', prompt: 'x' });
+          latencies.push(performance.now() - t0);
+        }
+      }),
+    );
+    const elapsed = (Date.now() - started) / 1000;
+    latencies.sort((a, b) => a - b);
+    const q = (p: number) => Number(latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]!.toFixed(1));
+    return { tasks: latencies.length, submits_per_second: Number((latencies.length / elapsed).toFixed(1)), p50_ms: q(0.5), p99_ms: q(0.99), database: server.ctx.db.kind };
+  } finally {
+    await cleanup();
+  }
+}
+
+const BENCHMARKS: Record<string, () => Promise<Json>> = {
+  quota: async () => ({ darkroom: await quotaDarkroom(), baseline_random_key_semaphore_5: await quotaBaseline(), setup: QUOTA }),
+  fairness,
+  submit: submitThroughput,
+};
+
+const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+const names = wanted.length ? wanted : Object.keys(BENCHMARKS);
+const results: Json = { node: process.version, database: process.env.DATABASE_URL ? 'postgres' : 'pglite', started_at: new Date().toISOString() };
+for (const name of names) {
+  const run = BENCHMARKS[name];
+  if (!run) {
+    process.stderr.write(`unknown benchmark "${name}"; known: ${Object.keys(BENCHMARKS).join(', ')}\n`);
+    process.exit(2);
+  }
+  log(`${name}…`);
+  results[name] = await run();
+}
+process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
+process.exit(0);
