@@ -2,6 +2,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { ROLES, startServer, type Role } from '../server.ts';
 import { registerFakeProviderCommand } from './fake-provider.ts';
 import { registerOpsCommands } from './ops.ts';
+import { registerPlanCommand } from './plan.ts';
 import { loadOrExit, withCommonOptions, type CommonOptions } from './common.ts';
 
 function parsePort(value: string): number {
@@ -62,6 +63,7 @@ export function buildCli(): Command {
   );
 
   registerFakeProviderCommand(program);
+  registerPlanCommand(program);
   registerOpsCommands(program);
   return program;
 }

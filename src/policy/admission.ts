@@ -1,27 +1,87 @@
 import { chooseKey, keyAvailableAtMs, recordStart } from './keys.ts';
-import type { Admission, Decision, JobView, PolicyInput, ProviderView, StoreView, TaskView } from './types.ts';
+import type {
+  Admission,
+  Decision,
+  FairnessSettings,
+  JobView,
+  PolicyInput,
+  ProviderView,
+  StoreView,
+  TaskView,
+} from './types.ts';
 
 /**
- * Decides which queued jobs start now, and on which key.
+ * Decides which queued jobs start now, and on which key. Pure: no I/O, no clock reads, the
+ * same input always gives the same output.
  *
- * Properties (test/policy/*.test.ts holds the policy to them):
- * 1. Limits: admissions never take global running tasks past `maxRunningTasks`, a user's
- *    running tasks past `perUserRunningTasks`, a provider past its effective concurrency,
- *    a key past its `concurrency` or past `rpm` starts in any window, a store past its
- *    concurrency, or the workers past their free slots.
- * 2. Work-conserving: when this returns, no ready job could be admitted under those limits.
- * 3. Fair: the next slot goes to the user with the lowest score
- *      (inFlight + 1) / weight × (1 − shortWorkPreference × smallness) − waited / agingSeconds
- *    so busy users share capacity in proportion to their weights, users with little work
- *    left go a little earlier, and waiting raises rank: a ready job that has waited
- *    agingSeconds × (the score gap) is admitted before anyone else's, so nothing starves.
- * 4. Deterministic: the same input gives the same output (ties break on ids).
+ * Properties (test/policy/*.test.ts checks each at every step of randomised simulated runs):
+ *
+ * 1. Limits are never exceeded. Admissions never take the running tasks past
+ *    `maxRunningTasks`, a user's running tasks past `perUserRunningTasks`, a provider past its
+ *    AIMD effective concurrency (⌊effective⌋, at least 1), a key past its `concurrency`, a key
+ *    past `rpm` requests in any `rpmWindowMs` window (admission times of requests not started
+ *    yet count too), a store step past its `concurrency`, or the workers past their free slots.
+ *    A key that is unusable (disabled, no secret) or cooling down after a 429 is never chosen.
+ *
+ * 2. Work-conserving: when `decide` returns, no ready job left in the queue could be admitted
+ *    under those limits. (A job is ready once `readyAtMs ≤ nowMs`.)
+ *
+ * 3. Weighted fair share. Users compete, not tasks. The next admission goes to the user with
+ *    the lowest score
+ *        score(u) = (inFlight(u) + 1) / w'(u)                         if u has a job in flight
+ *        score(u) =  1 / w'(u) − waited(u) / agingSeconds             if it has none
+ *    where w'(u) = weight × (maxUnits / remainingUnits)^shortWorkPreference is the plan weight
+ *    scaled up for users whose head task has little work left. While every user is backlogged
+ *    and shortWorkPreference = 0, jobs in flight — hence capacity — split in proportion to the
+ *    weights (5:3:1 weights give 5:3:1 shares). Ties break on the user id.
+ *
+ * 4. Short work first, configurably: with shortWorkPreference p > 0 a Free task of 2 images
+ *    among Pro tasks of 70 counts (70/2)^p times its weight, so with equal weights and p = 0.5
+ *    it takes the next free slot ahead of any Pro user: it finishes in about its own service
+ *    time plus one batch instead of after the Pro tasks (the source documents' "quick plans
+ *    first"). With 5:3:1 weights the Free task needs p > 0.45 to outrank a fresh Pro task.
+ *
+ * 5. No starvation, with a stated bound. waited(u) runs from the later of u's oldest ready job
+ *    and the last time u had a job in flight (`userLastServedAtMs`, the driver's memory; without
+ *    it a backlogged user's oldest job keeps its age and the bound below weakens to "behind the
+ *    users whose work became ready earlier"). Once a user with nothing in
+ *    flight has waited agingSeconds / w'(u) (at most agingSeconds / weight), its score is ≤ 0
+ *    and it outranks every user with a job in flight; a user with nothing in flight outranks it
+ *    only if that user has waited longer still or was last served before u's threshold. So
+ *    from then on every other user is admitted at most once more before u, on any resource u's
+ *    next job could use: u waits at most agingSeconds / weight plus the time the resource takes
+ *    to free one slot per competing user (e.g. ⌈users / concurrency⌉ job durations). Strict
+ *    priorities have no such bound; this is why waiting raises rank.
+ *
+ * 6. Deadlines: a job of a task that has not started is not admitted when its predicted start
+ *    (`nowMs + dispatchMs`) is after the task's deadline; such jobs are ignored entirely (they
+ *    neither rank their user nor block anything). The scheduler cancels the task at the
+ *    deadline with everything refunded and no provider call spent.
+ *
+ * 7. Order inside a user: jobs of running tasks first (finish what is started), then tasks by
+ *    creation; inside a task, storing finished images before further calls, then the job's
+ *    position in its task.
+ *
+ * 8. Key choice: of the keys that can start now (usable, not cooling down, below its in-flight
+ *    limit and its RPM in the window) the one with the most RPM headroom, then the fewest in
+ *    flight, then the lowest id — never a random one. When no key can start, `nextWakeAtMs`
+ *    says when the soonest one can (window slides or cool-down ends).
+ *
+ * 9. Adaptive: the driver feeds 429s and successes through aimd.ts; `effectiveConcurrency`
+ *    shrinks multiplicatively on a 429 and grows by one after a run of successes, up to the
+ *    configured cap. A rate-limited job returns to the queue without spending an attempt.
+ *
+ * 10. Deterministic: the same input gives the same output; every tie breaks on ids.
  */
 export function decide(input: PolicyInput): Decision {
   const now = input.nowMs;
   const windowMs = input.rpmWindowMs;
+  const dispatchMs = input.dispatchMs ?? 0;
   const providers = new Map<string, ProviderView>(
-    input.providers.map((p) => [p.name, { ...p, keys: p.keys.map((k) => ({ ...k, recentStartsMs: [...k.recentStartsMs] })) }]),
+    input.providers.map((p) => [
+      p.name,
+      { ...p, keys: p.keys.map((k) => ({ ...k, recentStartsMs: [...k.recentStartsMs] })) },
+    ]),
   );
   const stores = new Map<string, StoreView>(input.stores.map((s) => [s.name, { ...s }]));
   const tasks = new Map<string, TaskView>(input.tasks.map((t) => [t.id, { ...t }]));
@@ -37,8 +97,11 @@ export function decide(input: PolicyInput): Decision {
 
   let nextWakeAtMs = Number.POSITIVE_INFINITY;
   const queues = new Map<string, JobView[]>();
+  /** Per user: when its oldest ready job became ready. */
+  const oldestReadyMs = new Map<string, number>();
   for (const job of input.jobs) {
-    if (!tasks.has(job.taskId)) continue;
+    const task = tasks.get(job.taskId);
+    if (!task || cannotMeetDeadline(task, now, dispatchMs)) continue;
     if (job.readyAtMs > now) {
       nextWakeAtMs = Math.min(nextWakeAtMs, job.readyAtMs);
       continue;
@@ -46,16 +109,36 @@ export function decide(input: PolicyInput): Decision {
     let q = queues.get(job.userId);
     if (!q) queues.set(job.userId, (q = []));
     q.push(job);
+    oldestReadyMs.set(job.userId, Math.min(oldestReadyMs.get(job.userId) ?? job.readyAtMs, job.readyAtMs));
   }
   for (const q of queues.values()) q.sort((a, b) => compareJobs(a, b, tasks));
+  const waitedMs = new Map<string, number>();
+  for (const [user, oldest] of oldestReadyMs) {
+    const since = Math.max(oldest, input.userLastServedAtMs?.[user] ?? Number.NEGATIVE_INFINITY);
+    waitedMs.set(user, Math.max(0, now - since));
+  }
 
   // Resources found full stay full for the rest of this decision: counts only go up.
   const full = new Set<string>();
+  // Providers that had room but no key that could start now: time alone can free them.
+  const keyBlocked = new Set<string>();
   const admissions: Admission[] = [];
-  const candidates = new Set(queues.keys());
+  // Only the picked user's score changes during a decision, so a heap orders the users.
+  const scoreOf = (user: string): number => {
+    const task = tasks.get(queues.get(user)![0]!.taskId)!;
+    return userScore(
+      userInFlight.get(user) ?? 0,
+      task.weight,
+      task.remainingUnits,
+      waitedMs.get(user) ?? 0,
+      input.fairness,
+    );
+  };
+  const candidates = new UserHeap();
+  for (const user of queues.keys()) candidates.push(user, scoreOf(user));
 
   while (slots > 0 && candidates.size > 0) {
-    const user = pickUser(candidates, queues, tasks, userInFlight, input);
+    const user = candidates.pop()!;
     const queue = queues.get(user)!;
     let admitted = false;
     for (let i = 0; i < queue.length; i++) {
@@ -76,13 +159,14 @@ export function decide(input: PolicyInput): Decision {
         store.inFlight++;
       } else {
         const provider = providers.get(job.resource);
-        if (!provider || provider.inFlight >= Math.max(1, Math.floor(provider.effectiveConcurrency))) {
+        if (!provider || provider.inFlight >= providerLimit(provider)) {
           full.add(job.resource);
           continue;
         }
         const key = chooseKey(provider.keys, now, windowMs);
         if (!key) {
           full.add(job.resource);
+          keyBlocked.add(job.resource);
           continue;
         }
         recordStart(key, now);
@@ -97,28 +181,43 @@ export function decide(input: PolicyInput): Decision {
       }
       slots--;
       userInFlight.set(user, (userInFlight.get(user) ?? 0) + 1);
-      admissions.push({ jobId: job.id, taskId: job.taskId, resource: job.resource, startsTask, ...(keyId ? { keyId } : {}) });
+      admissions.push({
+        jobId: job.id,
+        taskId: job.taskId,
+        resource: job.resource,
+        startsTask,
+        ...(keyId ? { keyId } : {}),
+      });
       queue.splice(i, 1);
       admitted = true;
       break;
     }
-    if (!admitted || queue.length === 0) candidates.delete(user);
+    if (admitted && queue.length > 0) candidates.push(user, scoreOf(user));
   }
 
-  // Time-based changes: a key's window or cool-down ending can free capacity without any event.
-  for (const q of queues.values()) {
-    for (const job of q) {
-      if (job.kind === 'store') continue;
-      const provider = providers.get(job.resource);
-      if (!provider) continue;
-      for (const key of provider.keys) {
-        if (key.inFlight >= key.concurrency) continue;
-        const at = keyAvailableAtMs(key, now, windowMs);
-        if (at > now && Number.isFinite(at)) nextWakeAtMs = Math.min(nextWakeAtMs, at);
-      }
+  // Time alone frees a key: its RPM window slides or its cool-down ends.
+  for (const name of keyBlocked) {
+    for (const key of providers.get(name)!.keys) {
+      if (key.inFlight >= key.concurrency) continue;
+      const at = keyAvailableAtMs(key, now, windowMs);
+      if (at > now && Number.isFinite(at)) nextWakeAtMs = Math.min(nextWakeAtMs, at);
     }
   }
   return Number.isFinite(nextWakeAtMs) ? { admissions, nextWakeAtMs } : { admissions };
+}
+
+/** Calls a provider may have in flight now: its AIMD-effective concurrency, at least one. */
+export function providerLimit(provider: Pick<ProviderView, 'effectiveConcurrency' | 'concurrency'>): number {
+  return Math.max(1, Math.floor(Math.min(provider.concurrency, provider.effectiveConcurrency)));
+}
+
+/** True when a task that has not started could not start before its deadline if admitted now. */
+export function cannotMeetDeadline(
+  task: Pick<TaskView, 'running' | 'deadlineAtMs'>,
+  nowMs: number,
+  dispatchMs: number,
+): boolean {
+  return !task.running && task.deadlineAtMs !== undefined && nowMs + dispatchMs > task.deadlineAtMs;
 }
 
 function compareJobs(a: JobView, b: JobView, tasks: Map<string, TaskView>): number {
@@ -128,43 +227,78 @@ function compareJobs(a: JobView, b: JobView, tasks: Map<string, TaskView>): numb
   if (ta.running !== tb.running) return ta.running ? -1 : 1;
   if (ta.createdAtMs !== tb.createdAtMs) return ta.createdAtMs - tb.createdAtMs;
   if (ta.id !== tb.id) return ta.id < tb.id ? -1 : 1;
+  // Inside a task, store what is generated before generating more: delivers images sooner
+  // when worker slots are short, and keeps the staged backlog small.
+  if ((a.kind === 'store') !== (b.kind === 'store')) return a.kind === 'store' ? -1 : 1;
   if (a.order !== b.order) return a.order - b.order;
   return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
 }
 
-/** The fair-share score of a user; lower goes first. */
+/**
+ * A user's weight scaled by the short-work preference: w × (maxUnits / remaining)^p, so a
+ * user whose head task has little left counts as heavier and goes sooner.
+ */
+export function effectiveWeight(weight: number, remainingUnits: number, fairness: FairnessSettings): number {
+  const maxUnits = Math.max(1, fairness.maxUnits);
+  const units = Math.min(maxUnits, Math.max(1, remainingUnits));
+  return weight * (maxUnits / units) ** fairness.shortWorkPreference;
+}
+
+/** The fair-share score of a user; lower goes first. Aging applies only while nothing is in flight. */
 export function userScore(
   inFlight: number,
   weight: number,
   remainingUnits: number,
   waitedMs: number,
-  fairness: PolicyInput['fairness'],
+  fairness: FairnessSettings,
 ): number {
-  const smallness = 1 - Math.min(1, remainingUnits / Math.max(1, fairness.maxUnits));
-  const share = ((inFlight + 1) / weight) * (1 - fairness.shortWorkPreference * smallness);
-  return share - waitedMs / (fairness.agingSeconds * 1000);
+  const share = (inFlight + 1) / effectiveWeight(weight, remainingUnits, fairness);
+  return inFlight > 0 ? share : share - waitedMs / (fairness.agingSeconds * 1000);
 }
 
-function pickUser(
-  candidates: Set<string>,
-  queues: Map<string, JobView[]>,
-  tasks: Map<string, TaskView>,
-  userInFlight: Map<string, number>,
-  input: PolicyInput,
-): string {
-  let best: string | undefined;
-  let bestScore = Number.POSITIVE_INFINITY;
-  for (const user of candidates) {
-    const queue = queues.get(user)!;
-    const head = queue[0]!;
-    const task = tasks.get(head.taskId)!;
-    let waitedMs = 0;
-    for (const job of queue) waitedMs = Math.max(waitedMs, input.nowMs - job.readyAtMs);
-    const score = userScore(userInFlight.get(user) ?? 0, task.weight, task.remainingUnits, waitedMs, input.fairness);
-    if (score < bestScore || (score === bestScore && best !== undefined && user < best)) {
-      best = user;
-      bestScore = score;
+/** Users by (score, id), lowest first: the order in which they get the next admission. */
+class UserHeap {
+  private items: Array<{ user: string; score: number }> = [];
+
+  get size(): number {
+    return this.items.length;
+  }
+
+  push(user: string, score: number): void {
+    const a = this.items;
+    a.push({ user, score });
+    let i = a.length - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (!before(a[i]!, a[parent]!)) break;
+      [a[i], a[parent]] = [a[parent]!, a[i]!];
+      i = parent;
     }
   }
-  return best!;
+
+  pop(): string | undefined {
+    const a = this.items;
+    const top = a[0];
+    if (!top) return undefined;
+    const last = a.pop()!;
+    if (a.length > 0) {
+      a[0] = last;
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < a.length && before(a[l]!, a[m]!)) m = l;
+        if (r < a.length && before(a[r]!, a[m]!)) m = r;
+        if (m === i) break;
+        [a[i], a[m]] = [a[m]!, a[i]!];
+        i = m;
+      }
+    }
+    return top.user;
+  }
+}
+
+function before(x: { user: string; score: number }, y: { user: string; score: number }): boolean {
+  return x.score < y.score || (x.score === y.score && x.user < y.user);
 }

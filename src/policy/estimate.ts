@@ -38,7 +38,12 @@ export function serviceSeconds(work: TaskWork, p: ProviderThroughput): number {
   const byRpm = work.calls / (p.rpm / 60);
   const calls = Math.max(work.serialCalls * callS + waves * callS, byRpm);
   // Storing overlaps with generating; what remains after the last batch is about one store wave.
-  const storeTail = work.storeUnits > 0 ? (Math.ceil(Math.min(work.storeUnits, work.storeConcurrency) / work.storeConcurrency) * work.meanStoreMs) / 1000 : 0;
+  const storeTail =
+    work.storeUnits > 0
+      ? (Math.ceil(Math.min(work.storeUnits, work.storeConcurrency) / work.storeConcurrency) *
+          work.meanStoreMs) /
+        1000
+      : 0;
   return calls + storeTail;
 }
 

@@ -3,7 +3,8 @@ import type { KeyView } from './types.ts';
 /** Requests of this key that count against its RPM at `nowMs`. */
 export function requestsInWindow(key: KeyView, nowMs: number, windowMs: number): number {
   let n = 0;
-  for (const t of key.recentStartsMs) if (t > nowMs - windowMs) n++;
+  // Same arithmetic as keyAvailableAtMs (t + window), so "available at" and "in the window" agree.
+  for (const t of key.recentStartsMs) if (t + windowMs > nowMs) n++;
   // Not-started requests carry their admission time and always count; callers keep them in the list.
   return n;
 }
@@ -43,7 +44,8 @@ export function chooseKey(keys: KeyView[], nowMs: number, windowMs: number): Key
     if (
       !best ||
       headroom > bestHeadroom ||
-      (headroom === bestHeadroom && (key.inFlight < best.inFlight || (key.inFlight === best.inFlight && key.id < best.id)))
+      (headroom === bestHeadroom &&
+        (key.inFlight < best.inFlight || (key.inFlight === best.inFlight && key.id < best.id)))
     ) {
       best = key;
       bestHeadroom = headroom;

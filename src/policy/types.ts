@@ -36,7 +36,7 @@ export interface JobView {
   readyAtMs: number;
   /** Position of the job within its task, so a task's jobs go in order. */
   order: number;
-  /** Provider calls: expected duration, for deadline checks. */
+  /** Provider calls: expected duration (informational; ETA estimates use it). */
   expectedMs?: number;
 }
 
@@ -102,6 +102,19 @@ export interface PolicyInput {
   stores: StoreView[];
   /** Jobs in flight (admitted or running) per user. */
   userInFlight: Record<string, number>;
+  /**
+   * Expected delay from admission to the call actually starting (a worker claiming the job).
+   * A task that has not started is only admitted when `nowMs + dispatchMs` is not after its
+   * deadline. Default 0.
+   */
+  dispatchMs?: number | undefined;
+  /**
+   * The driver's memory of when it last saw each user with a job in flight. Aging counts a
+   * user's wait from the later of this and its oldest ready job, so a user that was just
+   * served does not also collect credit for its backlog. Absent: aging counts from the oldest
+   * ready job only (more FIFO-like under backlog).
+   */
+  userLastServedAtMs?: Record<string, number> | undefined;
 }
 
 export interface Admission {

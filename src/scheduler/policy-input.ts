@@ -1,7 +1,16 @@
-import type { Config } from '../config/load.ts';
+import { keyIsUsable, type Config } from '../config/load.ts';
 import { storeResource } from '../pipeline/plan-jobs.ts';
+import { forgetIdle, lastServedFor, noteInFlight, type ServiceMemory } from '../policy/service-memory.ts';
 import type { JobView, KeyView, PolicyInput, ProviderView, StoreView, TaskView } from '../policy/types.ts';
 import type { ScheduleSnapshot } from '../store/schedule.ts';
+
+/**
+ * Aging memory (PolicyInput.userLastServedAtMs): when each user was last seen with a job in
+ * flight, per configured server. A new leader starts empty, which only makes aging count from
+ * the oldest ready job until it has seen each user once.
+ */
+const serviceMemories = new WeakMap<Config, ServiceMemory>();
+const MEMORY_MAX_AGE_MS = 3_600_000;
 
 /** Turns what the database says into the policy's pure input. */
 export function buildPolicyInput(config: Config, snap: ScheduleSnapshot, rpmWindowMs: number): PolicyInput {
@@ -17,8 +26,7 @@ export function buildPolicyInput(config: Config, snap: ScheduleSnapshot, rpmWind
         rpm: k.rpm,
         concurrency: k.concurrency,
         inFlight: inFlightBy(p.name, k.id),
-        // Real providers need a secret; the simulator and a local ComfyUI do not.
-        usable: !k.disabled && (k.secret !== undefined || ((p.type === 'sim' || p.type === 'comfyui') && !k.secretMissing)),
+        usable: keyIsUsable(p, k),
         cooldownUntilMs: state?.cooldown_ms ?? 0,
         recentStartsMs: snap.keyRequests.filter((r) => r.provider === p.name && r.key_id === k.id).map((r) => r.t_ms),
       };
@@ -65,6 +73,10 @@ export function buildPolicyInput(config: Config, snap: ScheduleSnapshot, rpmWind
     userInFlight[r.user_id] = (userInFlight[r.user_id] ?? 0) + r.n;
     totalInFlight += r.n;
   }
+  let memory = serviceMemories.get(config);
+  if (!memory) serviceMemories.set(config, (memory = new Map()));
+  forgetIdle(memory, snap.nowMs, MEMORY_MAX_AGE_MS);
+  noteInFlight(memory, userInFlight, snap.nowMs);
   return {
     nowMs: snap.nowMs,
     limits: { maxRunningTasks: config.limits.maxRunningTasks, perUserRunningTasks: config.limits.perUserRunningTasks },
@@ -80,5 +92,6 @@ export function buildPolicyInput(config: Config, snap: ScheduleSnapshot, rpmWind
     providers,
     stores,
     userInFlight,
+    userLastServedAtMs: lastServedFor(memory, new Set(snap.jobs.map((j) => j.user_id))),
   };
 }

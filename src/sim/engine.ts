@@ -1,0 +1,548 @@
+import type { Config, ResolvedStep } from '../config/load.ts';
+import { jobsForCallStep, jobsForStoreStep, stagedKey, storeResource } from '../pipeline/plan-jobs.ts';
+import { decide } from '../policy/admission.ts';
+import { aimdOnRateLimit, aimdOnSuccess } from '../policy/aimd.ts';
+import { finalStateFor } from '../policy/credits.ts';
+import { decideRetry, type OutcomeKind } from '../policy/retry.ts';
+import { noteServed, type ServiceMemory } from '../policy/service-memory.ts';
+import type { Decision, PolicyInput } from '../policy/types.ts';
+import { sampleLatency } from './distributions.ts';
+import { EventHeap } from './heap.ts';
+import { createProviderState, providerAccepts, providerRejects, providerReleases } from './provider-side.ts';
+import { streams, type Rng } from './random.ts';
+import type { CallStart, DepthSeries, SimRun } from './records.ts';
+import type { Scenario } from './scenario.ts';
+import { drawOutcome, latencyOf } from './service.ts';
+import {
+  insertByOrder,
+  ms,
+  type Flight,
+  type ProviderState,
+  type SimJob,
+  type SimTask,
+  type SimUser,
+  type StoreState,
+} from './state.ts';
+import { buildPolicyInput } from './view.ts';
+import { generateArrivals, type Arrival } from './workload.ts';
+
+export type {
+  CallStart,
+  DepthSeries,
+  KeyRecord,
+  ProviderRecord,
+  SimRun,
+  StoreRecord,
+  TaskRecord,
+} from './records.ts';
+
+/**
+ * The planner's discrete-event simulator. Tasks arrive per the scenario, fan out into jobs with
+ * src/pipeline/plan-jobs.ts, and the SAME `decide()` the scheduler runs admits them on a virtual
+ * clock (fed by view.ts, as src/scheduler/policy-input.ts feeds the server's). Outcomes follow
+ * src/pipeline/transitions.ts: success advances the task, a 429 cools the key, lowers the
+ * provider's AIMD concurrency and requeues without spending an attempt, other errors retry per
+ * src/policy/retry.ts, and a task not started by its deadline is canceled.
+ */
+
+export interface SimHooks {
+  /** Every decision, with the exact input decide() saw. */
+  onDecision?: (input: PolicyInput, decision: Decision, sim: Simulation) => void;
+  /** Every provider call as it reaches the provider. */
+  onCallStart?: (call: CallStart) => void;
+}
+
+export interface SimOptions extends SimHooks {
+  /** Give decide() every queued job and task instead of the reduced view (tests; slower). */
+  fullView?: boolean;
+}
+
+type SimEvent =
+  | { at: number; kind: 'arrive'; arrival: Arrival }
+  | { at: number; kind: 'start'; flight: Flight }
+  | { at: number; kind: 'end'; flight: Flight }
+  | { at: number; kind: 'wake' }
+  | { at: number; kind: 'deadline'; task: SimTask };
+
+export class Simulation {
+  readonly config: Config;
+  readonly scenario: Scenario;
+  readonly workerSlots: number;
+  now = 0;
+
+  private readonly options: SimOptions;
+  private readonly heap = new EventHeap<SimEvent>();
+  private readonly wakes = new Set<number>();
+  private readonly rng: { arrivals: Rng; service: Rng; retries: Rng };
+  private readonly providers = new Map<string, ProviderState>();
+  private readonly stores = new Map<string, StoreState>();
+  private readonly users = new Map<string, SimUser>();
+  private readonly jobs = new Map<string, SimJob>();
+  private readonly tasks: SimTask[] = [];
+  private readonly memory: ServiceMemory = new Map();
+  private readonly windowMs: number;
+  private readonly rejected: Array<{ plan: string; atMs: number }> = [];
+  private readonly depth: DepthSeries = { tMs: [], queued: [], running: [] };
+  private readonly errors = { transient: 0, timeout: 0, permanent: 0 };
+  private queuedTasks = 0;
+  private runningTasks = 0;
+  private totalInFlight = 0;
+  private queuedAreaMs = 0;
+  private lastDepthAt = 0;
+  private retries = 0;
+  private decisions = 0;
+  private taskSeq = 0;
+  /** Resources of the pipelines' first steps: the groups queued tasks start in. */
+  private readonly firstResources = new Set<string>();
+
+  constructor(config: Config, scenario: Scenario, options: SimOptions = {}) {
+    this.config = config;
+    this.scenario = scenario;
+    this.options = options;
+    this.rng = streams(scenario.seed);
+    this.workerSlots = scenario.workers * config.worker.concurrency;
+    this.windowMs = 60_000 + config.scheduler.rpmWindowMarginMs;
+    for (const p of Object.values(config.providers))
+      this.providers.set(p.name, createProviderState(p, config, scenario));
+    for (const pipeline of Object.values(config.pipelines)) {
+      const first = pipeline.steps[0]!;
+      this.firstResources.add(first.kind === 'store' ? storeResource(pipeline, first) : first.provider!);
+      for (const step of pipeline.steps) {
+        if (step.kind !== 'store') continue;
+        const name = storeResource(pipeline, step);
+        const concurrency = step.concurrency ?? 5;
+        this.stores.set(name, {
+          name,
+          concurrency,
+          inFlight: 0,
+          rec: { name, concurrency, jobs: 0, busyMs: 0 },
+        });
+      }
+    }
+    for (const a of generateArrivals(scenario, config, this.rng.arrivals))
+      this.heap.push({ at: a.atMs, kind: 'arrive', arrival: a });
+  }
+
+  /** Runs until every task has ended (or the scenario's time limit). */
+  run(): SimRun {
+    const limitMs = this.scenario.maxSimulatedHours * 3_600_000;
+    const startMs = this.heap.peek()?.at ?? 0;
+    this.lastDepthAt = startMs;
+    let stoppedEarly = false;
+    while (this.heap.size > 0) {
+      const t = this.heap.peek()!.at;
+      if (t > limitMs) {
+        stoppedEarly = true;
+        break;
+      }
+      this.advanceTo(t);
+      while (this.heap.size > 0 && this.heap.peek()!.at === t) this.handle(this.heap.pop()!);
+      this.admit();
+      this.recordDepth();
+    }
+    const endMs = this.tasks.reduce((m, t) => Math.max(m, t.finishedAtMs ?? this.now), startMs);
+    return {
+      startMs,
+      endMs,
+      workerSlots: this.workerSlots,
+      tasks: this.tasks.map((t) => ({
+        id: t.id,
+        userId: t.userId,
+        plan: t.plan,
+        type: t.type,
+        images: t.imagesTotal,
+        submittedMs: t.createdAtMs,
+        startedMs: t.startedAtMs,
+        finishedMs: t.finishedAtMs,
+        state: t.state === 'queued' || t.state === 'running' ? 'unfinished' : t.state,
+        done: t.done,
+        failed: t.failed,
+      })),
+      rejected: this.rejected,
+      providers: [...this.providers.values()].map((p) => p.rec),
+      stores: [...this.stores.values()].map((s) => s.rec),
+      depth: this.depth,
+      queuedAreaMs: this.queuedAreaMs,
+      errors: this.errors,
+      retries: this.retries,
+      decisions: this.decisions,
+      stoppedEarly,
+    };
+  }
+
+  private advanceTo(t: number): void {
+    this.queuedAreaMs += this.queuedTasks * (t - this.lastDepthAt);
+    this.lastDepthAt = t;
+    this.now = t;
+  }
+
+  private recordDepth(): void {
+    const d = this.depth;
+    const n = d.tMs.length;
+    if (n > 0 && d.queued[n - 1] === this.queuedTasks && d.running[n - 1] === this.runningTasks) return;
+    if (n > 0 && d.tMs[n - 1] === this.now) {
+      d.queued[n - 1] = this.queuedTasks;
+      d.running[n - 1] = this.runningTasks;
+      return;
+    }
+    d.tMs.push(this.now);
+    d.queued.push(this.queuedTasks);
+    d.running.push(this.runningTasks);
+  }
+
+  private handle(e: SimEvent): void {
+    switch (e.kind) {
+      case 'arrive':
+        return this.arrive(e.arrival);
+      case 'start':
+        return this.startCall(e.flight);
+      case 'end':
+        return this.end(e.flight);
+      case 'wake':
+        this.wakes.delete(e.at);
+        return;
+      case 'deadline':
+        return this.deadline(e.task);
+    }
+  }
+
+  private scheduleWake(at: number): void {
+    if (at <= this.now || this.wakes.has(at)) return;
+    this.wakes.add(at);
+    this.heap.push({ at, kind: 'wake' });
+  }
+
+  // ---- tasks and jobs --------------------------------------------------------------------
+
+  private arrive(a: Arrival): void {
+    if (this.queuedTasks >= this.config.limits.maxQueuedTasks) {
+      this.rejected.push({ plan: a.plan, atMs: this.now });
+      return;
+    }
+    const plan = this.config.plans[a.plan]!;
+    const pipeline = this.config.pipelines[a.type]!;
+    const task: SimTask = {
+      id: `t${String(++this.taskSeq).padStart(6, '0')}`,
+      userId: a.userId,
+      plan: a.plan,
+      type: a.type,
+      pipeline,
+      weight: plan.weight,
+      imagesTotal: plan.images,
+      createdAtMs: this.now,
+      deadlineAtMs: plan.deadlineSeconds !== undefined ? this.now + plan.deadlineSeconds * 1000 : undefined,
+      state: 'queued',
+      startedAtMs: undefined,
+      finishedAtMs: undefined,
+      done: 0,
+      failed: 0,
+      canceled: false,
+      queued: [],
+      inFlight: 0,
+      transformLeft: new Map(),
+    };
+    this.tasks.push(task);
+    let user = this.users.get(a.userId);
+    if (!user) this.users.set(a.userId, (user = { id: a.userId, running: [], queued: [], inFlight: 0 }));
+    user.queued.push(task);
+    this.queuedTasks++;
+    this.enqueueCallStep(task, pipeline.steps[0]!);
+    if (task.deadlineAtMs !== undefined) this.heap.push({ at: task.deadlineAtMs, kind: 'deadline', task });
+  }
+
+  private enqueueCallStep(task: SimTask, step: ResolvedStep): void {
+    const jobs = jobsForCallStep(
+      { id: task.id, userId: task.userId, imagesTotal: task.imagesTotal },
+      step,
+      [],
+      this.config.worker.maxAttempts,
+    );
+    if (step.kind === 'transform') task.transformLeft.set(step.index, jobs.length);
+    for (const j of jobs) this.enqueue(task, step, j.firstIndex, j.count, j.maxAttempts);
+  }
+
+  private enqueue(
+    task: SimTask,
+    step: ResolvedStep,
+    firstIndex: number,
+    count: number,
+    maxAttempts: number,
+  ): void {
+    const job: SimJob = {
+      id: `${task.id}.${step.index}.${firstIndex}`,
+      task,
+      step,
+      kind: step.kind,
+      resource: step.kind === 'store' ? storeResource(task.pipeline, step) : step.provider!,
+      firstIndex,
+      count,
+      attempts: 0,
+      maxAttempts,
+      readyAtMs: this.now,
+      order: step.index * 100000 + firstIndex,
+    };
+    this.jobs.set(job.id, job);
+    insertByOrder(task.queued, job);
+  }
+
+  private requeue(job: SimJob, readyAtMs: number): void {
+    job.readyAtMs = readyAtMs;
+    this.jobs.set(job.id, job);
+    insertByOrder(job.task.queued, job);
+    this.scheduleWake(readyAtMs);
+  }
+
+  private settled(task: SimTask): boolean {
+    return task.canceled || task.done + task.failed >= task.imagesTotal;
+  }
+
+  private deadline(task: SimTask): void {
+    if (task.state !== 'queued') return;
+    task.canceled = true;
+    this.dropQueuedJobs(task);
+    this.finishIfDone(task);
+  }
+
+  private dropQueuedJobs(task: SimTask): void {
+    for (const j of task.queued) this.jobs.delete(j.id);
+    task.queued = [];
+  }
+
+  private finishIfDone(task: SimTask): void {
+    if (task.state !== 'queued' && task.state !== 'running') return;
+    if (task.queued.length > 0 || task.inFlight > 0) return;
+    const user = this.users.get(task.userId)!;
+    if (task.state === 'queued') {
+      user.queued.splice(user.queued.indexOf(task), 1);
+      this.queuedTasks--;
+    } else {
+      user.running.splice(user.running.indexOf(task), 1);
+      this.runningTasks--;
+    }
+    task.state = finalStateFor(task.imagesTotal, task.done, task.canceled);
+    task.failed = task.imagesTotal - task.done;
+    task.finishedAtMs = this.now;
+    if (user.running.length === 0 && user.queued.length === 0) this.users.delete(user.id);
+  }
+
+  // ---- admission ---------------------------------------------------------------------------
+
+  private admit(): void {
+    if (this.jobs.size === 0) return;
+    const input = this.policyInput(this.options.fullView ?? false);
+    const decision = decide(input);
+    this.decisions++;
+    this.options.onDecision?.(input, decision, this);
+    const dispatch = ms(this.scenario.dispatchMs);
+    for (const a of decision.admissions) {
+      const job = this.jobs.get(a.jobId);
+      if (!job) throw new Error(`decide() admitted an unknown job ${a.jobId}`);
+      this.jobs.delete(job.id);
+      const task = job.task;
+      task.queued.splice(task.queued.indexOf(job), 1);
+      const user = this.users.get(task.userId)!;
+      if (a.startsTask) {
+        if (task.state !== 'queued') throw new Error(`decide() started task ${task.id} twice`);
+        task.state = 'running';
+        task.startedAtMs = this.now + dispatch;
+        user.queued.splice(user.queued.indexOf(task), 1);
+        user.running.push(task);
+        this.queuedTasks--;
+        this.runningTasks++;
+      }
+      user.inFlight++;
+      task.inFlight++;
+      this.totalInFlight++;
+      job.attempts++;
+      if (job.kind === 'store') {
+        this.stores.get(job.resource)!.inFlight++;
+      } else {
+        const provider = this.providers.get(job.resource)!;
+        const key = provider.keys.find((k) => k.id === a.keyId)!;
+        provider.inFlight++;
+        key.inFlight++;
+        key.starts.push(this.now);
+      }
+      const flight: Flight = {
+        job,
+        keyId: a.keyId,
+        startAtMs: this.now + dispatch,
+        accepted: true,
+        outcome: { kind: 'success' },
+      };
+      if (dispatch > 0) this.heap.push({ at: this.now + dispatch, kind: 'start', flight });
+      else this.startCall(flight);
+    }
+    if (decision.nextWakeAtMs !== undefined) this.scheduleWake(decision.nextWakeAtMs);
+  }
+
+  /** The decide() input for the current state; `full` includes every queued job and task. */
+  policyInput(full: boolean): PolicyInput {
+    return buildPolicyInput(
+      {
+        now: this.now,
+        config: this.config,
+        scenario: this.scenario,
+        windowMs: this.windowMs,
+        workerSlots: this.workerSlots,
+        totalInFlight: this.totalInFlight,
+        runningTasks: this.runningTasks,
+        users: this.users,
+        providers: this.providers,
+        stores: this.stores,
+        memory: this.memory,
+        firstResources: this.firstResources,
+      },
+      full,
+    );
+  }
+
+  // ---- calls ---------------------------------------------------------------------------------
+
+  private startCall(flight: Flight): void {
+    const job = flight.job;
+    const rng = this.rng.service;
+    const latency = latencyOf(this.config, this.scenario, job.task.pipeline, job.step);
+    if (job.kind === 'store') {
+      const store = this.stores.get(job.resource)!;
+      store.rec.jobs++;
+      flight.outcome = drawOutcome(this.scenario, job.step, rng);
+      this.heap.push({ at: this.now + ms(sampleLatency(latency, rng)), kind: 'end', flight });
+      return;
+    }
+    const provider = this.providers.get(job.resource)!;
+    const key = provider.keys.find((k) => k.id === flight.keyId)!;
+    key.rec.requests++;
+    provider.rec.calls++;
+    const retryAfterMs = providerRejects(provider, key, this.now);
+    this.options.onCallStart?.({
+      atMs: this.now,
+      provider: provider.cfg.name,
+      keyId: key.id,
+      accepted: retryAfterMs === undefined,
+    });
+    if (retryAfterMs !== undefined) {
+      flight.accepted = false;
+      flight.outcome = { kind: 'rate_limited', retryAfterMs };
+      key.rec.rateLimited++;
+      provider.rec.rateLimited++;
+      this.heap.push({ at: this.now + ms(this.scenario.rateLimitLatencyMs), kind: 'end', flight });
+      return;
+    }
+    providerAccepts(provider, key, this.now);
+    flight.outcome = drawOutcome(this.scenario, job.step, rng);
+    const duration =
+      flight.outcome.kind === 'timeout' ? provider.cfg.timeoutMs : ms(sampleLatency(latency, rng));
+    this.heap.push({ at: this.now + duration, kind: 'end', flight });
+  }
+
+  private end(flight: Flight): void {
+    const job = flight.job;
+    const task = job.task;
+    const user = this.users.get(task.userId)!;
+    user.inFlight--;
+    task.inFlight--;
+    this.totalInFlight--;
+    noteServed(this.memory, user.id, this.now);
+    const busy = this.now - flight.startAtMs;
+    if (job.kind === 'store') {
+      const store = this.stores.get(job.resource)!;
+      store.inFlight--;
+      store.rec.busyMs += busy;
+    } else {
+      const provider = this.providers.get(job.resource)!;
+      const key = provider.keys.find((k) => k.id === flight.keyId)!;
+      provider.inFlight--;
+      key.inFlight--;
+      if (flight.accepted) {
+        providerReleases(provider, key);
+        key.rec.busyMs += busy;
+        provider.rec.busyMs += busy;
+      }
+      const settings = provider.aimdSettings;
+      if (flight.outcome.kind === 'success') provider.aimd = aimdOnSuccess(provider.aimd, settings);
+      else if (flight.outcome.kind === 'rate_limited') {
+        key.cooldownUntilMs = Math.max(
+          key.cooldownUntilMs,
+          this.now + (flight.outcome.retryAfterMs ?? provider.cfg.defaultRetryAfterMs),
+        );
+        provider.aimd = aimdOnRateLimit(provider.aimd, settings);
+        provider.rec.minEffectiveConcurrency = Math.min(
+          provider.rec.minEffectiveConcurrency,
+          provider.aimd.effectiveConcurrency,
+        );
+        this.scheduleWake(key.cooldownUntilMs);
+      }
+    }
+    if (flight.outcome.kind === 'success') this.succeed(job);
+    else this.fail(job, flight.outcome.kind);
+    this.finishIfDone(task);
+  }
+
+  private succeed(job: SimJob): void {
+    const task = job.task;
+    const pipeline = task.pipeline;
+    if (job.kind === 'store') {
+      task.done++;
+      return;
+    }
+    if (job.kind === 'transform') {
+      const left = task.transformLeft.get(job.step.index)! - 1;
+      task.transformLeft.set(job.step.index, left);
+      if (left === 0 && !this.settled(task)) {
+        const next = pipeline.steps[job.step.index + 1];
+        if (next && next.kind !== 'store') this.enqueueCallStep(task, next);
+      }
+      return;
+    }
+    if (this.settled(task)) return;
+    const store = pipeline.steps.find((s) => s.kind === 'store');
+    if (!store) {
+      // No store step: the images count as delivered when their batch succeeds.
+      task.done += job.count;
+      return;
+    }
+    const staged = Array.from({ length: job.count }, (_, i) =>
+      stagedKey(task.id, job.step.name, job.firstIndex + i, 'png'),
+    );
+    const ref = { id: task.id, userId: task.userId, imagesTotal: task.imagesTotal };
+    for (const j of jobsForStoreStep(
+      ref,
+      pipeline,
+      store,
+      job.firstIndex,
+      staged,
+      this.config.worker.maxAttempts,
+    )) {
+      this.enqueue(task, store, j.firstIndex, j.count, j.maxAttempts);
+    }
+  }
+
+  private fail(job: SimJob, kind: Exclude<OutcomeKind, 'success'>): void {
+    if (kind !== 'rate_limited') this.errors[kind]++;
+    const w = this.config.worker;
+    const decision = decideRetry(kind, job.attempts, job.maxAttempts, {
+      baseMs: w.backoffBaseMs,
+      maxMs: w.backoffMaxMs,
+      random: this.rng.retries.uniform(),
+    });
+    const task = job.task;
+    if (decision.action === 'retry' && !this.settled(task)) {
+      if (!decision.spendsAttempt) job.attempts = Math.max(0, job.attempts - 1);
+      else this.retries++;
+      this.requeue(job, this.now + decision.delayMs);
+      return;
+    }
+    if (job.kind === 'transform') {
+      // Without this step's output nothing downstream can run: the whole task fails.
+      this.dropQueuedJobs(task);
+      task.failed = task.imagesTotal - task.done;
+    } else {
+      task.failed = Math.min(task.imagesTotal - task.done, task.failed + job.count);
+    }
+  }
+}
+
+export function simulate(config: Config, scenario: Scenario, options: SimOptions = {}): SimRun {
+  return new Simulation(config, scenario, options).run();
+}
