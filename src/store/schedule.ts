@@ -31,7 +31,7 @@ export async function readScheduleSnapshot(
     `SELECT id, task_id, user_id, kind, resource, ready_ms, "order" FROM (
        SELECT j.id, j.task_id, j.user_id, j.kind, j.resource, (extract(epoch FROM j.run_after) * 1000)::float8 AS ready_ms,
               (j.step_index * 100000 + j.first_index)::int AS "order",
-              row_number() OVER (PARTITION BY j.user_id ORDER BY t.created_at, j.task_id, j.step_index, j.first_index) AS rn
+              row_number() OVER (PARTITION BY j.user_id ORDER BY t.state = 'running' DESC, t.created_at, j.task_id, (j.kind = 'store') DESC, j.step_index, j.first_index) AS rn
          FROM jobs j JOIN tasks t ON t.id = j.task_id
         WHERE j.state = 'queued') head
       WHERE rn <= $1

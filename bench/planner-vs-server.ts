@@ -1,0 +1,247 @@
+/**
+ * Does the planner predict the real server? One scenario (bursts of users) runs twice:
+ * through `darkroom plan`'s simulator, and through a real darkroom server calling the
+ * provider simulator over HTTP, with latencies scaled down from the source documents' 8 s.
+ *
+ * The planner is given what an operator would measure: the mean duration of each kind of
+ * job and the admission-to-start delay, taken from a short calibration run on the same
+ * server. It then predicts the completion-time distribution of the whole burst, which the
+ * real run measures. The ETAs the server gave at submit are scored against the real
+ * completion times too.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import pino from 'pino';
+import { resolveConfig, type Config } from '../src/config/load.ts';
+import { startFakeProvider } from '../src/providers/fake-server/index.ts';
+import { startServer, type RunningServer } from '../src/server.ts';
+import { simulate } from '../src/sim/engine.ts';
+import { parseScenario } from '../src/sim/scenario.ts';
+
+export interface Burst {
+  users: number;
+  plan: string;
+}
+
+export interface ComparisonSetup {
+  name: string;
+  bursts: Burst[];
+  plans: Record<string, { images: number; credits: number; weight: number }>;
+  latencyMs: number;
+  jitterMs: number;
+  keyConcurrency: number;
+  batchSize: number;
+  perUserRunningTasks: number;
+  databaseUrl?: string | undefined;
+}
+
+export interface Quantiles {
+  p50_s: number;
+  p95_s: number;
+}
+
+export interface ComparisonResult {
+  name: string;
+  tasks: number;
+  calibration: { generate_ms: number; store_ms: number; dispatch_ms: number };
+  planner: Quantiles;
+  server: Quantiles;
+  /** server ÷ planner − 1 */
+  error_p50: number;
+  error_p95: number;
+  eta_at_submit: { median_abs_error_s: number; p90_abs_error_s: number; median_abs_error_pct: number };
+}
+
+function quantile(sorted: number[], q: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
+  return sorted[i]!;
+}
+
+const round = (n: number, d = 3) => Number(n.toFixed(d));
+
+function configFor(setup: ComparisonSetup, fakeUrl: string, home: string): Config {
+  return resolveConfig(
+    {
+      home,
+      server: { port: 0, host: '127.0.0.1', logLevel: 'silent' },
+      ...(setup.databaseUrl ? { database: { url: setup.databaseUrl } } : {}),
+      limits: { maxRunningTasks: 40, perUserRunningTasks: setup.perUserRunningTasks, maxQueuedTasks: 10_000 },
+      plans: setup.plans,
+      providers: {
+        main: {
+          type: 'sim',
+          concurrency: setup.keyConcurrency,
+          keys: [{ id: 'k1', rpm: 100_000, concurrency: setup.keyConcurrency }],
+          baseUrl: fakeUrl,
+          params: { size: '256x256' },
+        },
+      },
+      pipelines: {
+        gen: {
+          steps: [
+            { name: 'generate', provider: 'main', batchSize: setup.batchSize },
+            { name: 'store', concurrency: 10 },
+          ],
+        },
+      },
+      worker: { concurrency: 32 },
+      scheduler: { pollMs: 100 },
+    },
+    {},
+    setup.name,
+  );
+}
+
+async function submit(base: string, userId: string, plan: string): Promise<{ id: string; eta: number }> {
+  const res = await fetch(`${base}/v1/tasks`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ user_id: userId, type: 'gen', plan, prompt: `${userId} ${plan}` }),
+  });
+  const body = (await res.json()) as { id: string; eta_seconds: number };
+  if (res.status !== 202) throw new Error(`submit failed: ${res.status} ${JSON.stringify(body)}`);
+  return { id: body.id, eta: body.eta_seconds };
+}
+
+async function waitEnded(server: RunningServer, ids: string[], timeoutMs: number): Promise<Map<string, number>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const { rows } = await server.ctx.db.query<{ id: string; ms: number | null }>(
+      `SELECT id, (extract(epoch FROM finished_at - created_at) * 1000)::float8 AS ms FROM tasks WHERE id = ANY($1::text[])`,
+      [ids],
+    );
+    if (rows.every((r) => r.ms !== null)) return new Map(rows.map((r) => [r.id, r.ms!]));
+    if (Date.now() > deadline) throw new Error(`${setup_name(ids)}: tasks did not finish in ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function setup_name(ids: string[]): string {
+  return `${ids.length} tasks`;
+}
+
+async function meanMs(server: RunningServer, sql: string): Promise<number> {
+  const { rows } = await server.ctx.db.query<{ ms: number | null }>(sql);
+  return rows[0]?.ms ?? 0;
+}
+
+export async function comparePlannerWithServer(setup: ComparisonSetup): Promise<ComparisonResult> {
+  const fake = await startFakeProvider({
+    providers: [
+      { name: 'main', keys: [{ id: 'k1', rpm: 100_000, concurrency: setup.keyConcurrency }], latencyMs: setup.latencyMs, jitterMs: setup.jitterMs, errorRate: 0 },
+    ],
+  });
+  const home = mkdtempSync(path.join(tmpdir(), 'darkroom-compare-'));
+  const config = configFor(setup, fake.url, home);
+  const server = await startServer(config, { log: pino({ level: 'silent' }) });
+  try {
+    const base = server.url!;
+    // Calibration: what an operator measures on their own system before planning.
+    const calibrationPlan = Object.keys(setup.plans).sort((a, b) => setup.plans[b]!.images - setup.plans[a]!.images)[0]!;
+    const warm = await submit(base, 'calibration', calibrationPlan);
+    await waitEnded(server, [warm.id], 120_000);
+    const byKind = (kind: string) =>
+      meanMs(
+        server,
+        `SELECT avg(extract(epoch FROM finished_at - started_at) * 1000)::float8 AS ms FROM jobs WHERE kind = '${kind}' AND state = 'succeeded'`,
+      );
+    const calibration = {
+      generate_ms: await byKind('generate'),
+      store_ms: await byKind('store'),
+      dispatch_ms: await meanMs(server, `SELECT avg(extract(epoch FROM started_at - admitted_at) * 1000)::float8 AS ms FROM jobs`),
+    };
+
+    // The real run: every burst at t = 0, one task per user.
+    const submitted: Array<{ id: string; eta: number }> = [];
+    let u = 0;
+    for (const burst of setup.bursts) {
+      for (let i = 0; i < burst.users; i++) submitted.push(await submit(base, `user-${u++}`, burst.plan));
+    }
+    const done = await waitEnded(server, submitted.map((s) => s.id), 600_000);
+    const serverS = [...done.values()].map((ms) => ms / 1000).sort((a, b) => a - b);
+
+    // The planner, with the calibrated latencies.
+    const spread = setup.jitterMs;
+    const scenario = parseScenario(
+      {
+        name: setup.name,
+        seed: 1,
+        type: 'gen',
+        arrivals: setup.bursts.map((b) => ({ burst: { users: b.users, plan: b.plan } })),
+        latency: {
+          generate: { dist: 'uniform', minMs: Math.max(0, calibration.generate_ms - spread), maxMs: calibration.generate_ms + spread },
+          store: { dist: 'fixed', ms: Math.round(calibration.store_ms) },
+        },
+        dispatchMs: Math.round(calibration.dispatch_ms),
+        workers: 1,
+      },
+      setup.name,
+    );
+    const run = simulate(config, scenario);
+    const plannerS = run.tasks
+      .filter((t) => t.finishedMs !== undefined)
+      .map((t) => (t.finishedMs! - t.submittedMs) / 1000)
+      .sort((a, b) => a - b);
+
+    const etaErrors = submitted.map((s) => Math.abs(s.eta - done.get(s.id)! / 1000)).sort((a, b) => a - b);
+    const etaPct = submitted.map((s) => Math.abs(s.eta - done.get(s.id)! / 1000) / (done.get(s.id)! / 1000)).sort((a, b) => a - b);
+    const planner = { p50_s: round(quantile(plannerS, 0.5), 2), p95_s: round(quantile(plannerS, 0.95), 2) };
+    const measured = { p50_s: round(quantile(serverS, 0.5), 2), p95_s: round(quantile(serverS, 0.95), 2) };
+    return {
+      name: setup.name,
+      tasks: submitted.length,
+      calibration: {
+        generate_ms: Math.round(calibration.generate_ms),
+        store_ms: Math.round(calibration.store_ms),
+        dispatch_ms: Math.round(calibration.dispatch_ms),
+      },
+      planner,
+      server: measured,
+      error_p50: round(measured.p50_s / planner.p50_s - 1),
+      error_p95: round(measured.p95_s / planner.p95_s - 1),
+      eta_at_submit: {
+        median_abs_error_s: round(quantile(etaErrors, 0.5), 2),
+        p90_abs_error_s: round(quantile(etaErrors, 0.9), 2),
+        median_abs_error_pct: round(quantile(etaPct, 0.5) * 100, 1),
+      },
+    };
+  } finally {
+    await server.stop();
+    await fake.close();
+    rmSync(home, { recursive: true, force: true });
+  }
+}
+
+/** The two scenarios of the comparison: the source documents' shapes, latencies ÷ 8. */
+export const COMPARISON_SCENARIOS: ComparisonSetup[] = [
+  {
+    name: '10 pro users at once (doc 02), 1 s per batch of 5',
+    bursts: [{ users: 10, plan: 'pro' }],
+    plans: { pro: { images: 70, credits: 0, weight: 1 } },
+    latencyMs: 1000,
+    jitterMs: 100,
+    keyConcurrency: 5,
+    batchSize: 5,
+    perUserRunningTasks: 2,
+  },
+  {
+    name: '20 users, free/start/pro 30/40/30 % at once (doc 02), 1 s per batch of 5',
+    bursts: [
+      { users: 6, plan: 'free' },
+      { users: 8, plan: 'start' },
+      { users: 6, plan: 'pro' },
+    ],
+    plans: {
+      free: { images: 2, credits: 0, weight: 1 },
+      start: { images: 30, credits: 0, weight: 1 },
+      pro: { images: 70, credits: 0, weight: 1 },
+    },
+    latencyMs: 1000,
+    jitterMs: 100,
+    keyConcurrency: 5,
+    batchSize: 5,
+    perUserRunningTasks: 2,
+  },
+];
