@@ -106,7 +106,11 @@ async function submit(base: string, userId: string, plan: string): Promise<{ id:
   return { id: body.id, eta: body.eta_seconds };
 }
 
-async function waitEnded(server: RunningServer, ids: string[], timeoutMs: number): Promise<Map<string, number>> {
+async function waitEnded(
+  server: RunningServer,
+  ids: string[],
+  timeoutMs: number,
+): Promise<Map<string, number>> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const { rows } = await server.ctx.db.query<{ id: string; ms: number | null }>(
@@ -131,7 +135,13 @@ async function meanMs(server: RunningServer, sql: string): Promise<number> {
 export async function comparePlannerWithServer(setup: ComparisonSetup): Promise<ComparisonResult> {
   const fake = await startFakeProvider({
     providers: [
-      { name: 'main', keys: [{ id: 'k1', rpm: 100_000, concurrency: setup.keyConcurrency }], latencyMs: setup.latencyMs, jitterMs: setup.jitterMs, errorRate: 0 },
+      {
+        name: 'main',
+        keys: [{ id: 'k1', rpm: 100_000, concurrency: setup.keyConcurrency }],
+        latencyMs: setup.latencyMs,
+        jitterMs: setup.jitterMs,
+        errorRate: 0,
+      },
     ],
   });
   const home = mkdtempSync(path.join(tmpdir(), 'darkroom-compare-'));
@@ -149,7 +159,11 @@ export async function comparePlannerWithServer(setup: ComparisonSetup): Promise<
     for (const burst of setup.bursts) {
       for (let i = 0; i < burst.users; i++) submitted.push(await submit(base, `user-${u++}`, burst.plan));
     }
-    const done = await waitEnded(server, submitted.map((s) => s.id), 600_000);
+    const done = await waitEnded(
+      server,
+      submitted.map((s) => s.id),
+      600_000,
+    );
     const serverS = [...done.values()].map((ms) => ms / 1000).sort((a, b) => a - b);
     const ids = submitted.map((s) => s.id);
     const jobsMean = (kind: string) =>
@@ -176,7 +190,11 @@ export async function comparePlannerWithServer(setup: ComparisonSetup): Promise<
         type: 'gen',
         arrivals: setup.bursts.map((b) => ({ burst: { users: b.users, plan: b.plan } })),
         latency: {
-          generate: { dist: 'uniform', minMs: Math.max(0, calibration.generate_ms - spread), maxMs: calibration.generate_ms + spread },
+          generate: {
+            dist: 'uniform',
+            minMs: Math.max(0, calibration.generate_ms - spread),
+            maxMs: calibration.generate_ms + spread,
+          },
           store: { dist: 'fixed', ms: Math.round(calibration.store_ms) },
         },
         dispatchMs: Math.round(calibration.dispatch_ms),
@@ -191,7 +209,9 @@ export async function comparePlannerWithServer(setup: ComparisonSetup): Promise<
       .sort((a, b) => a - b);
 
     const etaErrors = submitted.map((s) => Math.abs(s.eta - done.get(s.id)! / 1000)).sort((a, b) => a - b);
-    const etaPct = submitted.map((s) => Math.abs(s.eta - done.get(s.id)! / 1000) / (done.get(s.id)! / 1000)).sort((a, b) => a - b);
+    const etaPct = submitted
+      .map((s) => Math.abs(s.eta - done.get(s.id)! / 1000) / (done.get(s.id)! / 1000))
+      .sort((a, b) => a - b);
     const planner = { p50_s: round(quantile(plannerS, 0.5), 2), p95_s: round(quantile(plannerS, 0.95), 2) };
     const measured = { p50_s: round(quantile(serverS, 0.5), 2), p95_s: round(quantile(serverS, 0.95), 2) };
     return {

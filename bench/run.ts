@@ -47,17 +47,29 @@ async function startDarkroom(raw: Json): Promise<{ server: RunningServer; cleanu
 }
 
 async function submit(base: string, body: Json): Promise<string> {
-  const res = await fetch(`${base}/v1/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const res = await fetch(`${base}/v1/tasks`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
   const json = (await res.json()) as Json;
   if (res.status !== 202) throw new Error(`submit failed: ${res.status} ${JSON.stringify(json)}`);
   return json.id as string;
 }
 
-async function taskTimes(server: RunningServer, ids: string[]): Promise<Array<{ id: string; state: string; created: number; started: number | null; finished: number | null }>> {
-  const { rows } = await server.ctx.db.query<{ id: string; state: string; created_at: Date; started_at: Date | null; finished_at: Date | null }>(
-    'SELECT id, state, created_at, started_at, finished_at FROM tasks WHERE id = ANY($1::text[])',
-    [ids],
-  );
+async function taskTimes(
+  server: RunningServer,
+  ids: string[],
+): Promise<
+  Array<{ id: string; state: string; created: number; started: number | null; finished: number | null }>
+> {
+  const { rows } = await server.ctx.db.query<{
+    id: string;
+    state: string;
+    created_at: Date;
+    started_at: Date | null;
+    finished_at: Date | null;
+  }>('SELECT id, state, created_at, started_at, finished_at FROM tasks WHERE id = ANY($1::text[])', [ids]);
   return rows.map((r) => ({
     id: r.id,
     state: r.state,
@@ -137,19 +149,31 @@ function meter(fake: FakeProviderHandle, name: string) {
 }
 
 async function quotaDarkroom(): Promise<Json> {
-  const fake = await startFakeProvider({ providers: [{ name: 'q', keys: quotaKeys(), latencyMs: QUOTA.latencyMs, jitterMs: 50, errorRate: 0 }] });
+  const fake = await startFakeProvider({
+    providers: [{ name: 'q', keys: quotaKeys(), latencyMs: QUOTA.latencyMs, jitterMs: 50, errorRate: 0 }],
+  });
   const { server, cleanup } = await startDarkroom({
     limits: { maxRunningTasks: 100, perUserRunningTasks: 100, maxQueuedTasks: 100_000 },
     plans: { bulk: { images: 40, credits: 0, weight: 1 } },
-    providers: { q: { type: 'sim', concurrency: 15, keys: quotaKeys(), baseUrl: fake.url, timeoutMs: 30_000 } },
-    pipelines: { gen: { steps: [{ name: 'generate', provider: 'q', batchSize: 1 }, { name: 'store', concurrency: 10 }] } },
+    providers: {
+      q: { type: 'sim', concurrency: 15, keys: quotaKeys(), baseUrl: fake.url, timeoutMs: 30_000 },
+    },
+    pipelines: {
+      gen: {
+        steps: [
+          { name: 'generate', provider: 'q', batchSize: 1 },
+          { name: 'store', concurrency: 10 },
+        ],
+      },
+    },
     worker: { concurrency: 20 },
     scheduler: { pollMs: 100 },
   });
   try {
     const m = meter(fake, 'q');
     // 10 tasks × 40 calls: far more than the keys take in the measured span.
-    for (let i = 0; i < 10; i++) await submit(server.url!, { user_id: `q${i}`, type: 'gen', plan: 'bulk', prompt: 'quota' });
+    for (let i = 0; i < 10; i++)
+      await submit(server.url!, { user_id: `q${i}`, type: 'gen', plan: 'bulk', prompt: 'quota' });
     log(`quota/darkroom: running ${QUOTA.durationMs / 1000} s`);
     await m.until(QUOTA.durationMs);
     return m.summary(QUOTA.durationMs);
@@ -160,7 +184,9 @@ async function quotaDarkroom(): Promise<Json> {
 }
 
 async function quotaBaseline(): Promise<Json> {
-  const fake = await startFakeProvider({ providers: [{ name: 'q', keys: quotaKeys(), latencyMs: QUOTA.latencyMs, jitterMs: 50, errorRate: 0 }] });
+  const fake = await startFakeProvider({
+    providers: [{ name: 'q', keys: quotaKeys(), latencyMs: QUOTA.latencyMs, jitterMs: 50, errorRate: 0 }],
+  });
   const keys = quotaKeys();
   const m = meter(fake, 'q');
   const until = Date.now() + QUOTA.durationMs + 2000;
@@ -211,7 +237,14 @@ function fairConfig(fakeUrl: string): Json {
         params: { size: '256x256' },
       },
     },
-    pipelines: { gen: { steps: [{ name: 'generate', provider: 'main', batchSize: 5 }, { name: 'store', concurrency: 10 }] } },
+    pipelines: {
+      gen: {
+        steps: [
+          { name: 'generate', provider: 'main', batchSize: 5 },
+          { name: 'store', concurrency: 10 },
+        ],
+      },
+    },
     worker: { concurrency: 32 },
     scheduler: { pollMs: 50 },
   };
@@ -219,7 +252,15 @@ function fairConfig(fakeUrl: string): Json {
 
 async function fairness(): Promise<Json> {
   const fake = await startFakeProvider({
-    providers: [{ name: 'main', keys: [{ id: 'k1', rpm: 100_000, concurrency: FAIR.keyConcurrency }], latencyMs: FAIR.latencyMs, jitterMs: 0, errorRate: 0 }],
+    providers: [
+      {
+        name: 'main',
+        keys: [{ id: 'k1', rpm: 100_000, concurrency: FAIR.keyConcurrency }],
+        latencyMs: FAIR.latencyMs,
+        jitterMs: 0,
+        errorRate: 0,
+      },
+    ],
   });
   try {
     // The free task alone: its own service time.
@@ -236,14 +277,23 @@ async function fairness(): Promise<Json> {
     const { server, cleanup } = await startDarkroom(fairConfig(fake.url));
     try {
       const pro: string[] = [];
-      for (let i = 0; i < 10; i++) pro.push(await submit(server.url!, { user_id: `pro${i}`, type: 'gen', plan: 'pro', prompt: `p${i}` }));
+      for (let i = 0; i < 10; i++)
+        pro.push(
+          await submit(server.url!, { user_id: `pro${i}`, type: 'gen', plan: 'pro', prompt: `p${i}` }),
+        );
       await sleep(FAIR.latencyMs * 2);
-      const free = await submit(server.url!, { user_id: 'late-free', type: 'gen', plan: 'free', prompt: 'f' });
+      const free = await submit(server.url!, {
+        user_id: 'late-free',
+        type: 'gen',
+        plan: 'free',
+        prompt: 'f',
+      });
       await waitAllEnded(server, [...pro, free], 300_000);
       const times = await taskTimes(server, [...pro, free]);
       const freeT = times.find((t) => t.id === free)!;
       const proTimes = times.filter((t) => t.id !== free);
-      const makespan = Math.max(...proTimes.map((t) => t.finished!)) - Math.min(...proTimes.map((t) => t.created));
+      const makespan =
+        Math.max(...proTimes.map((t) => t.finished!)) - Math.min(...proTimes.map((t) => t.created));
       // Work ÷ capacity: the pro tasks' provider calls, at their measured duration (latency plus
       // transfer and decoding), spread over the key's concurrency.
       const { rows } = await server.ctx.db.query<{ n: number; ms: number }>(
@@ -296,8 +346,15 @@ async function submitThroughput(): Promise<Json> {
     );
     const elapsed = (Date.now() - started) / 1000;
     latencies.sort((a, b) => a - b);
-    const q = (p: number) => Number(latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]!.toFixed(1));
-    return { tasks: latencies.length, submits_per_second: Number((latencies.length / elapsed).toFixed(1)), p50_ms: q(0.5), p99_ms: q(0.99), database: server.ctx.db.kind };
+    const q = (p: number) =>
+      Number(latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]!.toFixed(1));
+    return {
+      tasks: latencies.length,
+      submits_per_second: Number((latencies.length / elapsed).toFixed(1)),
+      p50_ms: q(0.5),
+      p99_ms: q(0.99),
+      database: server.ctx.db.kind,
+    };
   } finally {
     await cleanup();
   }
@@ -314,14 +371,22 @@ async function plannerVsServer(): Promise<Json> {
 
 const BENCHMARKS: Record<string, () => Promise<Json>> = {
   planner: plannerVsServer,
-  quota: async () => ({ darkroom: await quotaDarkroom(), baseline_random_key_semaphore_5: await quotaBaseline(), setup: QUOTA }),
+  quota: async () => ({
+    darkroom: await quotaDarkroom(),
+    baseline_random_key_semaphore_5: await quotaBaseline(),
+    setup: QUOTA,
+  }),
   fairness,
   submit: submitThroughput,
 };
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
 const names = wanted.length ? wanted : Object.keys(BENCHMARKS);
-const results: Json = { node: process.version, database: process.env.DATABASE_URL ? 'postgres' : 'pglite', started_at: new Date().toISOString() };
+const results: Json = {
+  node: process.version,
+  database: process.env.DATABASE_URL ? 'postgres' : 'pglite',
+  started_at: new Date().toISOString(),
+};
 for (const name of names) {
   const run = BENCHMARKS[name];
   if (!run) {

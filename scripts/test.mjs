@@ -14,7 +14,15 @@ import path from 'node:path';
 import pg from 'pg';
 
 const SUITES = {
-  unit: ['test/policy', 'test/config', 'test/images', 'test/providers', 'test/inputs', 'test/sim', 'test/unit'],
+  unit: [
+    'test/policy',
+    'test/config',
+    'test/images',
+    'test/providers',
+    'test/inputs',
+    'test/sim',
+    'test/unit',
+  ],
   integration: ['test/store', 'test/api', 'test/storage'],
   e2e: ['test/e2e'],
 };
@@ -36,7 +44,9 @@ function walk(dir) {
 }
 
 async function postgresUrl() {
-  const candidates = process.env.DATABASE_URL ? [process.env.DATABASE_URL] : ['postgres://postgres@127.0.0.1:5432/test'];
+  const candidates = process.env.DATABASE_URL
+    ? [process.env.DATABASE_URL]
+    : ['postgres://postgres@127.0.0.1:5432/test'];
   for (const url of candidates) {
     const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 3000 });
     try {
@@ -46,7 +56,9 @@ async function postgresUrl() {
       return url;
     } catch (error) {
       await client.end().catch(() => {});
-      console.log(`PostgreSQL at ${url.replace(/\/\/[^@/]*@/, '//***@')} does not answer (${error.message}).`);
+      console.log(
+        `PostgreSQL at ${url.replace(/\/\/[^@/]*@/, '//***@')} does not answer (${error.message}).`,
+      );
     }
   }
   return undefined;

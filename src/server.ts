@@ -52,7 +52,8 @@ function signingSecretFor(config: Config): string {
 
 export function storageFor(config: Config, signingSecret: string): Storage {
   const s = config.storage;
-  if (s.driver === 'local') return createStorage({ driver: 'local', dir: s.dir ?? path.join(config.home, 'files'), signingSecret });
+  if (s.driver === 'local')
+    return createStorage({ driver: 'local', dir: s.dir ?? path.join(config.home, 'files'), signingSecret });
   return createStorage({
     driver: 's3',
     bucket: s.bucket,
@@ -83,11 +84,15 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     random: options.random ?? Math.random,
   };
   for (const p of Object.values(config.providers)) {
-    for (const k of p.keys) if (k.secretMissing) log.warn({ provider: p.name, key: k.id }, 'key secret not found in the environment; key skipped');
+    for (const k of p.keys)
+      if (k.secretMissing)
+        log.warn({ provider: p.name, key: k.id }, 'key secret not found in the environment; key skipped');
   }
   const instance = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   let ready = false;
-  const worker = roles.has('worker') ? await startWorker(ctx, `worker:${instance}`, [...roles].join(',')) : undefined;
+  const worker = roles.has('worker')
+    ? await startWorker(ctx, `worker:${instance}`, [...roles].join(','))
+    : undefined;
   const scheduler = roles.has('scheduler') ? await startScheduler(ctx, `scheduler:${instance}`) : undefined;
   let app: FastifyInstance | undefined;
   let url: string | undefined;

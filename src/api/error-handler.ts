@@ -20,16 +20,23 @@ const FASTIFY_CODES: Record<string, { code: ErrorCode; status: number }> = {
 export function installErrorHandler(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError | AppError | Error, request, reply) => {
     if (err instanceof AppError) {
-      if (err.retryAfterSeconds !== undefined) void reply.header('retry-after', String(Math.ceil(err.retryAfterSeconds)));
+      if (err.retryAfterSeconds !== undefined)
+        void reply.header('retry-after', String(Math.ceil(err.retryAfterSeconds)));
       if (err.httpStatus >= 500) request.log.error({ err: err.cause ?? err }, err.message);
       const message = err.httpStatus >= 500 ? 'internal error' : err.message;
       return reply.status(err.httpStatus).send({ error: { code: err.code, message } } satisfies ErrorBody);
     }
     const fe = err as FastifyError;
     const mapped = fe.code ? FASTIFY_CODES[fe.code] : undefined;
-    if (mapped) return reply.status(mapped.status).send({ error: { code: mapped.code, message: fe.message } });
-    if (fe.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || (err instanceof SyntaxError && fe.statusCode === 400)) {
-      return reply.status(400).send({ error: { code: 'invalid_json', message: `the body is not valid JSON: ${fe.message}` } });
+    if (mapped)
+      return reply.status(mapped.status).send({ error: { code: mapped.code, message: fe.message } });
+    if (
+      fe.code === 'FST_ERR_CTP_INVALID_JSON_BODY' ||
+      (err instanceof SyntaxError && fe.statusCode === 400)
+    ) {
+      return reply
+        .status(400)
+        .send({ error: { code: 'invalid_json', message: `the body is not valid JSON: ${fe.message}` } });
     }
     if (fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500) {
       return reply.status(fe.statusCode).send({ error: { code: 'validation_failed', message: fe.message } });
@@ -38,6 +45,10 @@ export function installErrorHandler(app: FastifyInstance): void {
     return reply.status(500).send({ error: { code: 'internal', message: 'internal error' } });
   });
   app.setNotFoundHandler((request, reply) =>
-    reply.status(404).send({ error: { code: 'not_found', message: `no route for ${request.method} ${request.url.split('?')[0]}` } }),
+    reply
+      .status(404)
+      .send({
+        error: { code: 'not_found', message: `no route for ${request.method} ${request.url.split('?')[0]}` },
+      }),
   );
 }

@@ -21,7 +21,12 @@ function isFinal(state: TaskRow['state']): boolean {
  * `state` event (whose data is the full task, images included). NOTIFY wakes the stream at
  * once; a slow poll covers position changes and lost notifications.
  */
-export async function streamTaskEvents(ctx: Context, request: FastifyRequest, reply: FastifyReply, task: TaskRow): Promise<void> {
+export async function streamTaskEvents(
+  ctx: Context,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  task: TaskRow,
+): Promise<void> {
   reply.hijack();
   const raw = reply.raw;
   raw.writeHead(200, {
@@ -73,7 +78,12 @@ export async function streamTaskEvents(ctx: Context, request: FastifyRequest, re
       if (!last || last.stage !== current.stage) send('stage', status);
       if (!last || last.progress !== progressKey) send('progress', status);
       if (!last || last.position !== estimate.position) send('position', status);
-      last = { state: current.state, stage: current.stage, progress: progressKey, position: estimate.position };
+      last = {
+        state: current.state,
+        stage: current.stage,
+        progress: progressKey,
+        position: estimate.position,
+      };
       await wakeup.sleep(POLL_MS);
     }
   } catch (error) {

@@ -8,6 +8,8 @@ export function parseBody<S extends z.ZodType>(schema: S, value: unknown, where 
   }
   const parsed = schema.safeParse(value ?? {});
   if (parsed.success) return parsed.data;
-  const problems = parsed.error.issues.map((i) => `${i.path.length ? i.path.join('.') : where}: ${i.message}`);
+  const problems = parsed.error.issues.map(
+    (i) => `${i.path.length ? i.path.join('.') : where}: ${i.message}`,
+  );
   throw new AppError('validation_failed', problems.join('; '));
 }

@@ -31,6 +31,12 @@ export function loadOrExit(opts: CommonOptions): Config {
 export function withCommonOptions(cmd: Command): Command {
   return cmd
     .option('-c, --config <file>', 'YAML or JSON config file (env DARKROOM_CONFIG)')
-    .option('--home <dir>', 'data directory: embedded database, local files (env DARKROOM_HOME; default ./.darkroom)')
-    .option('--database-url <url>', 'PostgreSQL URL; without it the embedded PGlite is used (env DATABASE_URL)');
+    .option(
+      '--home <dir>',
+      'data directory: embedded database, local files (env DARKROOM_HOME; default ./.darkroom)',
+    )
+    .option(
+      '--database-url <url>',
+      'PostgreSQL URL; without it the embedded PGlite is used (env DATABASE_URL)',
+    );
 }

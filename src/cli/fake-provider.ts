@@ -10,7 +10,12 @@ export function fakeProviderOptionsFrom(config: Config): FakeProviderOptions {
       .filter((p) => p.type === 'sim')
       .map((p) => ({
         name: p.name,
-        keys: p.keys.map((k) => ({ id: k.id, rpm: k.rpm, concurrency: k.concurrency, ...(k.secret ? { secret: k.secret } : {}) })),
+        keys: p.keys.map((k) => ({
+          id: k.id,
+          rpm: k.rpm,
+          concurrency: k.concurrency,
+          ...(k.secret ? { secret: k.secret } : {}),
+        })),
         latencyMs: p.sim.latencyMs,
         jitterMs: p.sim.jitterMs,
         errorRate: p.sim.errorRate,
@@ -23,7 +28,9 @@ export function registerFakeProviderCommand(program: Command): void {
   withCommonOptions(
     program
       .command('fake-provider')
-      .description('run the provider simulator over HTTP (Gemini, OpenAI images and ComfyUI wire formats) for every sim provider in the config'),
+      .description(
+        'run the provider simulator over HTTP (Gemini, OpenAI images and ComfyUI wire formats) for every sim provider in the config',
+      ),
   )
     .option('-p, --port <port>', 'port to listen on', (v) => Number(v), 8188)
     .option('--host <host>', 'address to listen on', '127.0.0.1')
@@ -35,7 +42,9 @@ export function registerFakeProviderCommand(program: Command): void {
         process.exit(2);
       }
       const handle = await startFakeProvider({ ...options, port: opts.port, host: opts.host });
-      process.stdout.write(`fake provider listening on ${handle.url} (providers under /p/<name>: ${options.providers.map((p) => p.name).join(', ')})\n`);
+      process.stdout.write(
+        `fake provider listening on ${handle.url} (providers under /p/<name>: ${options.providers.map((p) => p.name).join(', ')})\n`,
+      );
       const stop = () => void handle.close().then(() => process.exit(0));
       process.on('SIGTERM', stop);
       process.on('SIGINT', stop);

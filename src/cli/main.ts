@@ -7,13 +7,19 @@ import { loadOrExit, withCommonOptions, type CommonOptions } from './common.ts';
 
 function parsePort(value: string): number {
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('must be a port number (0-65535)');
+  if (!Number.isInteger(n) || n < 0 || n > 65535)
+    throw new InvalidArgumentError('must be a port number (0-65535)');
   return n;
 }
 
 function parseRoles(value: string): Role[] {
-  const roles = value.split(',').map((r) => r.trim()).filter(Boolean);
-  for (const r of roles) if (!(ROLES as readonly string[]).includes(r)) throw new InvalidArgumentError(`unknown role "${r}" (roles: ${ROLES.join(', ')})`);
+  const roles = value
+    .split(',')
+    .map((r) => r.trim())
+    .filter(Boolean);
+  for (const r of roles)
+    if (!(ROLES as readonly string[]).includes(r))
+      throw new InvalidArgumentError(`unknown role "${r}" (roles: ${ROLES.join(', ')})`);
   if (roles.length === 0) throw new InvalidArgumentError('name at least one role');
   return roles as Role[];
 }
@@ -24,9 +30,15 @@ export function buildCli(): Command {
     .showHelpAfterError()
     .version('0.1.0');
 
-  withCommonOptions(program.command('serve').description('run the API, scheduler and workers (any subset with --role)'))
+  withCommonOptions(
+    program.command('serve').description('run the API, scheduler and workers (any subset with --role)'),
+  )
     .option('-p, --port <port>', 'HTTP port (env PORT; default 8080)', parsePort)
-    .addOption(new Option('--role <roles>', `comma list of roles to run: ${ROLES.join(', ')}`).argParser(parseRoles).default([...ROLES], 'all'))
+    .addOption(
+      new Option('--role <roles>', `comma list of roles to run: ${ROLES.join(', ')}`)
+        .argParser(parseRoles)
+        .default([...ROLES], 'all'),
+    )
     .action(async (opts: CommonOptions & { role: Role[] }) => {
       const config = loadOrExit(opts);
       const server = await startServer(config, { roles: opts.role });
@@ -41,7 +53,9 @@ export function buildCli(): Command {
       process.on('SIGINT', () => shutdown('SIGINT'));
     });
 
-  withCommonOptions(program.command('migrate').description('apply pending database migrations and exit')).action(async (opts: CommonOptions) => {
+  withCommonOptions(
+    program.command('migrate').description('apply pending database migrations and exit'),
+  ).action(async (opts: CommonOptions) => {
     const config = loadOrExit(opts);
     const { openDb } = await import('../store/index.ts');
     const { migrate } = await import('../store/migrate.ts');
@@ -54,13 +68,15 @@ export function buildCli(): Command {
     }
   });
 
-  withCommonOptions(program.command('check-config').description('validate the configuration and print it with secrets hidden')).action(
-    async (opts: CommonOptions) => {
-      const config = loadOrExit(opts);
-      const { redactConfig } = await import('../config/load.ts');
-      process.stdout.write(`${JSON.stringify(redactConfig(config), null, 2)}\n`);
-    },
-  );
+  withCommonOptions(
+    program
+      .command('check-config')
+      .description('validate the configuration and print it with secrets hidden'),
+  ).action(async (opts: CommonOptions) => {
+    const config = loadOrExit(opts);
+    const { redactConfig } = await import('../config/load.ts');
+    process.stdout.write(`${JSON.stringify(redactConfig(config), null, 2)}\n`);
+  });
 
   registerFakeProviderCommand(program);
   registerPlanCommand(program);

@@ -90,11 +90,18 @@ export function loadConfig(options: LoadOptions = {}): Config {
     try {
       raw = (file.endsWith('.json') ? JSON.parse(text) : YAML.parse(text)) ?? {};
     } catch (error) {
-      throw new ConfigError(`config file ${file} is not valid ${file.endsWith('.json') ? 'JSON' : 'YAML'}: ${(error as Error).message}`);
+      throw new ConfigError(
+        `config file ${file} is not valid ${file.endsWith('.json') ? 'JSON' : 'YAML'}: ${(error as Error).message}`,
+      );
     }
-    if (typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError(`config file ${file} must hold a mapping at the top level`);
+    if (typeof raw !== 'object' || Array.isArray(raw))
+      throw new ConfigError(`config file ${file} must hold a mapping at the top level`);
   }
-  return resolveConfig(applyEnv(raw as Record<string, unknown>, env, options.overrides ?? {}), env, file ?? 'built-in defaults');
+  return resolveConfig(
+    applyEnv(raw as Record<string, unknown>, env, options.overrides ?? {}),
+    env,
+    file ?? 'built-in defaults',
+  );
 }
 
 function applyEnv(
@@ -105,13 +112,15 @@ function applyEnv(
   const out: Record<string, Record<string, unknown> | unknown> = { ...raw };
   const section = (name: string): Record<string, unknown> => {
     const current = out[name];
-    const copy = typeof current === 'object' && current !== null ? { ...(current as Record<string, unknown>) } : {};
+    const copy =
+      typeof current === 'object' && current !== null ? { ...(current as Record<string, unknown>) } : {};
     out[name] = copy;
     return copy;
   };
   const num = (name: string, value: string): number => {
     const n = Number(value);
-    if (!Number.isFinite(n)) throw new ConfigError(`environment variable ${name} must be a number, got "${value}"`);
+    if (!Number.isFinite(n))
+      throw new ConfigError(`environment variable ${name} must be a number, got "${value}"`);
     return n;
   };
   if (env.DARKROOM_HOME) out.home = env.DARKROOM_HOME;
@@ -130,7 +139,11 @@ function applyEnv(
 }
 
 /** Validates an in-memory configuration (what a file would hold) and resolves it. */
-export function resolveConfig(input: ConfigInput | Record<string, unknown>, env: NodeJS.ProcessEnv = process.env, source = 'inline'): Config {
+export function resolveConfig(
+  input: ConfigInput | Record<string, unknown>,
+  env: NodeJS.ProcessEnv = process.env,
+  source = 'inline',
+): Config {
   const parsed = configSchema.safeParse(input);
   if (!parsed.success) throw new ConfigError(formatIssues(parsed.error.issues, source));
   const c = parsed.data;
@@ -147,26 +160,35 @@ export function resolveConfig(input: ConfigInput | Record<string, unknown>, env:
       if (seen.has(k.id)) problems.push(`providers.${name}.keys[${i}].id: duplicate key id "${k.id}"`);
       seen.add(k.id);
     });
-    if (p.type === 'comfyui' && !p.workflow) problems.push(`providers.${name}.workflow: a comfyui provider needs a workflow template file`);
-    if ((p.type === 'comfyui') && !p.baseUrl) problems.push(`providers.${name}.baseUrl: a comfyui provider needs the ComfyUI server's URL`);
+    if (p.type === 'comfyui' && !p.workflow)
+      problems.push(`providers.${name}.workflow: a comfyui provider needs a workflow template file`);
+    if (p.type === 'comfyui' && !p.baseUrl)
+      problems.push(`providers.${name}.baseUrl: a comfyui provider needs the ComfyUI server's URL`);
     providers[name] = { ...p, name, keys: p.keys.map((k) => resolveKey(k, env)) };
   }
   const pipelines: Record<string, ResolvedPipeline> = {};
   for (const [name, p] of Object.entries(pipelineInputs)) {
     pipelines[name] = resolvePipeline(name, p, providers, problems);
   }
-  if (Object.keys(pipelines).length === 0) problems.push('pipelines: at least one pipeline (task type) is required');
-  if (problems.length > 0) throw new ConfigError(`invalid configuration (${source}):\n  - ${problems.join('\n  - ')}`);
+  if (Object.keys(pipelines).length === 0)
+    problems.push('pipelines: at least one pipeline (task type) is required');
+  if (problems.length > 0)
+    throw new ConfigError(`invalid configuration (${source}):\n  - ${problems.join('\n  - ')}`);
 
   let storage = c.storage;
   if (storage.driver === 's3') {
     const accessKeyId = resolveSecretRef(storage.accessKeyId, env);
     const secretAccessKey = resolveSecretRef(storage.secretAccessKey, env);
-    if (!accessKeyId) problems.push(`storage.accessKeyId: environment variable ${storage.accessKeyId.slice(4)} is not set`);
-    if (!secretAccessKey) problems.push(`storage.secretAccessKey: environment variable ${storage.secretAccessKey.slice(4)} is not set`);
+    if (!accessKeyId)
+      problems.push(`storage.accessKeyId: environment variable ${storage.accessKeyId.slice(4)} is not set`);
+    if (!secretAccessKey)
+      problems.push(
+        `storage.secretAccessKey: environment variable ${storage.secretAccessKey.slice(4)} is not set`,
+      );
     storage = { ...storage, accessKeyId: accessKeyId ?? '', secretAccessKey: secretAccessKey ?? '' };
   }
-  if (problems.length > 0) throw new ConfigError(`invalid configuration (${source}):\n  - ${problems.join('\n  - ')}`);
+  if (problems.length > 0)
+    throw new ConfigError(`invalid configuration (${source}):\n  - ${problems.join('\n  - ')}`);
 
   return {
     ...c,
@@ -221,7 +243,9 @@ function resolvePipeline(
     if (kind !== 'store') {
       if (!s.provider) problems.push(`${where(index, 'provider')}: a ${kind} step needs a provider`);
       else if (!providers[s.provider]) {
-        problems.push(`${where(index, 'provider')}: unknown provider "${s.provider}" (configured: ${Object.keys(providers).join(', ') || 'none'})`);
+        problems.push(
+          `${where(index, 'provider')}: unknown provider "${s.provider}" (configured: ${Object.keys(providers).join(', ') || 'none'})`,
+        );
       }
     } else if (s.provider) {
       problems.push(`${where(index, 'provider')}: a store step calls no provider`);
@@ -242,21 +266,31 @@ function resolvePipeline(
   });
   const generateAt = steps.findIndex((s) => s.kind === 'generate');
   const storeAt = steps.findIndex((s) => s.kind === 'store');
-  if (generateAt < 0) problems.push(`pipelines.${name}.steps: one step must be a generate step (with batchSize)`);
-  if (steps.filter((s) => s.kind === 'generate').length > 1) problems.push(`pipelines.${name}.steps: only one generate step is supported`);
-  if (storeAt < 0) problems.push(`pipelines.${name}.steps: a store step (e.g. { name: store, concurrency: 5 }) must save the generated images`);
-  if (steps.filter((s) => s.kind === 'store').length > 1) problems.push(`pipelines.${name}.steps: only one store step is supported`);
-  if (storeAt >= 0 && storeAt < generateAt) problems.push(`pipelines.${name}.steps: the store step must come after the generate step`);
+  if (generateAt < 0)
+    problems.push(`pipelines.${name}.steps: one step must be a generate step (with batchSize)`);
+  if (steps.filter((s) => s.kind === 'generate').length > 1)
+    problems.push(`pipelines.${name}.steps: only one generate step is supported`);
+  if (storeAt < 0)
+    problems.push(
+      `pipelines.${name}.steps: a store step (e.g. { name: store, concurrency: 5 }) must save the generated images`,
+    );
+  if (steps.filter((s) => s.kind === 'store').length > 1)
+    problems.push(`pipelines.${name}.steps: only one store step is supported`);
+  if (storeAt >= 0 && storeAt < generateAt)
+    problems.push(`pipelines.${name}.steps: the store step must come after the generate step`);
   steps.forEach((s, i) => {
     if (s.kind !== 'store' && s.concurrency !== undefined) {
-      problems.push(`${where(i, 'concurrency')}: only a store step takes a concurrency; limit provider calls with providers.${s.provider ?? '<name>'}.concurrency`);
+      problems.push(
+        `${where(i, 'concurrency')}: only a store step takes a concurrency; limit provider calls with providers.${s.provider ?? '<name>'}.concurrency`,
+      );
     }
   });
   if (steps.some((s, i) => s.kind === 'transform' && i > generateAt && generateAt >= 0)) {
     problems.push(`pipelines.${name}.steps: transform steps must come before the generate step`);
   }
   steps.forEach((s, i) => {
-    if (s.kind === 'store' && s.cache) problems.push(`${where(i, 'cache')}: only provider steps have results to cache`);
+    if (s.kind === 'store' && s.cache)
+      problems.push(`${where(i, 'cache')}: only provider steps have results to cache`);
   });
   const names = new Set<string>();
   steps.forEach((s, i) => {
@@ -275,16 +309,26 @@ function formatIssues(issues: z.core.$ZodIssue[], source: string): string {
 }
 
 function formatPath(p: PropertyKey[]): string {
-  return p.reduce<string>((acc, part) => (typeof part === 'number' ? `${acc}[${part}]` : acc ? `${acc}.${String(part)}` : String(part)), '');
+  return p.reduce<string>(
+    (acc, part) =>
+      typeof part === 'number' ? `${acc}[${part}]` : acc ? `${acc}.${String(part)}` : String(part),
+    '',
+  );
 }
 
 /** The configuration with every secret replaced, safe to print or return from the admin API. */
 export function redactConfig(config: Config): unknown {
   return {
     ...config,
-    database: { ...config.database, url: config.database.url ? config.database.url.replace(/\/\/[^@/]*@/, '//***@') : undefined },
+    database: {
+      ...config.database,
+      url: config.database.url ? config.database.url.replace(/\/\/[^@/]*@/, '//***@') : undefined,
+    },
     providers: Object.fromEntries(
-      Object.entries(config.providers).map(([n, p]) => [n, { ...p, keys: p.keys.map((k) => ({ ...k, secret: k.secret ? '***' : undefined })) }]),
+      Object.entries(config.providers).map(([n, p]) => [
+        n,
+        { ...p, keys: p.keys.map((k) => ({ ...k, secret: k.secret ? '***' : undefined })) },
+      ]),
     ),
     storage: config.storage.driver === 's3' ? { ...config.storage, secretAccessKey: '***' } : config.storage,
   };

@@ -149,7 +149,10 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
-    credits: z.object({ initialGrant: nonNegativeInt.default(1000) }).strict().prefault({}),
+    credits: z
+      .object({ initialGrant: nonNegativeInt.default(1000) })
+      .strict()
+      .prefault({}),
     plans: z.record(z.string(), planSchema).optional(),
     providers: z.record(z.string(), providerSchema).optional(),
     pipelines: z.record(z.string(), pipelineSchema).optional(),

@@ -19,12 +19,18 @@ export interface CacheKeyParts {
 function canonical(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(canonical);
   if (value && typeof value === 'object') {
-    return Object.fromEntries(Object.keys(value).sort().map((k) => [k, canonical((value as Record<string, unknown>)[k])]));
+    return Object.fromEntries(
+      Object.keys(value)
+        .sort()
+        .map((k) => [k, canonical((value as Record<string, unknown>)[k])]),
+    );
   }
   return value;
 }
 
 /** The result-cache key of one provider call (pure). */
 export function resultCacheKey(parts: CacheKeyParts): string {
-  return createHash('sha256').update(JSON.stringify(canonical(parts))).digest('hex');
+  return createHash('sha256')
+    .update(JSON.stringify(canonical(parts)))
+    .digest('hex');
 }

@@ -7,15 +7,27 @@ import { getUploads, insertUpload, type UploadRow } from '../store/uploads.ts';
 import type { TaskInputRef } from '../store/tasks.ts';
 import { extensionFor } from './plan-jobs.ts';
 
-export type InputSpec = { upload_id: string; role?: string | undefined } | { url: string; role?: string | undefined };
+export type InputSpec =
+  { upload_id: string; role?: string | undefined } | { url: string; role?: string | undefined };
 
 /** Validates, normalises and stores an uploaded image; returns its upload record. */
 export async function storeUpload(ctx: Context, data: Buffer): Promise<UploadRow> {
-  const image: ValidatedImage = await validateImage(data, { maxBytes: ctx.config.uploads.maxBytes, maxPixels: ctx.config.uploads.maxPixels });
+  const image: ValidatedImage = await validateImage(data, {
+    maxBytes: ctx.config.uploads.maxBytes,
+    maxPixels: ctx.config.uploads.maxPixels,
+  });
   const id = uuidv7();
   const key = `uploads/${id}.${extensionFor(image.mime)}`;
   await ctx.storage.put(key, image.data, image.mime);
-  const row = { id, storage_key: key, mime: image.mime, width: image.width, height: image.height, bytes: image.bytes, sha256: image.sha256 };
+  const row = {
+    id,
+    storage_key: key,
+    mime: image.mime,
+    width: image.width,
+    height: image.height,
+    bytes: image.bytes,
+    sha256: image.sha256,
+  };
   await insertUpload(ctx.db, row);
   return { ...row, created_at: new Date() };
 }
@@ -29,7 +41,10 @@ export async function resolveInputs(ctx: Context, type: string, specs: InputSpec
   const pipeline = ctx.config.pipelines[type]!;
   const roles = pipeline.inputs;
   if (pipeline.inputsRequired && specs.length !== roles.length) {
-    throw new AppError('invalid_input', `task type "${type}" needs ${roles.length} input image(s): ${roles.join(', ')}`);
+    throw new AppError(
+      'invalid_input',
+      `task type "${type}" needs ${roles.length} input image(s): ${roles.join(', ')}`,
+    );
   }
   if (specs.length > roles.length && !pipeline.inputsRequired && specs.length > 4) {
     throw new AppError('invalid_input', `task type "${type}" takes at most 4 input images`);
@@ -39,9 +54,13 @@ export async function resolveInputs(ctx: Context, type: string, specs: InputSpec
   if (named) {
     for (const spec of specs) {
       if (!spec.role || !roles.includes(spec.role)) {
-        throw new AppError('invalid_input', `input role "${spec.role ?? ''}" is not one of: ${roles.join(', ')}`);
+        throw new AppError(
+          'invalid_input',
+          `input role "${spec.role ?? ''}" is not one of: ${roles.join(', ')}`,
+        );
       }
-      if (byRole.has(spec.role)) throw new AppError('invalid_input', `input role "${spec.role}" is given twice`);
+      if (byRole.has(spec.role))
+        throw new AppError('invalid_input', `input role "${spec.role}" is given twice`);
       byRole.set(spec.role, spec);
     }
   }
@@ -49,7 +68,10 @@ export async function resolveInputs(ctx: Context, type: string, specs: InputSpec
     ? roles.filter((r) => byRole.has(r)).map((r) => ({ role: r, spec: byRole.get(r)! }))
     : specs.map((spec, i) => ({ role: roles[i] ?? `input${i + 1}`, spec }));
   if (pipeline.inputsRequired && ordered.length !== roles.length) {
-    throw new AppError('invalid_input', `task type "${type}" needs inputs for every role: ${roles.join(', ')}`);
+    throw new AppError(
+      'invalid_input',
+      `task type "${type}" needs inputs for every role: ${roles.join(', ')}`,
+    );
   }
 
   const uploadIds = ordered.flatMap(({ spec }) => ('upload_id' in spec ? [spec.upload_id] : []));
@@ -59,7 +81,8 @@ export async function resolveInputs(ctx: Context, type: string, specs: InputSpec
     let upload: UploadRow | undefined;
     if ('upload_id' in spec) {
       upload = uploads.get(spec.upload_id);
-      if (!upload) throw new AppError('invalid_input', `upload "${spec.upload_id}" does not exist (or has expired)`);
+      if (!upload)
+        throw new AppError('invalid_input', `upload "${spec.upload_id}" does not exist (or has expired)`);
     } else {
       const fetched = await fetchInputUrl(spec.url, {
         maxBytes: ctx.config.uploads.maxBytes,
@@ -69,7 +92,13 @@ export async function resolveInputs(ctx: Context, type: string, specs: InputSpec
       });
       upload = await storeUpload(ctx, fetched.data);
     }
-    refs.push({ role, upload_id: upload.id, storage_key: upload.storage_key, mime: upload.mime, sha256: upload.sha256 });
+    refs.push({
+      role,
+      upload_id: upload.id,
+      storage_key: upload.storage_key,
+      mime: upload.mime,
+      sha256: upload.sha256,
+    });
   }
   return refs;
 }

@@ -24,7 +24,12 @@ function attemptsFor(step: ResolvedStep, defaultMaxAttempts: number): number {
 }
 
 /** Jobs of a transform or generate step; `inputKeys` are the staged outputs of the step before. */
-export function jobsForCallStep(task: TaskRef, step: ResolvedStep, inputKeys: string[], defaultMaxAttempts: number): NewJob[] {
+export function jobsForCallStep(
+  task: TaskRef,
+  step: ResolvedStep,
+  inputKeys: string[],
+  defaultMaxAttempts: number,
+): NewJob[] {
   const base = {
     taskId: task.id,
     userId: task.userId,
@@ -40,7 +45,12 @@ export function jobsForCallStep(task: TaskRef, step: ResolvedStep, inputKeys: st
   }
   const jobs: NewJob[] = [];
   for (let first = 0; first < task.imagesTotal; first += step.batchSize) {
-    jobs.push({ ...base, id: uuidv7(), firstIndex: first, count: Math.min(step.batchSize, task.imagesTotal - first) });
+    jobs.push({
+      ...base,
+      id: uuidv7(),
+      firstIndex: first,
+      count: Math.min(step.batchSize, task.imagesTotal - first),
+    });
   }
   return jobs;
 }
@@ -74,7 +84,11 @@ export function stagedKey(taskId: string, stepName: string, index: number, ext: 
   return `work/${taskId}/${stepName}/${String(index).padStart(4, '0')}.${ext}`;
 }
 
-export function resultKeys(taskId: string, index: number, ext: string): { original: string; thumbnail: string } {
+export function resultKeys(
+  taskId: string,
+  index: number,
+  ext: string,
+): { original: string; thumbnail: string } {
   const name = String(index).padStart(4, '0');
   return { original: `tasks/${taskId}/${name}.${ext}`, thumbnail: `tasks/${taskId}/${name}.thumb.webp` };
 }

@@ -4,9 +4,19 @@ import type { Config } from '../config/load.ts';
 import { AppError } from '../errors.ts';
 import { chargeTask, ensureUser } from '../store/credits.ts';
 import { appendEvent } from '../store/events.ts';
-import { findIdempotentResponse, saveIdempotentResponse, tryLockIdempotencyKey } from '../store/idempotency.ts';
+import {
+  findIdempotentResponse,
+  saveIdempotentResponse,
+  tryLockIdempotencyKey,
+} from '../store/idempotency.ts';
 import { insertJobs } from '../store/jobs.ts';
-import { countQueuedTasks, findActiveTaskForOrder, insertTask, type TaskInputRef, type TaskRow } from '../store/tasks.ts';
+import {
+  countQueuedTasks,
+  findActiveTaskForOrder,
+  insertTask,
+  type TaskInputRef,
+  type TaskRow,
+} from '../store/tasks.ts';
 import type { Db, Queryable } from '../store/db.ts';
 import { estimateTask } from './estimate.ts';
 import { jobsForCallStep } from './plan-jobs.ts';
@@ -43,18 +53,27 @@ export interface SubmitResult {
 }
 
 export function hashRequest(body: unknown): string {
-  return createHash('sha256').update(JSON.stringify(body ?? null)).digest('hex');
+  return createHash('sha256')
+    .update(JSON.stringify(body ?? null))
+    .digest('hex');
 }
 
 /**
  * The stored answer for a repeated Idempotency-Key (422 when the body differs), or undefined
  * when the key is new. Read outside any transaction: submitTask checks again under its lock.
  */
-export async function replayIdempotent(q: Queryable, key: string, requestHash: string): Promise<SubmitResult | undefined> {
+export async function replayIdempotent(
+  q: Queryable,
+  key: string,
+  requestHash: string,
+): Promise<SubmitResult | undefined> {
   const previous = await findIdempotentResponse(q, key);
   if (!previous) return undefined;
   if (previous.request_hash !== requestHash) {
-    throw new AppError('idempotency_key_reused', 'this Idempotency-Key was used with a different request body');
+    throw new AppError(
+      'idempotency_key_reused',
+      'this Idempotency-Key was used with a different request body',
+    );
   }
   return { status: previous.status_code as 200 | 202, body: previous.response as SubmitResponseBody };
 }
@@ -62,12 +81,24 @@ export async function replayIdempotent(q: Queryable, key: string, requestHash: s
 /** Checks type and plan against the configuration (before any I/O). */
 export function checkTaskShape(config: Config, type: string, plan: string): void {
   if (!config.pipelines[type]) {
-    throw new AppError('unknown_type', `unknown task type "${type}"; configured: ${Object.keys(config.pipelines).join(', ')}`);
+    throw new AppError(
+      'unknown_type',
+      `unknown task type "${type}"; configured: ${Object.keys(config.pipelines).join(', ')}`,
+    );
   }
-  if (!config.plans[plan]) throw new AppError('unknown_plan', `unknown plan "${plan}"; configured: ${Object.keys(config.plans).join(', ')}`);
+  if (!config.plans[plan])
+    throw new AppError(
+      'unknown_plan',
+      `unknown plan "${plan}"; configured: ${Object.keys(config.plans).join(', ')}`,
+    );
 }
 
-async function responseFor(q: Queryable, config: Config, task: TaskRow, deduplicated: boolean): Promise<SubmitResponseBody> {
+async function responseFor(
+  q: Queryable,
+  config: Config,
+  task: TaskRow,
+  deduplicated: boolean,
+): Promise<SubmitResponseBody> {
   const estimate = await estimateTask(q, config, task);
   return {
     id: task.id,
@@ -93,9 +124,13 @@ export async function submitTask(db: Db, config: Config, req: SubmitRequest): Pr
   return db.transaction(async (tx) => {
     if (req.idempotencyKey !== undefined) {
       if (!(await tryLockIdempotencyKey(tx, req.idempotencyKey))) {
-        throw new AppError('idempotency_key_in_flight', 'a request with this Idempotency-Key is still being processed; retry shortly', {
-          retryAfterSeconds: 1,
-        });
+        throw new AppError(
+          'idempotency_key_in_flight',
+          'a request with this Idempotency-Key is still being processed; retry shortly',
+          {
+            retryAfterSeconds: 1,
+          },
+        );
       }
       const replay = await replayIdempotent(tx, req.idempotencyKey, req.requestHash);
       if (replay) return replay;
@@ -113,9 +148,13 @@ export async function submitTask(db: Db, config: Config, req: SubmitRequest): Pr
     }
     const queued = await countQueuedTasks(tx);
     if (queued >= config.limits.maxQueuedTasks) {
-      throw new AppError('queue_full', `the queue holds ${queued} tasks (limit ${config.limits.maxQueuedTasks}); try again later`, {
-        retryAfterSeconds: 30,
-      });
+      throw new AppError(
+        'queue_full',
+        `the queue holds ${queued} tasks (limit ${config.limits.maxQueuedTasks}); try again later`,
+        {
+          retryAfterSeconds: 30,
+        },
+      );
     }
     const first = pipeline.steps[0]!;
     const id = uuidv7();
@@ -129,7 +168,9 @@ export async function submitTask(db: Db, config: Config, req: SubmitRequest): Pr
       inputs: req.inputs,
       params: req.params,
       // An explicit integer seed makes runs (and the result cache) reproducible.
-      seed: Number.isInteger(req.params.seed) ? Math.abs(req.params.seed as number) % 2 ** 31 : randomInt(0, 2 ** 31 - 1),
+      seed: Number.isInteger(req.params.seed)
+        ? Math.abs(req.params.seed as number) % 2 ** 31
+        : randomInt(0, 2 ** 31 - 1),
       weight: plan.weight,
       imagesTotal: plan.images,
       creditsCharged: plan.credits,
@@ -144,12 +185,20 @@ export async function submitTask(db: Db, config: Config, req: SubmitRequest): Pr
     }
     await ensureUser(tx, req.userId, config.credits.initialGrant);
     if (!(await chargeTask(tx, req.userId, id, plan.credits))) {
-      throw new AppError('insufficient_credits', `plan "${req.plan}" costs ${plan.credits} credits; the balance is not enough`);
+      throw new AppError(
+        'insufficient_credits',
+        `plan "${req.plan}" costs ${plan.credits} credits; the balance is not enough`,
+      );
     }
     const inputKeys = req.inputs.map((i) => i.storage_key);
     await insertJobs(
       tx,
-      jobsForCallStep({ id, userId: req.userId, imagesTotal: plan.images }, first, inputKeys, config.worker.maxAttempts),
+      jobsForCallStep(
+        { id, userId: req.userId, imagesTotal: plan.images },
+        first,
+        inputKeys,
+        config.worker.maxAttempts,
+      ),
     );
     await appendEvent(tx, id, req.userId, 'queued', { state: 'queued' });
     await tx.query(`SELECT pg_notify('darkroom_schedule', '')`);

@@ -61,13 +61,17 @@ export async function recordCallSuccess(
   const step = pipeline.steps[row.step_index]!;
   const provider = config.providers[row.resource];
   if (provider && !options.cached) {
-    await recordProviderSuccess(tx, row.resource, (s) =>
-      aimdOnSuccess(s, {
-        cap: provider.concurrency,
-        increaseAfter: config.scheduler.aimdIncreaseAfter,
-        decreaseFactor: config.scheduler.aimdDecreaseFactor,
-      }),
-    provider.concurrency);
+    await recordProviderSuccess(
+      tx,
+      row.resource,
+      (s) =>
+        aimdOnSuccess(s, {
+          cap: provider.concurrency,
+          increaseAfter: config.scheduler.aimdIncreaseAfter,
+          decreaseFactor: config.scheduler.aimdDecreaseFactor,
+        }),
+      provider.concurrency,
+    );
   }
 
   if (step.kind === 'generate') {
@@ -97,7 +101,12 @@ export async function recordCallSuccess(
         const inputs = await stepOutputs(tx, task.id, step.index);
         await insertJobs(
           tx,
-          jobsForCallStep({ id: task.id, userId: task.user_id, imagesTotal: task.images_total }, next, inputs, config.worker.maxAttempts),
+          jobsForCallStep(
+            { id: task.id, userId: task.user_id, imagesTotal: task.images_total },
+            next,
+            inputs,
+            config.worker.maxAttempts,
+          ),
         );
         await setStage(tx, task.id, next.name);
         await appendEvent(tx, task.id, task.user_id, 'stage', { stage: next.name });
@@ -109,7 +118,11 @@ export async function recordCallSuccess(
 }
 
 /** An image was stored (original + thumbnail). A duplicate index changes no counter. */
-export async function recordStoreSuccess(tx: Queryable, job: Pick<JobRow, 'id' | 'lease_token'>, image: ImageRow): Promise<boolean> {
+export async function recordStoreSuccess(
+  tx: Queryable,
+  job: Pick<JobRow, 'id' | 'lease_token'>,
+  image: ImageRow,
+): Promise<boolean> {
   const row = await lockRunningJob(tx, job.id, job.lease_token);
   if (!row) return false;
   await lockTask(tx, row.task_id);
@@ -154,7 +167,12 @@ export async function recordJobFailure(
       row.resource,
       row.key_id,
       failure.retryAfterMs ?? provider.defaultRetryAfterMs,
-      (s) => aimdOnRateLimit(s, { cap: provider.concurrency, increaseAfter: config.scheduler.aimdIncreaseAfter, decreaseFactor: config.scheduler.aimdDecreaseFactor }),
+      (s) =>
+        aimdOnRateLimit(s, {
+          cap: provider.concurrency,
+          increaseAfter: config.scheduler.aimdIncreaseAfter,
+          decreaseFactor: config.scheduler.aimdDecreaseFactor,
+        }),
       provider.concurrency,
     );
   }
@@ -165,7 +183,13 @@ export async function recordJobFailure(
     retryAfterMs: failure.kind === 'rate_limited' ? undefined : failure.retryAfterMs,
   });
   if (decision.action === 'retry' && task && !isSettled(task)) {
-    await requeueJob(tx, row.id, decision.delayMs, !decision.spendsAttempt, `${failure.kind}: ${failure.message}`);
+    await requeueJob(
+      tx,
+      row.id,
+      decision.delayMs,
+      !decision.spendsAttempt,
+      `${failure.kind}: ${failure.message}`,
+    );
     await tx.query(`SELECT pg_notify('darkroom_schedule', '')`);
     return { recorded: true, retried: true };
   }
@@ -201,7 +225,14 @@ export async function finishIfDone(tx: Queryable, taskId: string): Promise<TaskR
   const state = finalStateFor(task.images_total, task.images_done, task.cancel_requested);
   const refund = refundFor(task.credits_charged, task.images_total, task.images_done);
   const refunded = await refundTask(tx, task.user_id, task.id, refund);
-  const finished = await finishTask(tx, task.id, state, task.images_total - task.images_done, task.credits_refunded + refunded, null);
+  const finished = await finishTask(
+    tx,
+    task.id,
+    state,
+    task.images_total - task.images_done,
+    task.credits_refunded + refunded,
+    null,
+  );
   await appendEvent(tx, task.id, task.user_id, 'finished', {
     state,
     done: finished.images_done,
@@ -214,15 +245,22 @@ export async function finishIfDone(tx: Queryable, taskId: string): Promise<TaskR
 }
 
 /** Cancels a task: its unstarted jobs stop now; running ones finish and the task ends `canceled`. */
-export async function cancelTask(tx: Queryable, taskId: string, reason: string): Promise<TaskRow | undefined> {
+export async function cancelTask(
+  tx: Queryable,
+  taskId: string,
+  reason: string,
+): Promise<TaskRow | undefined> {
   const task = await lockTask(tx, taskId);
   if (!task || (task.state !== 'queued' && task.state !== 'running')) return task;
-  await tx.query('UPDATE tasks SET cancel_requested = true, error = COALESCE(error, $2), updated_at = now() WHERE id = $1', [
-    taskId,
-    reason,
-  ]);
+  await tx.query(
+    'UPDATE tasks SET cancel_requested = true, error = COALESCE(error, $2), updated_at = now() WHERE id = $1',
+    [taskId, reason],
+  );
   await cancelPendingJobs(tx, taskId);
-  await tx.query('DELETE FROM key_requests WHERE started_at IS NULL AND job_id IN (SELECT id FROM jobs WHERE task_id = $1)', [taskId]);
+  await tx.query(
+    'DELETE FROM key_requests WHERE started_at IS NULL AND job_id IN (SELECT id FROM jobs WHERE task_id = $1)',
+    [taskId],
+  );
   await appendEvent(tx, task.id, task.user_id, 'cancel_requested', { reason });
   return (await finishIfDone(tx, taskId)) ?? (await lockTask(tx, taskId));
 }

@@ -51,7 +51,15 @@ const EXTENSION_BY_MIME: Record<string, string> = {
   'image/webp': 'webp',
 };
 
-const PASS_THROUGH_PARAMS = ['size', 'quality', 'style', 'background', 'output_format', 'response_format', 'moderation'] as const;
+const PASS_THROUGH_PARAMS = [
+  'size',
+  'quality',
+  'style',
+  'background',
+  'output_format',
+  'response_format',
+  'moderation',
+] as const;
 
 function generationRequest(
   options: OpenAIProviderOptions,

@@ -16,8 +16,14 @@ export function createProviderAdapter(p: ResolvedProvider, seed: number): Provid
   const model = p.model;
   switch (p.type) {
     case 'sim':
-      if (p.baseUrl) return createOpenAIProvider({ baseUrl: simulatorUrl(p.baseUrl, p.name), timeoutMs: p.timeoutMs });
-      return createSimProvider({ latencyMs: p.sim.latencyMs, jitterMs: p.sim.jitterMs, errorRate: p.sim.errorRate, seed });
+      if (p.baseUrl)
+        return createOpenAIProvider({ baseUrl: simulatorUrl(p.baseUrl, p.name), timeoutMs: p.timeoutMs });
+      return createSimProvider({
+        latencyMs: p.sim.latencyMs,
+        jitterMs: p.sim.jitterMs,
+        errorRate: p.sim.errorRate,
+        seed,
+      });
     case 'gemini':
       return createGeminiProvider({
         ...(p.baseUrl ? { baseUrl: p.baseUrl } : {}),
@@ -36,7 +42,9 @@ export function createProviderAdapter(p: ResolvedProvider, seed: number): Provid
       try {
         workflow = JSON.parse(readFileSync(p.workflow!, 'utf8')) as object;
       } catch (error) {
-        throw new ConfigError(`providers.${p.name}.workflow: cannot load ${p.workflow}: ${(error as Error).message}`);
+        throw new ConfigError(
+          `providers.${p.name}.workflow: cannot load ${p.workflow}: ${(error as Error).message}`,
+        );
       }
       return createComfyUIProvider({ baseUrl: p.baseUrl!, workflow, timeoutMs: p.timeoutMs });
     }

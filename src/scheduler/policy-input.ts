@@ -15,7 +15,9 @@ const MEMORY_MAX_AGE_MS = 3_600_000;
 /** Turns what the database says into the policy's pure input. */
 export function buildPolicyInput(config: Config, snap: ScheduleSnapshot, rpmWindowMs: number): PolicyInput {
   const inFlightBy = (resource: string, keyId?: string) =>
-    snap.inFlight.filter((r) => r.resource === resource && (keyId === undefined || r.key_id === keyId)).reduce((n, r) => n + r.n, 0);
+    snap.inFlight
+      .filter((r) => r.resource === resource && (keyId === undefined || r.key_id === keyId))
+      .reduce((n, r) => n + r.n, 0);
 
   const providers: ProviderView[] = Object.values(config.providers).map((p) => {
     const aimd = snap.providerState.find((s) => s.provider === p.name && s.key_id === '');
@@ -28,7 +30,9 @@ export function buildPolicyInput(config: Config, snap: ScheduleSnapshot, rpmWind
         inFlight: inFlightBy(p.name, k.id),
         usable: keyIsUsable(p, k),
         cooldownUntilMs: state?.cooldown_ms ?? 0,
-        recentStartsMs: snap.keyRequests.filter((r) => r.provider === p.name && r.key_id === k.id).map((r) => r.t_ms),
+        recentStartsMs: snap.keyRequests
+          .filter((r) => r.provider === p.name && r.key_id === k.id)
+          .map((r) => r.t_ms),
       };
     });
     return {
@@ -79,7 +83,10 @@ export function buildPolicyInput(config: Config, snap: ScheduleSnapshot, rpmWind
   noteInFlight(memory, userInFlight, snap.nowMs);
   return {
     nowMs: snap.nowMs,
-    limits: { maxRunningTasks: config.limits.maxRunningTasks, perUserRunningTasks: config.limits.perUserRunningTasks },
+    limits: {
+      maxRunningTasks: config.limits.maxRunningTasks,
+      perUserRunningTasks: config.limits.perUserRunningTasks,
+    },
     fairness: {
       agingSeconds: config.scheduler.agingSeconds,
       shortWorkPreference: config.scheduler.shortWorkPreference,

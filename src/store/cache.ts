@@ -1,7 +1,10 @@
 import type { Queryable } from './db.ts';
 
 export async function findCachedResult(q: Queryable, cacheKey: string): Promise<string[] | undefined> {
-  const { rows } = await q.query<{ storage_keys: string[] }>('SELECT storage_keys FROM result_cache WHERE cache_key = $1', [cacheKey]);
+  const { rows } = await q.query<{ storage_keys: string[] }>(
+    'SELECT storage_keys FROM result_cache WHERE cache_key = $1',
+    [cacheKey],
+  );
   return rows[0]?.storage_keys;
 }
 
@@ -14,5 +17,8 @@ export async function saveCachedResult(q: Queryable, cacheKey: string, storageKe
 
 /** A cache hit made no provider request: its reservation stops counting against the key's RPM. */
 export async function releaseKeyReservation(q: Queryable, jobId: string): Promise<void> {
-  await q.query('DELETE FROM key_requests WHERE job_id = $1 AND id = (SELECT max(id) FROM key_requests WHERE job_id = $1)', [jobId]);
+  await q.query(
+    'DELETE FROM key_requests WHERE job_id = $1 AND id = (SELECT max(id) FROM key_requests WHERE job_id = $1)',
+    [jobId],
+  );
 }

@@ -2,24 +2,34 @@ import type { Queryable } from './db.ts';
 
 /** Creates the user with the initial grant on first sight (ledger row included). */
 export async function ensureUser(tx: Queryable, userId: string, initialGrant: number): Promise<void> {
-  const { rowCount } = await tx.query('INSERT INTO users (id, balance) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING', [
-    userId,
-    initialGrant,
-  ]);
+  const { rowCount } = await tx.query(
+    'INSERT INTO users (id, balance) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING',
+    [userId, initialGrant],
+  );
   if (rowCount > 0 && initialGrant !== 0) {
-    await tx.query(`INSERT INTO credit_ledger (user_id, delta, reason) VALUES ($1, $2, 'grant')`, [userId, initialGrant]);
+    await tx.query(`INSERT INTO credit_ledger (user_id, delta, reason) VALUES ($1, $2, 'grant')`, [
+      userId,
+      initialGrant,
+    ]);
   }
 }
 
 /** Charges a task; false (nothing written) when the balance is short. */
-export async function chargeTask(tx: Queryable, userId: string, taskId: string, amount: number): Promise<boolean> {
-  const { rowCount } = await tx.query('UPDATE users SET balance = balance - $2 WHERE id = $1 AND balance >= $2', [userId, amount]);
+export async function chargeTask(
+  tx: Queryable,
+  userId: string,
+  taskId: string,
+  amount: number,
+): Promise<boolean> {
+  const { rowCount } = await tx.query(
+    'UPDATE users SET balance = balance - $2 WHERE id = $1 AND balance >= $2',
+    [userId, amount],
+  );
   if (rowCount === 0) return false;
-  await tx.query(`INSERT INTO credit_ledger (user_id, task_id, delta, reason) VALUES ($1, $2, $3, 'charge')`, [
-    userId,
-    taskId,
-    -amount,
-  ]);
+  await tx.query(
+    `INSERT INTO credit_ledger (user_id, task_id, delta, reason) VALUES ($1, $2, $3, 'charge')`,
+    [userId, taskId, -amount],
+  );
   return true;
 }
 
@@ -27,7 +37,12 @@ export async function chargeTask(tx: Queryable, userId: string, taskId: string, 
  * Refunds a task at most once, whatever calls it: the ledger's unique (task, reason) index
  * decides, and the balance only moves when the ledger row was new. Returns the amount refunded now.
  */
-export async function refundTask(tx: Queryable, userId: string, taskId: string, amount: number): Promise<number> {
+export async function refundTask(
+  tx: Queryable,
+  userId: string,
+  taskId: string,
+  amount: number,
+): Promise<number> {
   if (amount <= 0) return 0;
   const { rowCount } = await tx.query(
     `INSERT INTO credit_ledger (user_id, task_id, delta, reason) VALUES ($1, $2, $3, 'refund')
@@ -44,12 +59,20 @@ export async function getBalance(q: Queryable, userId: string): Promise<number |
   return rows[0]?.balance;
 }
 
-export async function adjustCredits(tx: Queryable, userId: string, delta: number, initialGrant: number): Promise<number> {
+export async function adjustCredits(
+  tx: Queryable,
+  userId: string,
+  delta: number,
+  initialGrant: number,
+): Promise<number> {
   await ensureUser(tx, userId, initialGrant);
-  const { rows } = await tx.query<{ balance: number }>('UPDATE users SET balance = balance + $2 WHERE id = $1 RETURNING balance', [
+  const { rows } = await tx.query<{ balance: number }>(
+    'UPDATE users SET balance = balance + $2 WHERE id = $1 RETURNING balance',
+    [userId, delta],
+  );
+  await tx.query(`INSERT INTO credit_ledger (user_id, delta, reason) VALUES ($1, $2, 'adjust')`, [
     userId,
     delta,
   ]);
-  await tx.query(`INSERT INTO credit_ledger (user_id, delta, reason) VALUES ($1, $2, 'adjust')`, [userId, delta]);
   return rows[0]!.balance;
 }

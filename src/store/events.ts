@@ -1,6 +1,7 @@
 import type { Queryable } from './db.ts';
 
-export type TaskEventType = 'queued' | 'running' | 'stage' | 'progress' | 'step_progress' | 'finished' | 'cancel_requested';
+export type TaskEventType =
+  'queued' | 'running' | 'stage' | 'progress' | 'step_progress' | 'finished' | 'cancel_requested';
 
 export interface EventRow {
   id: number;
@@ -28,7 +29,12 @@ export async function appendEvent(
   await tx.query(`SELECT pg_notify('darkroom_task', $1)`, [taskId]);
 }
 
-export async function eventsAfter(q: Queryable, taskId: string, afterId: number, limit = 500): Promise<EventRow[]> {
+export async function eventsAfter(
+  q: Queryable,
+  taskId: string,
+  afterId: number,
+  limit = 500,
+): Promise<EventRow[]> {
   const { rows } = await q.query<EventRow>(
     'SELECT id::int AS id, task_id, user_id, type, data, created_at FROM events WHERE task_id = $1 AND id > $2 ORDER BY id LIMIT $3',
     [taskId, afterId, limit],
@@ -38,6 +44,9 @@ export async function eventsAfter(q: Queryable, taskId: string, afterId: number,
 
 /** The newest event id of a task (0 when none), so a stream can start from "now". */
 export async function lastEventId(q: Queryable, taskId: string): Promise<number> {
-  const { rows } = await q.query<{ id: number | null }>('SELECT max(id)::int AS id FROM events WHERE task_id = $1', [taskId]);
+  const { rows } = await q.query<{ id: number | null }>(
+    'SELECT max(id)::int AS id FROM events WHERE task_id = $1',
+    [taskId],
+  );
   return rows[0]?.id ?? 0;
 }

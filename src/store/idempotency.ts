@@ -18,7 +18,10 @@ export async function tryLockIdempotencyKey(tx: Queryable, key: string): Promise
   return rows[0]?.locked === true;
 }
 
-export async function findIdempotentResponse(tx: Queryable, key: string): Promise<StoredResponse | undefined> {
+export async function findIdempotentResponse(
+  tx: Queryable,
+  key: string,
+): Promise<StoredResponse | undefined> {
   const { rows } = await tx.query<StoredResponse>(
     'SELECT request_hash, status_code, response FROM idempotency_keys WHERE key = $1',
     [key],
@@ -26,7 +29,13 @@ export async function findIdempotentResponse(tx: Queryable, key: string): Promis
   return rows[0];
 }
 
-export async function saveIdempotentResponse(tx: Queryable, key: string, hash: string, status: number, response: unknown): Promise<void> {
+export async function saveIdempotentResponse(
+  tx: Queryable,
+  key: string,
+  hash: string,
+  status: number,
+  response: unknown,
+): Promise<void> {
   await tx.query(
     'INSERT INTO idempotency_keys (key, request_hash, status_code, response) VALUES ($1, $2, $3, $4::jsonb)',
     [key, hash, status, JSON.stringify(response)],
@@ -35,6 +44,9 @@ export async function saveIdempotentResponse(tx: Queryable, key: string, hash: s
 
 /** Forgets keys older than `hours`: a retry that late is a new request. */
 export async function pruneIdempotencyKeys(q: Queryable, hours: number): Promise<number> {
-  const { rowCount } = await q.query(`DELETE FROM idempotency_keys WHERE created_at < now() - $1::int * interval '1 hour'`, [hours]);
+  const { rowCount } = await q.query(
+    `DELETE FROM idempotency_keys WHERE created_at < now() - $1::int * interval '1 hour'`,
+    [hours],
+  );
   return rowCount;
 }

@@ -20,12 +20,27 @@ export async function insertImage(tx: Queryable, i: ImageRow): Promise<boolean> 
   const { rowCount } = await tx.query(
     `INSERT INTO images (task_id, index, storage_key, thumb_key, mime, width, height, thumb_width, thumb_height, bytes, sha256, cached)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (task_id, index) DO NOTHING`,
-    [i.task_id, i.index, i.storage_key, i.thumb_key, i.mime, i.width, i.height, i.thumb_width, i.thumb_height, i.bytes, i.sha256, i.cached],
+    [
+      i.task_id,
+      i.index,
+      i.storage_key,
+      i.thumb_key,
+      i.mime,
+      i.width,
+      i.height,
+      i.thumb_width,
+      i.thumb_height,
+      i.bytes,
+      i.sha256,
+      i.cached,
+    ],
   );
   return rowCount > 0;
 }
 
 export async function imagesOfTask(q: Queryable, taskId: string): Promise<ImageRow[]> {
-  const { rows } = await q.query<ImageRow>('SELECT * FROM images WHERE task_id = $1 ORDER BY index', [taskId]);
+  const { rows } = await q.query<ImageRow>('SELECT * FROM images WHERE task_id = $1 ORDER BY index', [
+    taskId,
+  ]);
   return rows;
 }

@@ -110,7 +110,12 @@ const CLAIM_JOBS = /* sql */ `
     FROM picked WHERE j.id = picked.id
   RETURNING j.*`;
 
-export async function claimJobs(tx: Queryable, workerId: string, limit: number, leaseMs: number): Promise<JobRow[]> {
+export async function claimJobs(
+  tx: Queryable,
+  workerId: string,
+  limit: number,
+  leaseMs: number,
+): Promise<JobRow[]> {
   if (limit <= 0) return [];
   const { rows } = await tx.query<JobRow>(CLAIM_JOBS, [workerId, limit, leaseMs]);
   if (rows.length > 0) {
@@ -164,7 +169,13 @@ export async function failJob(tx: Queryable, id: string, error: string): Promise
 }
 
 /** Back to the queue: a retry after `delayMs`, or (rate limited / released) without spending the attempt. */
-export async function requeueJob(tx: Queryable, id: string, delayMs: number, refundAttempt: boolean, error: string | null): Promise<void> {
+export async function requeueJob(
+  tx: Queryable,
+  id: string,
+  delayMs: number,
+  refundAttempt: boolean,
+  error: string | null,
+): Promise<void> {
   await tx.query(
     `UPDATE jobs SET state = 'queued', key_id = NULL, worker_id = NULL, lease_expires_at = NULL, admitted_at = NULL,
                      run_after = now() + $2::int * interval '1 millisecond',
@@ -196,7 +207,11 @@ export async function countActiveJobs(tx: Queryable, taskId: string): Promise<nu
   return rows[0]?.n ?? 0;
 }
 
-export async function countUnfinishedInStep(tx: Queryable, taskId: string, stepIndex: number): Promise<number> {
+export async function countUnfinishedInStep(
+  tx: Queryable,
+  taskId: string,
+  stepIndex: number,
+): Promise<number> {
   const { rows } = await tx.query<{ n: number }>(
     `SELECT count(*)::int AS n FROM jobs WHERE task_id = $1 AND step_index = $2 AND state NOT IN ('succeeded', 'failed', 'canceled')`,
     [taskId, stepIndex],
@@ -213,12 +228,18 @@ export async function stepOutputs(tx: Queryable, taskId: string, stepIndex: numb
 }
 
 export async function jobsOfTask(q: Queryable, taskId: string): Promise<JobRow[]> {
-  const { rows } = await q.query<JobRow>('SELECT * FROM jobs WHERE task_id = $1 ORDER BY step_index, first_index', [taskId]);
+  const { rows } = await q.query<JobRow>(
+    'SELECT * FROM jobs WHERE task_id = $1 ORDER BY step_index, first_index',
+    [taskId],
+  );
   return rows;
 }
 
 /** Running jobs whose lease ran out (their worker died or lost the database). */
-export async function findExpiredLeases(q: Queryable, limit: number): Promise<Array<{ id: string; lease_token: number }>> {
+export async function findExpiredLeases(
+  q: Queryable,
+  limit: number,
+): Promise<Array<{ id: string; lease_token: number }>> {
   const { rows } = await q.query<{ id: string; lease_token: number }>(
     `SELECT id, lease_token FROM jobs WHERE state = 'running' AND lease_expires_at < now() ORDER BY lease_expires_at LIMIT $1`,
     [limit],
@@ -235,7 +256,9 @@ export async function requeueStaleAdmissions(tx: Queryable, olderThanMs: number)
     [olderThanMs],
   );
   if (rows.length > 0) {
-    await tx.query('DELETE FROM key_requests WHERE started_at IS NULL AND job_id = ANY($1::text[])', [rows.map((r) => r.id)]);
+    await tx.query('DELETE FROM key_requests WHERE started_at IS NULL AND job_id = ANY($1::text[])', [
+      rows.map((r) => r.id),
+    ]);
   }
   return rows.length;
 }

@@ -5,7 +5,11 @@ import type { Queryable } from './db.ts';
  * when this candidate holds the lease, undefined otherwise. A new holder starts a new term;
  * every admission write checks the term, so a paused old leader cannot admit after losing it.
  */
-export async function acquireLeadership(q: Queryable, candidate: string, leaseMs: number): Promise<number | undefined> {
+export async function acquireLeadership(
+  q: Queryable,
+  candidate: string,
+  leaseMs: number,
+): Promise<number | undefined> {
   const { rows } = await q.query<{ term: number }>(
     `INSERT INTO scheduler_leader (id, holder, term, expires_at)
      VALUES (1, $1, 1, now() + $2::int * interval '1 millisecond')
@@ -22,10 +26,14 @@ export async function acquireLeadership(q: Queryable, candidate: string, leaseMs
 }
 
 export async function resignLeadership(q: Queryable, candidate: string): Promise<void> {
-  await q.query(`UPDATE scheduler_leader SET expires_at = now() - interval '1 second' WHERE holder = $1`, [candidate]);
+  await q.query(`UPDATE scheduler_leader SET expires_at = now() - interval '1 second' WHERE holder = $1`, [
+    candidate,
+  ]);
 }
 
-export async function currentLeader(q: Queryable): Promise<{ holder: string; term: number; expires_at: Date } | undefined> {
+export async function currentLeader(
+  q: Queryable,
+): Promise<{ holder: string; term: number; expires_at: Date } | undefined> {
   const { rows } = await q.query<{ holder: string; term: number; expires_at: Date }>(
     'SELECT holder, term::int AS term, expires_at FROM scheduler_leader WHERE id = 1',
   );

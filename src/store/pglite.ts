@@ -10,10 +10,17 @@ import { RETRYABLE_SQLSTATES, sqlState, type Db, type Queryable, type QueryResul
 export async function createPgliteDb(dataDir: string | undefined): Promise<Db> {
   if (dataDir) mkdirSync(dataDir, { recursive: true });
   const pglite = await PGlite.create(dataDir);
-  const run = async <R>(q: { query: PGlite['query'] }, sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> => {
+  const run = async <R>(
+    q: { query: PGlite['query'] },
+    sql: string,
+    params?: readonly unknown[],
+  ): Promise<QueryResult<R>> => {
     const result = await q.query<R>(sql, params as unknown[] | undefined);
     // PGlite reports affectedRows 0 for a SELECT; like node-postgres, count the rows it returned.
-    return { rows: result.rows, rowCount: result.rows.length > 0 ? result.rows.length : (result.affectedRows ?? 0) };
+    return {
+      rows: result.rows,
+      rowCount: result.rows.length > 0 ? result.rows.length : (result.affectedRows ?? 0),
+    };
   };
   let closed = false;
   return {
@@ -25,12 +32,14 @@ export async function createPgliteDb(dataDir: string | undefined): Promise<Db> {
     async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
       for (let attempt = 1; ; attempt++) {
         try {
-          return await pglite.transaction(async (t) => fn({
+          return await pglite.transaction(async (t) =>
+            fn({
               query: (sql, params) => run(t, sql, params),
               exec: async (sql) => {
                 await t.exec(sql);
               },
-            }));
+            }),
+          );
         } catch (error) {
           if (attempt < 5 && RETRYABLE_SQLSTATES.has(sqlState(error) ?? '')) continue;
           throw error;

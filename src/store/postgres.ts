@@ -1,6 +1,13 @@
 import pg from 'pg';
 import { coerceError } from '../errors.ts';
-import { RETRYABLE_SQLSTATES, sqlState, type Db, type NotificationHandler, type Queryable, type QueryResult } from './db.ts';
+import {
+  RETRYABLE_SQLSTATES,
+  sqlState,
+  type Db,
+  type NotificationHandler,
+  type Queryable,
+  type QueryResult,
+} from './db.ts';
 
 export interface PostgresOptions {
   url: string;
@@ -18,7 +25,11 @@ pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
  */
 export async function createPostgresDb(options: PostgresOptions): Promise<Db> {
   const onError = options.onError ?? (() => {});
-  const pool = new pg.Pool({ connectionString: options.url, max: options.poolSize, connectionTimeoutMillis: 10_000 });
+  const pool = new pg.Pool({
+    connectionString: options.url,
+    max: options.poolSize,
+    connectionTimeoutMillis: 10_000,
+  });
   pool.on('error', (error) => onError(error));
   const listeners = new Map<string, Set<NotificationHandler>>();
   let listenClient: pg.Client | undefined;
@@ -105,7 +116,10 @@ export async function createPostgresDb(options: PostgresOptions): Promise<Db> {
       }
       set.add(handler);
       if (!listenClient) await connectListener();
-      else if (isNew) await listenClient.query(`LISTEN ${pg.escapeIdentifier(channel)}`).catch((e: unknown) => onError(coerceError(e)));
+      else if (isNew)
+        await listenClient
+          .query(`LISTEN ${pg.escapeIdentifier(channel)}`)
+          .catch((e: unknown) => onError(coerceError(e)));
       return async () => {
         set.delete(handler);
       };

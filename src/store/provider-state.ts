@@ -15,11 +15,15 @@ async function lockProviderRow(tx: Queryable, provider: string, cap: number): Pr
     `INSERT INTO provider_state (provider, key_id, effective_concurrency) VALUES ($1, '', $2) ON CONFLICT DO NOTHING`,
     [provider, cap],
   );
-  const { rows } = await tx.query<ProviderStateRow>(`SELECT * FROM provider_state WHERE provider = $1 AND key_id = '' FOR UPDATE`, [
-    provider,
-  ]);
+  const { rows } = await tx.query<ProviderStateRow>(
+    `SELECT * FROM provider_state WHERE provider = $1 AND key_id = '' FOR UPDATE`,
+    [provider],
+  );
   const row = rows[0]!;
-  return { effectiveConcurrency: Math.min(cap, row.effective_concurrency ?? cap), successStreak: row.success_streak };
+  return {
+    effectiveConcurrency: Math.min(cap, row.effective_concurrency ?? cap),
+    successStreak: row.success_streak,
+  };
 }
 
 async function saveProviderRow(tx: Queryable, provider: string, s: AimdState): Promise<void> {
@@ -29,10 +33,18 @@ async function saveProviderRow(tx: Queryable, provider: string, s: AimdState): P
   );
 }
 
-export async function recordProviderSuccess(tx: Queryable, provider: string, next: (s: AimdState) => AimdState, cap: number): Promise<void> {
+export async function recordProviderSuccess(
+  tx: Queryable,
+  provider: string,
+  next: (s: AimdState) => AimdState,
+  cap: number,
+): Promise<void> {
   const current = await lockProviderRow(tx, provider, cap);
   const updated = next(current);
-  if (updated.effectiveConcurrency !== current.effectiveConcurrency || updated.successStreak !== current.successStreak) {
+  if (
+    updated.effectiveConcurrency !== current.effectiveConcurrency ||
+    updated.successStreak !== current.successStreak
+  ) {
     await saveProviderRow(tx, provider, updated);
   }
 }

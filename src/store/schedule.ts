@@ -13,10 +13,23 @@ export interface ScheduleSnapshot {
     remaining: number;
     deadline_ms: number | null;
   }>;
-  jobs: Array<{ id: string; task_id: string; user_id: string; kind: 'transform' | 'generate' | 'store'; resource: string; ready_ms: number; order: number }>;
+  jobs: Array<{
+    id: string;
+    task_id: string;
+    user_id: string;
+    kind: 'transform' | 'generate' | 'store';
+    resource: string;
+    ready_ms: number;
+    order: number;
+  }>;
   inFlight: Array<{ resource: string; key_id: string | null; user_id: string; n: number }>;
   keyRequests: Array<{ provider: string; key_id: string; t_ms: number }>;
-  providerState: Array<{ provider: string; key_id: string; effective_concurrency: number | null; cooldown_ms: number | null }>;
+  providerState: Array<{
+    provider: string;
+    key_id: string;
+    effective_concurrency: number | null;
+    cooldown_ms: number | null;
+  }>;
   workerSlots: number;
 }
 
@@ -99,8 +112,16 @@ export async function writeAdmissions(
 ): Promise<{ admitted: number; startedTasks: Array<{ id: string; user_id: string }> } | undefined> {
   if (!(await holdsTerm(tx, candidate, term))) return undefined;
   if (admissions.length === 0) return { admitted: 0, startedTasks: [] };
-  const payload = JSON.stringify(admissions.map((a) => ({ id: a.jobId, key_id: a.keyId ?? null, provider: a.provider ?? null })));
-  const admitted = await tx.query<{ id: string; task_id: string; key_id: string | null; resource: string; kind: string }>(
+  const payload = JSON.stringify(
+    admissions.map((a) => ({ id: a.jobId, key_id: a.keyId ?? null, provider: a.provider ?? null })),
+  );
+  const admitted = await tx.query<{
+    id: string;
+    task_id: string;
+    key_id: string | null;
+    resource: string;
+    kind: string;
+  }>(
     `UPDATE jobs SET state = 'admitted', key_id = x.key_id, admitted_at = now(), admitted_term = $2
        FROM jsonb_to_recordset($1::jsonb) AS x(id text, key_id text, provider text)
       WHERE jobs.id = x.id AND jobs.state = 'queued'

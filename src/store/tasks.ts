@@ -83,7 +83,11 @@ export async function insertTask(tx: Queryable, t: NewTask): Promise<TaskRow | u
   return rows[0];
 }
 
-export async function findActiveTaskForOrder(q: Queryable, userId: string, orderId: string): Promise<TaskRow | undefined> {
+export async function findActiveTaskForOrder(
+  q: Queryable,
+  userId: string,
+  orderId: string,
+): Promise<TaskRow | undefined> {
   const { rows } = await q.query<TaskRow>(
     `SELECT * FROM tasks WHERE user_id = $1 AND order_id = $2 AND state IN ('queued', 'running')`,
     [userId, orderId],
@@ -102,12 +106,17 @@ export async function lockTask(tx: Queryable, id: string): Promise<TaskRow | und
 }
 
 export async function countQueuedTasks(q: Queryable): Promise<number> {
-  const { rows } = await q.query<{ n: number }>(`SELECT count(*)::int AS n FROM tasks WHERE state = 'queued'`);
+  const { rows } = await q.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM tasks WHERE state = 'queued'`,
+  );
   return rows[0]?.n ?? 0;
 }
 
 /** Queued tasks created before this one: a FIFO lower bound on the work ahead. */
-export async function countQueuedAhead(q: Queryable, task: Pick<TaskRow, 'id' | 'created_at'>): Promise<number> {
+export async function countQueuedAhead(
+  q: Queryable,
+  task: Pick<TaskRow, 'id' | 'created_at'>,
+): Promise<number> {
   const { rows } = await q.query<{ n: number }>(
     `SELECT count(*)::int AS n FROM tasks
       WHERE state = 'queued' AND (created_at, id) < ($1::timestamptz, $2::text)`,
@@ -137,7 +146,12 @@ export async function listTasks(q: Queryable, f: ListTasksFilter): Promise<TaskR
   return rows;
 }
 
-export async function addUnits(tx: Queryable, taskId: string, done: number, failed: number): Promise<TaskRow> {
+export async function addUnits(
+  tx: Queryable,
+  taskId: string,
+  done: number,
+  failed: number,
+): Promise<TaskRow> {
   const { rows } = await tx.query<TaskRow>(
     `UPDATE tasks SET images_done = images_done + $2, images_failed = LEAST(images_total - images_done - $2, images_failed + $3),
                       updated_at = now()
@@ -179,10 +193,10 @@ export async function finishTask(
 }
 
 export async function requestCancel(tx: Queryable, taskId: string, reason: string | null): Promise<void> {
-  await tx.query('UPDATE tasks SET cancel_requested = true, error = COALESCE($2, error), updated_at = now() WHERE id = $1', [
-    taskId,
-    reason,
-  ]);
+  await tx.query(
+    'UPDATE tasks SET cancel_requested = true, error = COALESCE($2, error), updated_at = now() WHERE id = $1',
+    [taskId, reason],
+  );
 }
 
 /** Queued tasks whose deadline passed before any of their work started. */

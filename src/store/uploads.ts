@@ -28,7 +28,11 @@ export async function getUploads(q: Queryable, ids: string[]): Promise<UploadRow
  * Uploads older than `hours` that no queued or running task uses. Tasks that ended keep only
  * their results; queued and running tasks are never touched by retention.
  */
-export async function findExpiredUploads(q: Queryable, hours: number, limit: number): Promise<Array<{ id: string; storage_key: string }>> {
+export async function findExpiredUploads(
+  q: Queryable,
+  hours: number,
+  limit: number,
+): Promise<Array<{ id: string; storage_key: string }>> {
   const { rows } = await q.query<{ id: string; storage_key: string }>(
     `SELECT u.id, u.storage_key FROM uploads u
       WHERE u.created_at < now() - $1::int * interval '1 hour'

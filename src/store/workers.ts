@@ -26,8 +26,9 @@ export async function removeWorker(q: Queryable, id: string): Promise<void> {
 
 /** Forgets workers silent for longer than `staleMs` (their jobs come back through lease expiry). */
 export async function pruneWorkers(q: Queryable, staleMs: number): Promise<number> {
-  const { rowCount } = await q.query(`DELETE FROM workers WHERE heartbeat_at < now() - $1::int * interval '1 millisecond'`, [
-    staleMs,
-  ]);
+  const { rowCount } = await q.query(
+    `DELETE FROM workers WHERE heartbeat_at < now() - $1::int * interval '1 millisecond'`,
+    [staleMs],
+  );
   return rowCount;
 }

@@ -4,7 +4,13 @@ import type { Context } from '../context.ts';
 import { AppError, coerceError } from '../errors.ts';
 import { makeThumbnail } from '../images/thumbnail.ts';
 import { extensionFor, resultKeys, stagedKey } from '../pipeline/plan-jobs.ts';
-import { pipelineOf, recordCallSuccess, recordJobFailure, recordStoreSuccess, type FailureInfo } from '../pipeline/transitions.ts';
+import {
+  pipelineOf,
+  recordCallSuccess,
+  recordJobFailure,
+  recordStoreSuccess,
+  type FailureInfo,
+} from '../pipeline/transitions.ts';
 import type { InputImage, ProviderOutcome } from '../providers/types.ts';
 import { Channels } from '../store/db.ts';
 import { appendEvent } from '../store/events.ts';
@@ -32,7 +38,12 @@ interface RunningJob {
 
 const PROGRESS_EVERY_MS = 500;
 
-const MIME_BY_EXT: Record<string, string> = { png: 'image/png', jpg: 'image/jpeg', jpeg: 'image/jpeg', webp: 'image/webp' };
+const MIME_BY_EXT: Record<string, string> = {
+  png: 'image/png',
+  jpg: 'image/jpeg',
+  jpeg: 'image/jpeg',
+  webp: 'image/webp',
+};
 
 function mimeOfKey(key: string): string {
   return MIME_BY_EXT[key.slice(key.lastIndexOf('.') + 1).toLowerCase()] ?? 'application/octet-stream';
@@ -137,7 +148,10 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
         retryAfterMs: 'retryAfterMs' in outcome ? outcome.retryAfterMs : undefined,
       };
       const result = await db.transaction((tx) => recordJobFailure(tx, config, job, failure, ctx.random()));
-      log.info({ jobId: job.id, taskId: task.id, kind: outcome.kind, retried: result.retried }, `provider call failed: ${outcome.message}`);
+      log.info(
+        { jobId: job.id, taskId: task.id, kind: outcome.kind, retried: result.retried },
+        `provider call failed: ${outcome.message}`,
+      );
       return;
     }
     const images = outcome.images.slice(0, job.count);
@@ -149,11 +163,19 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
     }
     const recorded = await db.transaction((tx) => recordCallSuccess(tx, config, job, keys));
     if (!recorded) log.warn({ jobId: job.id }, 'stale attempt: outcome discarded');
-    else if (cacheKey) await saveToCache(cacheKey, images).catch((error: unknown) => log.warn({ err: coerceError(error) }, 'result not cached'));
+    else if (cacheKey)
+      await saveToCache(cacheKey, images).catch((error: unknown) =>
+        log.warn({ err: coerceError(error) }, 'result not cached'),
+      );
   }
 
   /** Copies a cached result into this job's staging area and records it as the job's success. */
-  async function reuseCachedResult(job: JobRow, task: TaskRow, stepName: string, cacheKey: string): Promise<boolean> {
+  async function reuseCachedResult(
+    job: JobRow,
+    task: TaskRow,
+    stepName: string,
+    cacheKey: string,
+  ): Promise<boolean> {
     const cached = await findCachedResult(db, cacheKey);
     if (!cached || cached.length < job.count) return false;
     const keys: string[] = [];
@@ -211,7 +233,8 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
     try {
       const data = await ctx.storage.get(staged);
       const meta = await sharp(data).metadata();
-      if (!meta.width || !meta.height || !meta.format) throw new AppError('unsupported_image', 'the provider returned bytes that are not an image');
+      if (!meta.width || !meta.height || !meta.format)
+        throw new AppError('unsupported_image', 'the provider returned bytes that are not an image');
       const mime = mimeOfKey(staged);
       const thumb = await makeThumbnail(data);
       const keys = resultKeys(task.id, job.first_index, extensionFor(mime));
@@ -237,9 +260,10 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
       return;
     } catch (error) {
       const e = coerceError(error);
-      failure = e instanceof AppError && e.code === 'unsupported_image'
-        ? { kind: 'permanent', message: e.message }
-        : { kind: 'transient', message: `storing the image failed: ${e.message}` };
+      failure =
+        e instanceof AppError && e.code === 'unsupported_image'
+          ? { kind: 'permanent', message: e.message }
+          : { kind: 'transient', message: `storing the image failed: ${e.message}` };
     }
     await db.transaction((tx) => recordJobFailure(tx, config, job, failure, ctx.random()));
   }
@@ -255,8 +279,15 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
       const e = coerceError(error);
       log.error({ err: e, jobId: job.id }, 'job attempt failed unexpectedly');
       await db
-        .transaction((tx) => recordJobFailure(tx, config, job, { kind: 'transient', message: e.message }, ctx.random()))
-        .catch((err: unknown) => log.error({ err: coerceError(err), jobId: job.id }, 'could not record the failure; the lease will expire'));
+        .transaction((tx) =>
+          recordJobFailure(tx, config, job, { kind: 'transient', message: e.message }, ctx.random()),
+        )
+        .catch((err: unknown) =>
+          log.error(
+            { err: coerceError(err), jobId: job.id },
+            'could not record the failure; the lease will expire',
+          ),
+        );
     }
   }
 

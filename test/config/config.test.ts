@@ -6,7 +6,13 @@ import { fileURLToPath } from 'node:url';
 import { ConfigError, loadConfig, redactConfig, resolveConfig } from '../../src/config/load.ts';
 import { tempDir } from '../helpers/config.ts';
 
-const EXAMPLE = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'examples', 'darkroom.yaml');
+const EXAMPLE = path.join(
+  path.dirname(fileURLToPath(import.meta.url)),
+  '..',
+  '..',
+  'examples',
+  'darkroom.yaml',
+);
 
 function configFile(text: string, name = 'darkroom.yaml'): string {
   const file = path.join(tempDir(), name);
@@ -62,35 +68,66 @@ describe('configuration', () => {
     const flagged = loadConfig({ file: EXAMPLE, env, overrides: { port: 9100, home: '/tmp/other' } });
     assert.equal(flagged.server.port, 9100);
     assert.equal(flagged.home, '/tmp/other');
-    assert.match(configError(() => loadConfig({ env: { PORT: 'eighty' } })), /PORT must be a number/);
+    assert.match(
+      configError(() => loadConfig({ env: { PORT: 'eighty' } })),
+      /PORT must be a number/,
+    );
   });
 
   it('names the bad field precisely', () => {
     const cases: Array<[string, RegExp]> = [
       ['limits: { maxRunningTasks: -1 }', /limits\.maxRunningTasks/],
-      ['providers: { main: { type: sim, keys: [{ id: k1, rpm: "fast" }] } }\npipelines: { p: { steps: [{ name: g, provider: main, batchSize: 5 }, { name: store }] } }', /providers\.main\.keys\[0\]\.rpm/],
+      [
+        'providers: { main: { type: sim, keys: [{ id: k1, rpm: "fast" }] } }\npipelines: { p: { steps: [{ name: g, provider: main, batchSize: 5 }, { name: store }] } }',
+        /providers\.main\.keys\[0\]\.rpm/,
+      ],
       ['providers: { main: { type: dalle, keys: [{ id: k1 }] } }', /providers\.main\.type/],
       ['plans: { free: { images: 2, credits: 2, colour: red } }', /plans\.free.*colour/],
-      ['pipelines: { p: { steps: [{ name: g, provider: nope, batchSize: 5 }, { name: store }] } }', /pipelines\.p\.steps\[0\]\.provider: unknown provider "nope"/],
-      ['pipelines: { p: { steps: [{ name: b, provider: main, calls: 1 }] } }', /pipelines\.p\.steps: one step must be a generate step/],
+      [
+        'pipelines: { p: { steps: [{ name: g, provider: nope, batchSize: 5 }, { name: store }] } }',
+        /pipelines\.p\.steps\[0\]\.provider: unknown provider "nope"/,
+      ],
+      [
+        'pipelines: { p: { steps: [{ name: b, provider: main, calls: 1 }] } }',
+        /pipelines\.p\.steps: one step must be a generate step/,
+      ],
       ['serverr: { port: 1 }', /serverr/],
     ];
     for (const [yaml, pattern] of cases) {
-      assert.match(configError(() => loadConfig({ file: configFile(yaml), env: {} })), pattern, yaml);
+      assert.match(
+        configError(() => loadConfig({ file: configFile(yaml), env: {} })),
+        pattern,
+        yaml,
+      );
     }
-    assert.match(configError(() => loadConfig({ file: configFile('limits: [1, 2'), env: {} })), /not valid YAML/);
-    assert.match(configError(() => loadConfig({ file: '/nonexistent/darkroom.yaml', env: {} })), /cannot read config file/);
+    assert.match(
+      configError(() => loadConfig({ file: configFile('limits: [1, 2'), env: {} })),
+      /not valid YAML/,
+    );
+    assert.match(
+      configError(() => loadConfig({ file: '/nonexistent/darkroom.yaml', env: {} })),
+      /cannot read config file/,
+    );
   });
 
   it('loads JSON as well as YAML', () => {
-    const config = loadConfig({ file: configFile(JSON.stringify({ limits: { maxRunningTasks: 7 } }), 'c.json'), env: {} });
+    const config = loadConfig({
+      file: configFile(JSON.stringify({ limits: { maxRunningTasks: 7 } }), 'c.json'),
+      env: {},
+    });
     assert.equal(config.limits.maxRunningTasks, 7);
   });
 
   it('reads secrets from the environment and never prints them', () => {
     const input = {
       providers: {
-        gem: { type: 'gemini', keys: [{ id: 'a', secret: 'env:GEMINI_KEY_A' }, { id: 'b', secret: 'env:MISSING_KEY' }] },
+        gem: {
+          type: 'gemini',
+          keys: [
+            { id: 'a', secret: 'env:GEMINI_KEY_A' },
+            { id: 'b', secret: 'env:MISSING_KEY' },
+          ],
+        },
       },
       pipelines: { p: { steps: [{ name: 'generate', provider: 'gem', batchSize: 1 }, { name: 'store' }] } },
       database: { url: 'postgres://darkroom:hunter2@db:5432/darkroom' },

@@ -8,13 +8,22 @@ import { PG_URL } from '../helpers/db.ts';
  * a real server calling the provider simulator over HTTP, completion p50 and p95 within 15 %.
  * (npm run bench -- planner runs both comparison scenarios and reports ETA accuracy too.)
  */
-it('predicts the real server\'s completion times within 15 %', async () => {
+it("predicts the real server's completion times within 15 %", async () => {
   const setup = COMPARISON_SCENARIOS[1]!;
-  const result = await comparePlannerWithServer({ ...setup, ...(PG_URL ? { databaseUrl: await freshDatabase() } : {}) });
+  const result = await comparePlannerWithServer({
+    ...setup,
+    ...(PG_URL ? { databaseUrl: await freshDatabase() } : {}),
+  });
   const detail = JSON.stringify(result);
   assert.equal(result.tasks, 20);
-  assert.ok(Math.abs(result.error_p50) <= 0.15, `p50 off by ${(result.error_p50 * 100).toFixed(1)} %: ${detail}`);
-  assert.ok(Math.abs(result.error_p95) <= 0.15, `p95 off by ${(result.error_p95 * 100).toFixed(1)} %: ${detail}`);
+  assert.ok(
+    Math.abs(result.error_p50) <= 0.15,
+    `p50 off by ${(result.error_p50 * 100).toFixed(1)} %: ${detail}`,
+  );
+  assert.ok(
+    Math.abs(result.error_p95) <= 0.15,
+    `p95 off by ${(result.error_p95 * 100).toFixed(1)} %: ${detail}`,
+  );
 });
 
 async function freshDatabase(): Promise<string> {

@@ -11,7 +11,14 @@ import { testConfigInput } from '../helpers/config.ts';
 import { getJson, postJson } from '../helpers/server.ts';
 import { waitFor } from '../helpers/wait.ts';
 
-const WORKFLOW = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'examples', 'comfyui', 'txt2img.json');
+const WORKFLOW = path.join(
+  path.dirname(fileURLToPath(import.meta.url)),
+  '..',
+  '..',
+  'examples',
+  'comfyui',
+  'txt2img.json',
+);
 const GEMINI_SECRET = 'AIzaSy-test-secret-7f3a91c2';
 const OPENAI_SECRET = 'sk-test-secret-0c8e55d1a2';
 
@@ -27,9 +34,27 @@ describe('real provider adapters in the pipeline', () => {
   before(async () => {
     fake = await startFakeProvider({
       providers: [
-        { name: 'gem', keys: [{ id: 'g1', secret: GEMINI_SECRET, rpm: 600, concurrency: 4 }], latencyMs: 10, jitterMs: 2, errorRate: 0 },
-        { name: 'oai', keys: [{ id: 'o1', secret: OPENAI_SECRET, rpm: 600, concurrency: 4 }], latencyMs: 10, jitterMs: 2, errorRate: 0 },
-        { name: 'comfy', keys: [{ id: 'gpu', rpm: 1, concurrency: 2 }], latencyMs: 200, jitterMs: 0, errorRate: 0 },
+        {
+          name: 'gem',
+          keys: [{ id: 'g1', secret: GEMINI_SECRET, rpm: 600, concurrency: 4 }],
+          latencyMs: 10,
+          jitterMs: 2,
+          errorRate: 0,
+        },
+        {
+          name: 'oai',
+          keys: [{ id: 'o1', secret: OPENAI_SECRET, rpm: 600, concurrency: 4 }],
+          latencyMs: 10,
+          jitterMs: 2,
+          errorRate: 0,
+        },
+        {
+          name: 'comfy',
+          keys: [{ id: 'gpu', rpm: 1, concurrency: 2 }],
+          latencyMs: 200,
+          jitterMs: 0,
+          errorRate: 0,
+        },
       ],
     });
     const generateWith = (provider: string) => ({
@@ -40,17 +65,40 @@ describe('real provider adapters in the pipeline', () => {
     });
     const input = testConfigInput({
       providers: {
-        gemini: { type: 'gemini', model: 'gemini-2.5-flash-image', baseUrl: `${fake.url}/p/gem`, keys: [{ id: 'g1', secret: 'env:TEST_GEMINI_KEY' }] },
-        openai: { type: 'openai', model: 'gpt-image-1', baseUrl: `${fake.url}/p/oai`, keys: [{ id: 'o1', secret: 'env:TEST_OPENAI_KEY' }] },
-        comfy: { type: 'comfyui', baseUrl: `${fake.url}/p/comfy`, workflow: WORKFLOW, keys: [{ id: 'gpu', rpm: 1000, concurrency: 2 }] },
+        gemini: {
+          type: 'gemini',
+          model: 'gemini-2.5-flash-image',
+          baseUrl: `${fake.url}/p/gem`,
+          keys: [{ id: 'g1', secret: 'env:TEST_GEMINI_KEY' }],
+        },
+        openai: {
+          type: 'openai',
+          model: 'gpt-image-1',
+          baseUrl: `${fake.url}/p/oai`,
+          keys: [{ id: 'o1', secret: 'env:TEST_OPENAI_KEY' }],
+        },
+        comfy: {
+          type: 'comfyui',
+          baseUrl: `${fake.url}/p/comfy`,
+          workflow: WORKFLOW,
+          keys: [{ id: 'gpu', rpm: 1000, concurrency: 2 }],
+        },
       },
       pipelines: { gem: generateWith('gemini'), oai: generateWith('openai'), comfy: generateWith('comfy') },
       worker: { maxAttempts: 2 },
       server: { logLevel: 'debug' },
     });
     delete (input.providers as Record<string, unknown>).main;
-    input.pipelines = { gem: generateWith('gemini'), oai: generateWith('openai'), comfy: generateWith('comfy') };
-    const config = resolveConfig(input, { TEST_GEMINI_KEY: GEMINI_SECRET, TEST_OPENAI_KEY: OPENAI_SECRET }, 'test');
+    input.pipelines = {
+      gem: generateWith('gemini'),
+      oai: generateWith('openai'),
+      comfy: generateWith('comfy'),
+    };
+    const config = resolveConfig(
+      input,
+      { TEST_GEMINI_KEY: GEMINI_SECRET, TEST_OPENAI_KEY: OPENAI_SECRET },
+      'test',
+    );
     const sink = new Writable({
       write(chunk: Buffer, _enc, done) {
         logs.push(chunk.toString());
@@ -68,7 +116,12 @@ describe('real provider adapters in the pipeline', () => {
     const base = server.url!;
     const ids: Record<string, string> = {};
     for (const type of ['gem', 'oai', 'comfy']) {
-      const r = await postJson(base, '/v1/tasks', { user_id: `p-${type}`, type, plan: 'free', prompt: 'a lighthouse' });
+      const r = await postJson(base, '/v1/tasks', {
+        user_id: `p-${type}`,
+        type,
+        plan: 'free',
+        prompt: 'a lighthouse',
+      });
       assert.equal(r.status, 202, JSON.stringify(r.body));
       ids[type] = r.body.id as string;
     }
@@ -86,7 +139,10 @@ describe('real provider adapters in the pipeline', () => {
 
   it('keeps secrets out of logs, errors, events and API responses when calls fail', async () => {
     const base = server.url!;
-    for (const [provider, key] of [['gem', 'g1'], ['oai', 'o1']] as const) {
+    for (const [provider, key] of [
+      ['gem', 'g1'],
+      ['oai', 'o1'],
+    ] as const) {
       await fetch(`${fake.url}/_sim/faults`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
@@ -106,7 +162,10 @@ describe('real provider adapters in the pipeline', () => {
         }),
       ),
     );
-    assert.ok(views.some((v) => v.state !== 'succeeded'), 'the faults made something fail');
+    assert.ok(
+      views.some((v) => v.state !== 'succeeded'),
+      'the faults made something fail',
+    );
     const { db } = server.ctx;
     const stored = await db.query(`SELECT
         (SELECT coalesce(string_agg(coalesce(error, ''), ' '), '') FROM jobs) AS jobs,
@@ -114,6 +173,7 @@ describe('real provider adapters in the pipeline', () => {
         (SELECT coalesce(string_agg(data::text, ' '), '') FROM events) AS events`);
     const everything = [JSON.stringify(views), JSON.stringify(stored.rows), logs.join('')].join('\n');
     assert.ok(everything.includes('500') || everything.includes('refus'), 'errors were recorded');
-    for (const secret of [GEMINI_SECRET, OPENAI_SECRET]) assert.ok(!everything.includes(secret), 'a secret leaked');
+    for (const secret of [GEMINI_SECRET, OPENAI_SECRET])
+      assert.ok(!everything.includes(secret), 'a secret leaked');
   });
 });

@@ -24,7 +24,11 @@ describeEachDb('provider errors with a bounded attempt count', (kind) => {
     const users = ['r0', 'r1', 'r2', 'r3'];
     const ids: string[] = [];
     for (let i = 0; i < 16; i++) {
-      const res = await postJson(base, '/v1/tasks', { user_id: users[i % 4], type: 'photography', plan: i % 4 === 3 ? 'start' : 'free' });
+      const res = await postJson(base, '/v1/tasks', {
+        user_id: users[i % 4],
+        type: 'photography',
+        plan: i % 4 === 3 ? 'start' : 'free',
+      });
       assert.equal(res.status, 202);
       ids.push(res.body.id as string);
     }
@@ -51,7 +55,8 @@ describeEachDb('provider errors with a bounded attempt count', (kind) => {
       );
       assert.equal(ledger.rows[0]!.n, expected > 0 ? 1 : 0);
       if (expected > 0) assert.equal(ledger.rows[0]!.sum, expected);
-      const expectedState = progress.done === progress.total ? 'succeeded' : progress.done > 0 ? 'partial' : 'failed';
+      const expectedState =
+        progress.done === progress.total ? 'succeeded' : progress.done > 0 ? 'partial' : 'failed';
       assert.equal(task.state, expectedState);
     }
     // Attempts stayed within the bound.
@@ -59,7 +64,10 @@ describeEachDb('provider errors with a bounded attempt count', (kind) => {
     assert.ok(attempts.rows[0]!.max <= 2);
     for (const user of users) {
       const mine = tasks.filter((b) => b.user_id === user);
-      const net = mine.reduce((n, b) => n - (b.credits_charged as number) + (b.credits_refunded as number), 0);
+      const net = mine.reduce(
+        (n, b) => n - (b.credits_charged as number) + (b.credits_refunded as number),
+        0,
+      );
       const credits = await getJson(base, `/v1/users/${user}/credits`);
       assert.equal(credits.body.balance, 1000 + net);
     }

@@ -3,7 +3,13 @@ import { after, before, it } from 'node:test';
 import sharp from 'sharp';
 import { createPostgresDatabase, describeEachDb } from '../helpers/db.ts';
 import { testConfigInput } from '../helpers/config.ts';
-import { freePort, spawnDarkroom, waitReady, writeConfigFile, type DarkroomProcess } from '../helpers/process.ts';
+import {
+  freePort,
+  spawnDarkroom,
+  waitReady,
+  writeConfigFile,
+  type DarkroomProcess,
+} from '../helpers/process.ts';
 import { getJson, postJson } from '../helpers/server.ts';
 import { waitFor } from '../helpers/wait.ts';
 
@@ -58,7 +64,14 @@ describeEachDb('darkroom serve, end to end over HTTP', (kind) => {
   it('runs a mix of free, start and pro tasks to success with real images, credits and SSE', async () => {
     const plans = ['free', 'free', 'free', 'start', 'start', 'pro'];
     const submitted = await Promise.all(
-      plans.map((plan, i) => postJson(base, '/v1/tasks', { user_id: `user-${i % 3}`, type: 'photography', plan, prompt: `portrait ${i}` })),
+      plans.map((plan, i) =>
+        postJson(base, '/v1/tasks', {
+          user_id: `user-${i % 3}`,
+          type: 'photography',
+          plan,
+          prompt: `portrait ${i}`,
+        }),
+      ),
     );
     for (const s of submitted) {
       assert.equal(s.status, 202, JSON.stringify(s.body));
@@ -95,7 +108,9 @@ describeEachDb('darkroom serve, end to end over HTTP', (kind) => {
       const meta = await sharp(original).metadata();
       assert.equal(meta.width, image.width);
       assert.equal(meta.height, image.height);
-      const thumb = await sharp(Buffer.from(await (await fetch(image.thumbnail_url)).arrayBuffer())).metadata();
+      const thumb = await sharp(
+        Buffer.from(await (await fetch(image.thumbnail_url)).arrayBuffer()),
+      ).metadata();
       assert.equal(thumb.format, 'webp');
       assert.ok(thumb.width! <= 256 && thumb.height! <= 256);
     }

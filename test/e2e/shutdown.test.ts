@@ -15,7 +15,10 @@ const PIPELINE = {
 
 describe('graceful worker shutdown', () => {
   it('lets running jobs finish within the grace period', async () => {
-    const server = await startTestServer('pglite', { providers: { main: { sim: { latencyMs: 400, jitterMs: 0 } } }, pipelines: PIPELINE });
+    const server = await startTestServer('pglite', {
+      providers: { main: { sim: { latencyMs: 400, jitterMs: 0 } } },
+      pipelines: PIPELINE,
+    });
     try {
       await postJson(server.baseUrl, '/v1/tasks', { user_id: 'g1', type: 'photography', plan: 'start' });
       const { db } = server.ctx;
@@ -24,7 +27,10 @@ describe('graceful worker shutdown', () => {
         return r.rows.length > 0 ? r.rows.map((x) => x.id) : undefined;
       });
       await server.worker!.stop(10_000);
-      const { rows } = await db.query<{ state: string; attempts: number }>('SELECT state, attempts FROM jobs WHERE id = ANY($1::text[])', [running]);
+      const { rows } = await db.query<{ state: string; attempts: number }>(
+        'SELECT state, attempts FROM jobs WHERE id = ANY($1::text[])',
+        [running],
+      );
       for (const r of rows) assert.deepEqual(r, { state: 'succeeded', attempts: 1 });
     } finally {
       await server.stop();
@@ -32,7 +38,10 @@ describe('graceful worker shutdown', () => {
   });
 
   it('releases jobs still running at the deadline without spending their attempt', async () => {
-    const server = await startTestServer('pglite', { providers: { main: { sim: { latencyMs: 20_000, jitterMs: 0 } } }, pipelines: PIPELINE });
+    const server = await startTestServer('pglite', {
+      providers: { main: { sim: { latencyMs: 20_000, jitterMs: 0 } } },
+      pipelines: PIPELINE,
+    });
     try {
       await postJson(server.baseUrl, '/v1/tasks', { user_id: 'g2', type: 'photography', plan: 'start' });
       const { db } = server.ctx;

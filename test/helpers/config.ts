@@ -27,7 +27,9 @@ function merge(base: Record<string, unknown>, extra: Record<string, unknown>): R
 }
 
 /** The raw (file-shaped) config tests start from: fast simulator, fast loops, quiet logs. */
-export function testConfigInput(overrides: DeepPartial<ConfigInput> & Record<string, unknown> = {}): Record<string, unknown> {
+export function testConfigInput(
+  overrides: DeepPartial<ConfigInput> & Record<string, unknown> = {},
+): Record<string, unknown> {
   const base = {
     home: tempDir(),
     server: { port: 0, host: '127.0.0.1', logLevel: 'silent' },
@@ -63,7 +65,15 @@ export function testConfigInput(overrides: DeepPartial<ConfigInput> & Record<str
       },
     },
     scheduler: { pollMs: 50, leaderLeaseMs: 1000 },
-    worker: { concurrency: 16, leaseMs: 3000, heartbeatMs: 300, pollMs: 100, backoffBaseMs: 20, backoffMaxMs: 200, shutdownGraceMs: 2000 },
+    worker: {
+      concurrency: 16,
+      leaseMs: 3000,
+      heartbeatMs: 300,
+      pollMs: 100,
+      backoffBaseMs: 20,
+      backoffMaxMs: 200,
+      shutdownGraceMs: 2000,
+    },
   };
   return merge(base, overrides as Record<string, unknown>);
 }

@@ -75,5 +75,6 @@ export function useTestDb(kind: DbKind): TestDb {
 /** Runs the same tests once per available database kind. */
 export function describeEachDb(title: string, fn: (kind: DbKind) => void): void {
   for (const kind of DB_KINDS) describe(`${title} [${kind}]`, () => fn(kind));
-  if (!PG_URL) describe(`${title} [postgres]`, { skip: 'no PostgreSQL answers (set DATABASE_URL)' }, () => {});
+  if (!PG_URL)
+    describe(`${title} [postgres]`, { skip: 'no PostgreSQL answers (set DATABASE_URL)' }, () => {});
 }

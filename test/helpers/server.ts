@@ -28,7 +28,11 @@ export async function startTestServer(
 }
 
 /** Call at describe level: a server for the suite, started before and stopped after its tests. */
-export function useTestServer(kind: DbKind, overrides: Parameters<typeof testConfig>[0] = {}, roles?: Role[]): { server: TestServer } {
+export function useTestServer(
+  kind: DbKind,
+  overrides: Parameters<typeof testConfig>[0] = {},
+  roles?: Role[],
+): { server: TestServer } {
   const holder = {} as { server: TestServer };
   before(async () => {
     holder.server = await startTestServer(kind, overrides, roles);
@@ -39,7 +43,12 @@ export function useTestServer(kind: DbKind, overrides: Parameters<typeof testCon
   return holder;
 }
 
-export async function postJson(baseUrl: string, path: string, body: unknown, headers: Record<string, string> = {}) {
+export async function postJson(
+  baseUrl: string,
+  path: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+) {
   const res = await fetch(`${baseUrl}${path}`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...headers },

@@ -11,7 +11,9 @@ import { findExpiredUploads, insertUpload } from '../../src/store/uploads.ts';
 import { describeEachDb, useTestDb } from '../helpers/db.ts';
 import { testConfig } from '../helpers/config.ts';
 
-const config = testConfig({ pipelines: { gen: { steps: [{ name: 'generate', provider: 'main', batchSize: 1 }, { name: 'store' }] } } });
+const config = testConfig({
+  pipelines: { gen: { steps: [{ name: 'generate', provider: 'main', batchSize: 1 }, { name: 'store' }] } },
+});
 
 async function newTask(db: Db, userId: string, plan = 'start'): Promise<string> {
   const r = await submitTask(db, config, {
@@ -31,8 +33,14 @@ async function newTask(db: Db, userId: string, plan = 'start'): Promise<string> 
 
 async function admitAll(db: Db, taskId: string): Promise<void> {
   // Each test works on its own task: leftovers of earlier tests must not be claimable.
-  await db.query(`UPDATE jobs SET state = 'canceled' WHERE task_id <> $1 AND state IN ('queued', 'admitted')`, [taskId]);
-  await db.query(`UPDATE jobs SET state = 'admitted', key_id = 'k1', admitted_at = now() WHERE task_id = $1 AND state = 'queued'`, [taskId]);
+  await db.query(
+    `UPDATE jobs SET state = 'canceled' WHERE task_id <> $1 AND state IN ('queued', 'admitted')`,
+    [taskId],
+  );
+  await db.query(
+    `UPDATE jobs SET state = 'admitted', key_id = 'k1', admitted_at = now() WHERE task_id = $1 AND state = 'queued'`,
+    [taskId],
+  );
 }
 
 describeEachDb('job lifecycle', (kind) => {
@@ -53,7 +61,10 @@ describeEachDb('job lifecycle', (kind) => {
       assert.equal(j.attempts, 1);
       assert.equal(j.worker_id, 'w1');
     }
-    const running = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM jobs WHERE task_id = $1 AND state = 'running'`, [taskId]);
+    const running = await db.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM jobs WHERE task_id = $1 AND state = 'running'`,
+      [taskId],
+    );
     assert.equal(running.rows[0]!.n, 3);
   });
 
@@ -63,7 +74,10 @@ describeEachDb('job lifecycle', (kind) => {
     const batches = await Promise.all(
       Array.from({ length: 8 }, (_, i) => db.transaction((tx) => claimJobs(tx, `w${i}`, 5, 10_000))),
     );
-    const ids = batches.flat().filter((j) => j.task_id === taskId).map((j) => j.id);
+    const ids = batches
+      .flat()
+      .filter((j) => j.task_id === taskId)
+      .map((j) => j.id);
     assert.equal(ids.length, 30);
     assert.equal(new Set(ids).size, 30);
   });
@@ -73,8 +87,12 @@ describeEachDb('job lifecycle', (kind) => {
     await admitAll(db, taskId);
     const [first] = (await db.transaction((tx) => claimJobs(tx, 'w-old', 1, 10_000))) as [JobRow];
     // The old worker goes silent: its lease runs out and the reaper puts the job back.
-    await db.query(`UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1`, [first.id]);
-    const reaped = await db.transaction((tx) => recordJobFailure(tx, config, first, { kind: 'transient', message: 'lease expired' }, 0));
+    await db.query(`UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1`, [
+      first.id,
+    ]);
+    const reaped = await db.transaction((tx) =>
+      recordJobFailure(tx, config, first, { kind: 'transient', message: 'lease expired' }, 0),
+    );
     assert.deepEqual(reaped, { recorded: true, retried: true });
     await db.query(`UPDATE jobs SET run_after = now() WHERE id = $1`, [first.id]);
     await admitAll(db, taskId);
@@ -83,7 +101,10 @@ describeEachDb('job lifecycle', (kind) => {
     assert.equal(second.lease_token, first.lease_token + 1);
     assert.equal(await db.transaction((tx) => recordCallSuccess(tx, config, first, ['work/x/0.png'])), false);
     assert.equal(await db.transaction((tx) => recordCallSuccess(tx, config, second, ['work/x/0.png'])), true);
-    const row = await db.query<{ state: string; output: { keys: string[] } }>('SELECT state, output FROM jobs WHERE id = $1', [first.id]);
+    const row = await db.query<{ state: string; output: { keys: string[] } }>(
+      'SELECT state, output FROM jobs WHERE id = $1',
+      [first.id],
+    );
     assert.equal(row.rows[0]!.state, 'succeeded');
   });
 
@@ -92,7 +113,9 @@ describeEachDb('job lifecycle', (kind) => {
     await admitAll(db, taskId);
     const jobs = await db.transaction((tx) => claimJobs(tx, 'w', 10, 10_000));
     for (const job of jobs.filter((j) => j.task_id === taskId)) {
-      await db.transaction((tx) => recordJobFailure(tx, config, job, { kind: 'permanent', message: 'refused' }, 0));
+      await db.transaction((tx) =>
+        recordJobFailure(tx, config, job, { kind: 'permanent', message: 'refused' }, 0),
+      );
     }
     await db.transaction((tx) => finishIfDone(tx, taskId)); // a second finish changes nothing
     assert.equal(await db.transaction((tx) => refundTask(tx, 'refund', taskId, 2)), 0);
@@ -121,17 +144,34 @@ describeEachDb('job lifecycle', (kind) => {
     assert.equal((await currentLeader(db))?.holder, 'B');
     const taskId = await newTask(db, 'fenced', 'free');
     const job = await db.query<{ id: string }>(`SELECT id FROM jobs WHERE task_id = $1 LIMIT 1`, [taskId]);
-    const stale = await db.transaction((tx) => writeAdmissions(tx, 'A', a!, [{ jobId: job.rows[0]!.id, keyId: 'k1', provider: 'main' }]));
+    const stale = await db.transaction((tx) =>
+      writeAdmissions(tx, 'A', a!, [{ jobId: job.rows[0]!.id, keyId: 'k1', provider: 'main' }]),
+    );
     assert.equal(stale, undefined);
-    const state = await db.query<{ state: string }>('SELECT state FROM jobs WHERE id = $1', [job.rows[0]!.id]);
+    const state = await db.query<{ state: string }>('SELECT state FROM jobs WHERE id = $1', [
+      job.rows[0]!.id,
+    ]);
     assert.equal(state.rows[0]!.state, 'queued');
-    const fresh = await db.transaction((tx) => writeAdmissions(tx, 'B', b!, [{ jobId: job.rows[0]!.id, keyId: 'k1', provider: 'main' }]));
+    const fresh = await db.transaction((tx) =>
+      writeAdmissions(tx, 'B', b!, [{ jobId: job.rows[0]!.id, keyId: 'k1', provider: 'main' }]),
+    );
     assert.equal(fresh?.admitted, 1);
-    assert.deepEqual(fresh?.startedTasks.map((s) => s.id), [taskId]);
+    assert.deepEqual(
+      fresh?.startedTasks.map((s) => s.id),
+      [taskId],
+    );
   });
 
   it('expires old uploads, but never one a queued or running task still uses', async () => {
-    const upload = (id: string) => ({ id, storage_key: `uploads/${id}.png`, mime: 'image/png', width: 1, height: 1, bytes: 1, sha256: 'x' });
+    const upload = (id: string) => ({
+      id,
+      storage_key: `uploads/${id}.png`,
+      mime: 'image/png',
+      width: 1,
+      height: 1,
+      bytes: 1,
+      sha256: 'x',
+    });
     await insertUpload(db, upload('old-unused'));
     await insertUpload(db, upload('old-used'));
     await insertUpload(db, upload('fresh'));
@@ -142,7 +182,15 @@ describeEachDb('job lifecycle', (kind) => {
       type: 'gen',
       plan: 'free',
       prompt: '',
-      inputs: [{ role: 'input', upload_id: 'old-used', storage_key: 'uploads/old-used.png', mime: 'image/png', sha256: 'x' }],
+      inputs: [
+        {
+          role: 'input',
+          upload_id: 'old-used',
+          storage_key: 'uploads/old-used.png',
+          mime: 'image/png',
+          sha256: 'x',
+        },
+      ],
       params: {},
       deadlineSeconds: undefined,
       idempotencyKey: undefined,
@@ -150,7 +198,10 @@ describeEachDb('job lifecycle', (kind) => {
     });
     assert.equal(r.status, 202);
     const expired = await findExpiredUploads(db, 72, 100);
-    assert.deepEqual(expired.map((u) => u.id), ['old-unused']);
+    assert.deepEqual(
+      expired.map((u) => u.id),
+      ['old-unused'],
+    );
     await db.query(`UPDATE tasks SET state = 'succeeded' WHERE id = $1`, [r.body.id]);
     const later = await findExpiredUploads(db, 72, 100);
     assert.deepEqual(later.map((u) => u.id).sort(), ['old-unused', 'old-used']);

@@ -26,17 +26,23 @@ describe('migrations', () => {
     }
   });
 
-  it('are applied exactly once when several processes start at the same time', { skip: PG_URL ? false : 'needs PostgreSQL' }, async () => {
-    const { url, drop } = await createPostgresDatabase();
-    const dbs = await Promise.all([1, 2, 3].map(() => createPostgresDb({ url, poolSize: 2 })));
-    try {
-      const applied = await Promise.all(dbs.map((db) => migrate(db)));
-      assert.deepEqual(applied.flat().sort(), [...ALL].sort());
-      const { rows } = await dbs[0]!.query<{ n: number }>('SELECT count(*)::int AS n FROM schema_migrations');
-      assert.equal(rows[0]!.n, ALL.length);
-    } finally {
-      await Promise.all(dbs.map((db) => db.close()));
-      await drop();
-    }
-  });
+  it(
+    'are applied exactly once when several processes start at the same time',
+    { skip: PG_URL ? false : 'needs PostgreSQL' },
+    async () => {
+      const { url, drop } = await createPostgresDatabase();
+      const dbs = await Promise.all([1, 2, 3].map(() => createPostgresDb({ url, poolSize: 2 })));
+      try {
+        const applied = await Promise.all(dbs.map((db) => migrate(db)));
+        assert.deepEqual(applied.flat().sort(), [...ALL].sort());
+        const { rows } = await dbs[0]!.query<{ n: number }>(
+          'SELECT count(*)::int AS n FROM schema_migrations',
+        );
+        assert.equal(rows[0]!.n, ALL.length);
+      } finally {
+        await Promise.all(dbs.map((db) => db.close()));
+        await drop();
+      }
+    },
+  );
 });

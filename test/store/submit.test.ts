@@ -56,32 +56,64 @@ describeEachDb('submit', (kind) => {
     assert.equal(typeof result.body.eta_seconds, 'number');
     assert.equal(await getBalance(db, 'u-basic'), 70);
     // photography starts with one beautify call; generate batches come after it.
-    assert.equal(await count(db, `SELECT count(*)::int AS n FROM jobs WHERE task_id = $1 AND kind = 'transform'`, [result.body.id]), 1);
-    assert.equal(await count(db, `SELECT count(*)::int AS n FROM events WHERE task_id = $1 AND type = 'queued'`, [result.body.id]), 1);
     assert.equal(
-      await count(db, `SELECT count(*)::int AS n FROM credit_ledger WHERE user_id = 'u-basic' AND reason IN ('grant', 'charge')`),
+      await count(db, `SELECT count(*)::int AS n FROM jobs WHERE task_id = $1 AND kind = 'transform'`, [
+        result.body.id,
+      ]),
+      1,
+    );
+    assert.equal(
+      await count(db, `SELECT count(*)::int AS n FROM events WHERE task_id = $1 AND type = 'queued'`, [
+        result.body.id,
+      ]),
+      1,
+    );
+    assert.equal(
+      await count(
+        db,
+        `SELECT count(*)::int AS n FROM credit_ledger WHERE user_id = 'u-basic' AND reason IN ('grant', 'charge')`,
+      ),
       2,
     );
   });
 
   it('ten concurrent submits for one order make exactly one task and one charge', async () => {
     const results = await Promise.all(
-      Array.from({ length: 10 }, (_, i) => submitTask(db, config, request({ userId: 'u-order', orderId: 'order-1', requestHash: `h${i}` }))),
+      Array.from({ length: 10 }, (_, i) =>
+        submitTask(db, config, request({ userId: 'u-order', orderId: 'order-1', requestHash: `h${i}` })),
+      ),
     );
     const ids = new Set(results.map((r) => r.body.id));
     assert.equal(ids.size, 1);
     assert.equal(results.filter((r) => r.status === 202).length, 1);
     assert.equal(results.filter((r) => r.body.deduplicated === true).length, 9);
     assert.equal(await count(db, `SELECT count(*)::int AS n FROM tasks WHERE user_id = 'u-order'`), 1);
-    assert.equal(await count(db, `SELECT count(*)::int AS n FROM credit_ledger WHERE user_id = 'u-order' AND reason = 'charge'`), 1);
+    assert.equal(
+      await count(
+        db,
+        `SELECT count(*)::int AS n FROM credit_ledger WHERE user_id = 'u-order' AND reason = 'charge'`,
+      ),
+      1,
+    );
     assert.equal(await getBalance(db, 'u-order'), 98);
   });
 
   it('replays an Idempotency-Key, refuses it with another body, and stores one task', async () => {
-    const first = await submitTask(db, config, request({ userId: 'u-idem', idempotencyKey: 'key-1', requestHash: 'A' }));
-    const again = await submitTask(db, config, request({ userId: 'u-idem', idempotencyKey: 'key-1', requestHash: 'A' }));
+    const first = await submitTask(
+      db,
+      config,
+      request({ userId: 'u-idem', idempotencyKey: 'key-1', requestHash: 'A' }),
+    );
+    const again = await submitTask(
+      db,
+      config,
+      request({ userId: 'u-idem', idempotencyKey: 'key-1', requestHash: 'A' }),
+    );
     assert.deepEqual(again, first);
-    await rejects(submitTask(db, config, request({ userId: 'u-idem', idempotencyKey: 'key-1', requestHash: 'B' })), 'idempotency_key_reused');
+    await rejects(
+      submitTask(db, config, request({ userId: 'u-idem', idempotencyKey: 'key-1', requestHash: 'B' })),
+      'idempotency_key_reused',
+    );
     assert.equal(await count(db, `SELECT count(*)::int AS n FROM tasks WHERE user_id = 'u-idem'`), 1);
   });
 
@@ -91,8 +123,14 @@ describeEachDb('submit', (kind) => {
       await holder.connect();
       try {
         await holder.query('BEGIN');
-        await holder.query(`SELECT pg_advisory_xact_lock(hashtextextended('darkroom:idempotency:' || $1, 0))`, ['key-busy']);
-        const error = await rejects(submitTask(db, config, request({ userId: 'u-busy', idempotencyKey: 'key-busy' })), 'idempotency_key_in_flight');
+        await holder.query(
+          `SELECT pg_advisory_xact_lock(hashtextextended('darkroom:idempotency:' || $1, 0))`,
+          ['key-busy'],
+        );
+        const error = await rejects(
+          submitTask(db, config, request({ userId: 'u-busy', idempotencyKey: 'key-busy' })),
+          'idempotency_key_in_flight',
+        );
         assert.equal(error.httpStatus, 409);
         await holder.query('ROLLBACK');
       } finally {
@@ -105,7 +143,10 @@ describeEachDb('submit', (kind) => {
 
   it('refuses with 402 when credits are short, storing and charging nothing', async () => {
     const poor = testConfig({ credits: { initialGrant: 10 } });
-    const error = await rejects(submitTask(db, poor, request({ userId: 'u-poor', plan: 'pro' })), 'insufficient_credits');
+    const error = await rejects(
+      submitTask(db, poor, request({ userId: 'u-poor', plan: 'pro' })),
+      'insufficient_credits',
+    );
     assert.equal(error.httpStatus, 402);
     assert.equal(await count(db, `SELECT count(*)::int AS n FROM tasks WHERE user_id = 'u-poor'`), 0);
     assert.equal(await count(db, `SELECT count(*)::int AS n FROM credit_ledger WHERE user_id = 'u-poor'`), 0);

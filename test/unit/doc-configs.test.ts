@@ -12,10 +12,14 @@ const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
 function yamlExamples(file: string): string[] {
   const text = readFileSync(path.join(ROOT, file), 'utf8');
   const blocks = [...text.matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => m[1]!);
-  return blocks.flatMap((b) => b.split(/^(?=# )/m)).filter((b) => /^(providers|storage|limits|plans|pipelines):/m.test(b));
+  return blocks
+    .flatMap((b) => b.split(/^(?=# )/m))
+    .filter((b) => /^(providers|storage|limits|plans|pipelines):/m.test(b));
 }
 
-const ENV = new Proxy({} as NodeJS.ProcessEnv, { get: (_t, name) => (typeof name === 'string' ? `value-of-${name}` : undefined) });
+const ENV = new Proxy({} as NodeJS.ProcessEnv, {
+  get: (_t, name) => (typeof name === 'string' ? `value-of-${name}` : undefined),
+});
 
 describe('configuration examples in the docs', () => {
   for (const file of ['README.md', 'docs/providers.md', 'docs/storage.md', 'docs/config.md']) {
@@ -24,7 +28,10 @@ describe('configuration examples in the docs', () => {
       assert.ok(examples.length > 0, `no YAML example found in ${file}`);
       for (const example of examples) {
         const parsed = YAML.parse(example) as Record<string, unknown>;
-        assert.doesNotThrow(() => resolveConfig(parsed, ENV, file), `invalid example in ${file}:\n${example}`);
+        assert.doesNotThrow(
+          () => resolveConfig(parsed, ENV, file),
+          `invalid example in ${file}:\n${example}`,
+        );
       }
     });
   }

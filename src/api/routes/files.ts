@@ -3,21 +3,32 @@ import type { Context } from '../../context.ts';
 import { AppError } from '../../errors.ts';
 import { verifyFileSignature } from '../../storage/signing.ts';
 
-const CONTENT_TYPES: Record<string, string> = { png: 'image/png', jpg: 'image/jpeg', jpeg: 'image/jpeg', webp: 'image/webp' };
+const CONTENT_TYPES: Record<string, string> = {
+  png: 'image/png',
+  jpg: 'image/jpeg',
+  jpeg: 'image/jpeg',
+  webp: 'image/webp',
+};
 
 /** Serves local-storage files behind expiring HMAC-signed URLs. */
 export function registerFileRoutes(app: FastifyInstance, ctx: Context, signingSecret: string): void {
-  app.get('/v1/files/*', async (request: FastifyRequest<{ Params: { '*': string }; Querystring: { exp?: string; sig?: string } }>, reply) => {
-    const key = request.params['*'];
-    const { exp, sig } = request.query;
-    if (!exp || !sig || !verifyFileSignature(key, exp, sig, signingSecret, Math.floor(Date.now() / 1000))) {
-      throw new AppError('forbidden', 'the file link is invalid or has expired');
-    }
-    const data = await ctx.storage.get(key);
-    const ext = key.slice(key.lastIndexOf('.') + 1).toLowerCase();
-    return reply
-      .header('content-type', CONTENT_TYPES[ext] ?? 'application/octet-stream')
-      .header('cache-control', 'private, max-age=3600')
-      .send(data);
-  });
+  app.get(
+    '/v1/files/*',
+    async (
+      request: FastifyRequest<{ Params: { '*': string }; Querystring: { exp?: string; sig?: string } }>,
+      reply,
+    ) => {
+      const key = request.params['*'];
+      const { exp, sig } = request.query;
+      if (!exp || !sig || !verifyFileSignature(key, exp, sig, signingSecret, Math.floor(Date.now() / 1000))) {
+        throw new AppError('forbidden', 'the file link is invalid or has expired');
+      }
+      const data = await ctx.storage.get(key);
+      const ext = key.slice(key.lastIndexOf('.') + 1).toLowerCase();
+      return reply
+        .header('content-type', CONTENT_TYPES[ext] ?? 'application/octet-stream')
+        .header('cache-control', 'private, max-age=3600')
+        .send(data);
+    },
+  );
 }

@@ -6,11 +6,16 @@ export function registerHealthRoutes(app: FastifyInstance, ctx: Context, isReady
   app.get('/healthz', async () => ({ ok: true }));
   /** Readiness: started, and the database answers. */
   app.get('/readyz', async (_request, reply) => {
-    if (!isReady()) return reply.status(503).send({ error: { code: 'not_ready', message: 'starting up or shutting down' } });
+    if (!isReady())
+      return reply
+        .status(503)
+        .send({ error: { code: 'not_ready', message: 'starting up or shutting down' } });
     try {
       await ctx.db.query('SELECT 1');
     } catch {
-      return reply.status(503).send({ error: { code: 'not_ready', message: 'the database does not answer' } });
+      return reply
+        .status(503)
+        .send({ error: { code: 'not_ready', message: 'the database does not answer' } });
     }
     return { ok: true, database: ctx.db.kind };
   });

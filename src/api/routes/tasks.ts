@@ -33,7 +33,12 @@ const submitSchema = z
       .max(8)
       .default([]),
     params: z.record(z.string(), z.unknown()).default({}),
-    deadline_seconds: z.number().int().positive().max(7 * 24 * 3600).optional(),
+    deadline_seconds: z
+      .number()
+      .int()
+      .positive()
+      .max(7 * 24 * 3600)
+      .optional(),
   })
   .strict();
 
@@ -46,12 +51,16 @@ const listSchema = z.object({
 
 async function visibleTask(ctx: Context, caller: Caller, id: string): Promise<TaskRow> {
   const task = await getTask(ctx.db, id);
-  if (!task || !canSeeUser(caller, task.user_id)) throw new AppError('task_not_found', `task "${id}" does not exist`);
+  if (!task || !canSeeUser(caller, task.user_id))
+    throw new AppError('task_not_found', `task "${id}" does not exist`);
   return task;
 }
 
 export async function viewOf(ctx: Context, request: FastifyRequest, task: TaskRow) {
-  const [images, estimate] = await Promise.all([imagesOfTask(ctx.db, task.id), estimateTask(ctx.db, ctx.config, task)]);
+  const [images, estimate] = await Promise.all([
+    imagesOfTask(ctx.db, task.id),
+    estimateTask(ctx.db, ctx.config, task),
+  ]);
   return taskView(ctx, request, task, images, estimate);
 }
 
@@ -59,10 +68,14 @@ export function registerTaskRoutes(app: FastifyInstance, ctx: Context): void {
   app.post('/v1/tasks', async (request: FastifyRequest, reply: FastifyReply) => {
     const caller = callerOf(request);
     const body = parseBody(submitSchema, request.body);
-    if (!canSeeUser(caller, body.user_id)) throw new AppError('forbidden', 'a user token can only submit for its own user');
+    if (!canSeeUser(caller, body.user_id))
+      throw new AppError('forbidden', 'a user token can only submit for its own user');
     checkTaskShape(ctx.config, body.type, body.plan);
     const idempotencyKey = request.headers['idempotency-key'];
-    if (Array.isArray(idempotencyKey) || (idempotencyKey !== undefined && (idempotencyKey.length === 0 || idempotencyKey.length > 255))) {
+    if (
+      Array.isArray(idempotencyKey) ||
+      (idempotencyKey !== undefined && (idempotencyKey.length === 0 || idempotencyKey.length > 255))
+    ) {
       throw new AppError('validation_failed', 'Idempotency-Key must be one header of 1 to 255 characters');
     }
     const requestHash = hashRequest(request.body);
@@ -113,10 +126,13 @@ export function registerTaskRoutes(app: FastifyInstance, ctx: Context): void {
     return viewOf(ctx, request, updated ?? task);
   });
 
-  app.get('/v1/tasks/:id/events', async (request: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
-    const task = await visibleTask(ctx, callerOf(request), request.params.id);
-    await streamTaskEvents(ctx, request, reply, task);
-  });
+  app.get(
+    '/v1/tasks/:id/events',
+    async (request: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
+      const task = await visibleTask(ctx, callerOf(request), request.params.id);
+      await streamTaskEvents(ctx, request, reply, task);
+    },
+  );
 
   app.get('/v1/users/:user_id/credits', async (request: FastifyRequest<{ Params: { user_id: string } }>) => {
     const caller = callerOf(request);
