@@ -5,7 +5,7 @@ import { createWakeup } from '../scheduler/wakeup.ts';
 import { Channels } from '../store/db.ts';
 import { eventsAfter, lastEventId } from '../store/events.ts';
 import { getTask, type TaskRow } from '../store/tasks.ts';
-import { viewOf } from './routes/tasks.ts';
+import { viewOf } from './views.ts';
 
 const POLL_MS = 1000; // queue positions move without an event on this task
 const KEEPALIVE_MS = 15_000;

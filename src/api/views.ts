@@ -1,7 +1,7 @@
 import type { FastifyRequest } from 'fastify';
 import type { Context } from '../context.ts';
-import type { TaskEstimate } from '../pipeline/estimate.ts';
-import type { ImageRow } from '../store/images.ts';
+import { estimateTask, type TaskEstimate } from '../pipeline/estimate.ts';
+import { imagesOfTask, type ImageRow } from '../store/images.ts';
 import type { TaskRow } from '../store/tasks.ts';
 
 export interface ImageView {
@@ -80,4 +80,13 @@ export async function taskView(
     started_at: task.started_at?.toISOString() ?? null,
     finished_at: task.finished_at?.toISOString() ?? null,
   };
+}
+
+/** The task object of every response: the row, its stored images and its queue estimate. */
+export async function viewOf(ctx: Context, request: FastifyRequest, task: TaskRow) {
+  const [images, estimate] = await Promise.all([
+    imagesOfTask(ctx.db, task.id),
+    estimateTask(ctx.db, ctx.config, task),
+  ]);
+  return taskView(ctx, request, task, images, estimate);
 }

@@ -2,16 +2,14 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Context } from '../../context.ts';
 import { AppError } from '../../errors.ts';
-import { estimateTask } from '../../pipeline/estimate.ts';
 import { resolveInputs } from '../../pipeline/inputs.ts';
 import { checkTaskShape, hashRequest, replayIdempotent, submitTask } from '../../pipeline/submit.ts';
 import { cancelTask } from '../../pipeline/transitions.ts';
 import { getBalance } from '../../store/credits.ts';
-import { imagesOfTask } from '../../store/images.ts';
 import { getTask, listTasks, type TaskRow } from '../../store/tasks.ts';
 import { callerOf, canSeeUser, type Caller } from '../caller.ts';
 import { parseBody } from '../validation.ts';
-import { taskView } from '../views.ts';
+import { viewOf } from '../views.ts';
 import { streamTaskEvents } from '../sse.ts';
 
 const idText = z.string().min(1).max(128);
@@ -54,14 +52,6 @@ async function visibleTask(ctx: Context, caller: Caller, id: string): Promise<Ta
   if (!task || !canSeeUser(caller, task.user_id))
     throw new AppError('task_not_found', `task "${id}" does not exist`);
   return task;
-}
-
-export async function viewOf(ctx: Context, request: FastifyRequest, task: TaskRow) {
-  const [images, estimate] = await Promise.all([
-    imagesOfTask(ctx.db, task.id),
-    estimateTask(ctx.db, ctx.config, task),
-  ]);
-  return taskView(ctx, request, task, images, estimate);
 }
 
 export function registerTaskRoutes(app: FastifyInstance, ctx: Context): void {

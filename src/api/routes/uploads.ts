@@ -13,14 +13,12 @@ export function registerUploadRoutes(app: FastifyInstance, ctx: Context): void {
     if (!file) throw new AppError('validation_failed', 'the multipart body holds no file');
     const data = await file.toBuffer();
     const upload = await storeUpload(ctx, data);
-    return reply
-      .status(201)
-      .send({
-        upload_id: upload.id,
-        width: upload.width,
-        height: upload.height,
-        mime: upload.mime,
-        bytes: upload.bytes,
-      });
+    return reply.status(201).send({
+      upload_id: upload.id,
+      width: upload.width,
+      height: upload.height,
+      mime: upload.mime,
+      bytes: upload.bytes,
+    });
   });
 }
