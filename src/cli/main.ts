@@ -41,7 +41,20 @@ export function buildCli(): Command {
     )
     .action(async (opts: CommonOptions & { role: Role[] }) => {
       const config = loadOrExit(opts);
-      const server = await startServer(config, { roles: opts.role });
+      let server: Awaited<ReturnType<typeof startServer>>;
+      try {
+        server = await startServer(config, { roles: opts.role });
+      } catch (error) {
+        const e = error as NodeJS.ErrnoException;
+        const why =
+          e.code === 'EADDRINUSE'
+            ? `port ${config.server.port} is already in use: stop the other process, or choose another with --port or PORT`
+            : e.code === 'ECONNREFUSED'
+              ? `cannot reach the database (${e.message}); check DATABASE_URL`
+              : (e.stack ?? e.message);
+        process.stderr.write(`darkroom: could not start: ${why}\n`);
+        process.exit(1);
+      }
       let signals = 0;
       const shutdown = (signal: string) => {
         signals++;
