@@ -1,4 +1,5 @@
 import { chooseKey, keyAvailableAtMs, recordStart } from './keys.ts';
+import { MinHeap } from './heap.ts';
 import type {
   Admission,
   Decision,
@@ -134,11 +135,12 @@ export function decide(input: PolicyInput): Decision {
       input.fairness,
     );
   };
-  const candidates = new UserHeap();
-  for (const user of queues.keys()) candidates.push(user, scoreOf(user));
+  // Users by (score, id), lowest first: the order in which they get the next admission.
+  const candidates = new MinHeap<{ user: string; score: number }>(before);
+  for (const user of queues.keys()) candidates.push({ user, score: scoreOf(user) });
 
   while (slots > 0 && candidates.size > 0) {
-    const user = candidates.pop()!;
+    const { user } = candidates.pop()!;
     const queue = queues.get(user)!;
     let admitted = false;
     for (let i = 0; i < queue.length; i++) {
@@ -192,7 +194,7 @@ export function decide(input: PolicyInput): Decision {
       admitted = true;
       break;
     }
-    if (admitted && queue.length > 0) candidates.push(user, scoreOf(user));
+    if (admitted && queue.length > 0) candidates.push({ user, score: scoreOf(user) });
   }
 
   // Time alone frees a key: its RPM window slides or its cool-down ends.
@@ -254,49 +256,6 @@ export function userScore(
 ): number {
   const share = (inFlight + 1) / effectiveWeight(weight, remainingUnits, fairness);
   return inFlight > 0 ? share : share - waitedMs / (fairness.agingSeconds * 1000);
-}
-
-/** Users by (score, id), lowest first: the order in which they get the next admission. */
-class UserHeap {
-  private items: Array<{ user: string; score: number }> = [];
-
-  get size(): number {
-    return this.items.length;
-  }
-
-  push(user: string, score: number): void {
-    const a = this.items;
-    a.push({ user, score });
-    let i = a.length - 1;
-    while (i > 0) {
-      const parent = (i - 1) >> 1;
-      if (!before(a[i]!, a[parent]!)) break;
-      [a[i], a[parent]] = [a[parent]!, a[i]!];
-      i = parent;
-    }
-  }
-
-  pop(): string | undefined {
-    const a = this.items;
-    const top = a[0];
-    if (!top) return undefined;
-    const last = a.pop()!;
-    if (a.length > 0) {
-      a[0] = last;
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        const r = l + 1;
-        let m = i;
-        if (l < a.length && before(a[l]!, a[m]!)) m = l;
-        if (r < a.length && before(a[r]!, a[m]!)) m = r;
-        if (m === i) break;
-        [a[i], a[m]] = [a[m]!, a[i]!];
-        i = m;
-      }
-    }
-    return top.user;
-  }
 }
 
 function before(x: { user: string; score: number }, y: { user: string; score: number }): boolean {
