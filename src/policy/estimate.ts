@@ -47,6 +47,17 @@ export function serviceSeconds(work: TaskWork, p: ProviderThroughput): number {
   return calls + storeTail;
 }
 
+/**
+ * Seconds until a provider has worked through a load of calls (their summed mean durations in
+ * `workMs`): the load spread over its concurrency, or over its keys' RPM if that is slower.
+ */
+export function waitSeconds(
+  load: { calls: number; workMs: number },
+  p: Pick<ProviderThroughput, 'concurrency' | 'rpm'>,
+): number {
+  return Math.max(load.workMs / 1000 / Math.max(1, p.concurrency), load.calls / (Math.max(1e-6, p.rpm) / 60));
+}
+
 export function estimateEtaSeconds(aheadCalls: number, own: TaskWork, p: ProviderThroughput): number {
   const waitS = aheadCalls / callsPerSecond(p);
   return Math.round(waitS + serviceSeconds(own, p));

@@ -12,6 +12,7 @@ import { createProviderState, providerAccepts, providerRejects, providerReleases
 import { streams, type Rng } from './random.ts';
 import type { CallStart, DepthSeries, SimRun } from './records.ts';
 import type { Scenario } from './scenario.ts';
+import type { SeedFlight, SeedTask, SimSeed } from './seed.ts';
 import { drawOutcome, latencyOf } from './service.ts';
 import {
   insertByOrder,
@@ -55,10 +56,22 @@ export interface SimHooks {
 export interface SimOptions extends SimHooks {
   /** Give decide() every queued job and task instead of the reduced view (tests; slower). */
   fullView?: boolean;
+  /**
+   * Start from this state instead of the scenario's arrivals (the forecast of the live queue:
+   * src/sim/forecast.ts). The scenario still gives latencies, errors and limits.
+   */
+  seed?: SimSeed;
+  /** Checked after every instant's decision: true ends the run there (`stoppedEarly`). */
+  stopWhen?: (sim: Simulation) => boolean;
+  /** Ends the run (`stoppedEarly`) after this many instants (event times) have been simulated. */
+  maxSteps?: number;
+  /** Ends the run with the clock at this time, before anything later happens. */
+  stopAtMs?: number;
 }
 
 type SimEvent =
   | { at: number; kind: 'arrive'; arrival: Arrival }
+  | { at: number; kind: 'seed-arrive'; task: SeedTask }
   | { at: number; kind: 'start'; flight: Flight }
   | { at: number; kind: 'end'; flight: Flight }
   | { at: number; kind: 'wake' }
@@ -79,6 +92,11 @@ export class Simulation {
   private readonly users = new Map<string, SimUser>();
   private readonly jobs = new Map<string, SimJob>();
   private readonly tasks: SimTask[] = [];
+  private readonly taskIndex = new Map<string, SimTask>();
+  private readonly fanOuts = new Map<
+    string,
+    Array<{ firstIndex: number; count: number; maxAttempts: number }>
+  >();
   private readonly memory: ServiceMemory = new Map();
   private readonly windowMs: number;
   private readonly rejected: Array<{ plan: string; atMs: number }> = [];
@@ -100,7 +118,7 @@ export class Simulation {
     this.scenario = scenario;
     this.options = options;
     this.rng = streams(scenario.seed);
-    this.workerSlots = scenario.workers * config.worker.concurrency;
+    this.workerSlots = options.seed?.workerSlots ?? scenario.workers * config.worker.concurrency;
     this.windowMs = 60_000 + config.scheduler.rpmWindowMarginMs;
     for (const p of Object.values(config.providers))
       this.providers.set(p.name, createProviderState(p, config, scenario));
@@ -121,6 +139,7 @@ export class Simulation {
     }
     for (const a of generateArrivals(scenario, config, this.rng.arrivals))
       this.heap.push({ at: a.atMs, kind: 'arrive', arrival: a });
+    if (options.seed) this.applySeed(options.seed);
   }
 
   /** Runs until every task has ended (or the scenario's time limit). */
@@ -129,16 +148,29 @@ export class Simulation {
     const startMs = this.heap.peek()?.at ?? 0;
     this.lastDepthAt = startMs;
     let stoppedEarly = false;
+    const maxSteps = this.options.maxSteps ?? Number.POSITIVE_INFINITY;
+    const stopAtMs = this.options.stopAtMs ?? Number.POSITIVE_INFINITY;
+    let steps = 0;
     while (this.heap.size > 0) {
       const t = this.heap.peek()!.at;
-      if (t > limitMs) {
+      if (t > stopAtMs) {
+        this.advanceTo(stopAtMs);
         stoppedEarly = true;
         break;
       }
+      if (t > limitMs || steps >= maxSteps) {
+        stoppedEarly = true;
+        break;
+      }
+      steps++;
       this.advanceTo(t);
       while (this.heap.size > 0 && this.heap.peek()!.at === t) this.handle(this.heap.pop()!);
       this.admit();
       this.recordDepth();
+      if (this.options.stopWhen?.(this)) {
+        stoppedEarly = this.heap.size > 0;
+        break;
+      }
     }
     const endMs = this.tasks.reduce((m, t) => Math.max(m, t.finishedAtMs ?? this.now), startMs);
     return {
@@ -194,6 +226,8 @@ export class Simulation {
     switch (e.kind) {
       case 'arrive':
         return this.arrive(e.arrival);
+      case 'seed-arrive':
+        return this.addSeedTask(e.task);
       case 'start':
         return this.startCall(e.flight);
       case 'end':
@@ -241,7 +275,7 @@ export class Simulation {
       inFlight: 0,
       transformLeft: new Map(),
     };
-    this.tasks.push(task);
+    this.addTask(task);
     let user = this.users.get(a.userId);
     if (!user) this.users.set(a.userId, (user = { id: a.userId, running: [], queued: [], inFlight: 0 }));
     user.queued.push(task);
@@ -250,15 +284,259 @@ export class Simulation {
     if (task.deadlineAtMs !== undefined) this.heap.push({ at: task.deadlineAtMs, kind: 'deadline', task });
   }
 
-  private enqueueCallStep(task: SimTask, step: ResolvedStep): void {
-    const jobs = jobsForCallStep(
-      { id: task.id, userId: task.userId, imagesTotal: task.imagesTotal },
-      step,
-      [],
-      this.config.worker.maxAttempts,
+  /**
+   * The fan-out of src/pipeline/plan-jobs.ts, memoised by its shape: the job rows it builds carry
+   * fresh UUIDs, which cost more than the rest of a simulated step.
+   */
+  private fanOut(
+    key: string,
+    build: () => Array<{ firstIndex: number; count: number; maxAttempts: number }>,
+  ) {
+    let jobs = this.fanOuts.get(key);
+    if (!jobs) {
+      jobs = build().map((j) => ({ firstIndex: j.firstIndex, count: j.count, maxAttempts: j.maxAttempts }));
+      this.fanOuts.set(key, jobs);
+    }
+    return jobs;
+  }
+
+  private enqueueCallStep(task: SimTask, step: ResolvedStep, readyAtMs = this.now): void {
+    const jobs = this.fanOut(`${task.pipeline.name}\0${step.index}\0${task.imagesTotal}`, () =>
+      jobsForCallStep(
+        { id: task.id, userId: task.userId, imagesTotal: task.imagesTotal },
+        step,
+        [],
+        this.config.worker.maxAttempts,
+      ),
     );
     if (step.kind === 'transform') task.transformLeft.set(step.index, jobs.length);
-    for (const j of jobs) this.enqueue(task, step, j.firstIndex, j.count, j.maxAttempts);
+    for (const j of jobs) this.enqueue(task, step, j.firstIndex, j.count, j.maxAttempts, readyAtMs);
+  }
+
+  // ---- a seeded start (the live queue's forecast) -------------------------------------------
+
+  private applySeed(seed: SimSeed): void {
+    this.now = seed.nowMs;
+    for (const [user, at] of Object.entries(seed.lastServedAtMs)) this.memory.set(user, at);
+    for (const [name, effective] of Object.entries(seed.effectiveConcurrency)) {
+      const p = this.providers.get(name);
+      if (!p) continue;
+      p.aimd = {
+        effectiveConcurrency: Math.min(p.cfg.concurrency, Math.max(1, effective)),
+        successStreak: 0,
+      };
+      p.rec.minEffectiveConcurrency = p.aimd.effectiveConcurrency;
+    }
+    for (const k of seed.keys) {
+      const key = this.providers.get(k.provider)?.keys.find((x) => x.id === k.id);
+      if (!key) continue;
+      key.starts = [...k.startsMs].sort((a, b) => a - b);
+      key.side.accepted = key.starts.filter((t) => t <= seed.nowMs);
+      key.cooldownUntilMs = k.cooldownUntilMs;
+      if (k.usable !== undefined) key.usable = k.usable;
+      if (k.cooldownUntilMs > seed.nowMs) this.scheduleWake(k.cooldownUntilMs);
+    }
+    // Users' queued tasks must stay in creation order.
+    const tasks = [...seed.tasks].sort(
+      (a, b) => a.createdAtMs - b.createdAtMs || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0),
+    );
+    for (const t of tasks) {
+      const at = t.arriveAtMs ?? seed.nowMs;
+      if (at > seed.nowMs) this.heap.push({ at, kind: 'seed-arrive', task: t });
+      else this.addSeedTask(t);
+    }
+    // A first decision at the seed's instant, whatever else is scheduled.
+    this.heap.push({ at: seed.nowMs, kind: 'wake' });
+    this.wakes.add(seed.nowMs);
+  }
+
+  private addSeedTask(t: SeedTask): void {
+    const pipeline = this.config.pipelines[t.type];
+    if (!pipeline) return;
+    const task: SimTask = {
+      id: t.id,
+      userId: t.userId,
+      plan: t.plan,
+      type: t.type,
+      pipeline,
+      weight: t.weight,
+      imagesTotal: t.imagesTotal,
+      createdAtMs: t.createdAtMs,
+      deadlineAtMs: t.deadlineAtMs,
+      state: t.state,
+      startedAtMs: t.state === 'running' ? (t.startedAtMs ?? t.createdAtMs) : undefined,
+      finishedAtMs: undefined,
+      done: t.done,
+      failed: t.failed,
+      canceled: t.canceled ?? false,
+      queued: [],
+      inFlight: 0,
+      transformLeft: new Map(),
+    };
+    this.addTask(task);
+    let user = this.users.get(t.userId);
+    if (!user) this.users.set(t.userId, (user = { id: t.userId, running: [], queued: [], inFlight: 0 }));
+    if (task.state === 'queued') {
+      user.queued.push(task);
+      this.queuedTasks++;
+    } else {
+      user.running.push(task);
+      this.runningTasks++;
+    }
+    const maxAttemptsOf = (step: ResolvedStep) =>
+      step.maxAttempts > 0 ? step.maxAttempts : this.config.worker.maxAttempts;
+    // Transform steps in progress: the next step's jobs come when their last call succeeds.
+    const countTransform = (step: ResolvedStep) => {
+      if (step.kind === 'transform')
+        task.transformLeft.set(step.index, (task.transformLeft.get(step.index) ?? 0) + 1);
+    };
+    if (!task.canceled) {
+      if (t.queued === undefined) this.enqueueCallStep(task, pipeline.steps[0]!, t.createdAtMs);
+      else {
+        for (const j of t.queued) {
+          const step = pipeline.steps[j.stepIndex];
+          if (!step || !this.resourceKnown(pipeline, step)) continue;
+          this.enqueue(task, step, j.firstIndex, j.count, maxAttemptsOf(step), j.readyAtMs, j.attempts);
+          countTransform(step);
+          if (j.readyAtMs > this.now) this.scheduleWake(j.readyAtMs);
+        }
+      }
+    }
+    for (const f of t.inFlight ?? []) {
+      const step = pipeline.steps[f.stepIndex];
+      if (!step || !this.resourceKnown(pipeline, step)) continue;
+      countTransform(step);
+      const job = this.newJob(
+        task,
+        step,
+        f.firstIndex,
+        f.count,
+        maxAttemptsOf(step),
+        f.startedAtMs,
+        f.attempts,
+      );
+      user.inFlight++;
+      task.inFlight++;
+      this.totalInFlight++;
+      let keyId: string | undefined;
+      if (job.kind === 'store') this.stores.get(job.resource)!.inFlight++;
+      else {
+        const provider = this.providers.get(job.resource)!;
+        const key = provider.keys.find((k) => k.id === f.keyId) ?? provider.keys[0]!;
+        keyId = key.id;
+        provider.inFlight++;
+        key.inFlight++;
+        key.side.inFlight++;
+        provider.side.inFlight++;
+      }
+      const flight: Flight = {
+        job,
+        keyId,
+        startAtMs: f.startedAtMs,
+        accepted: true,
+        outcome: { kind: 'success' },
+      };
+      this.heap.push({ at: Math.max(this.now, f.endsAtMs), kind: 'end', flight });
+    }
+    if (task.state === 'queued' && task.deadlineAtMs !== undefined)
+      this.heap.push({ at: Math.max(this.now, task.deadlineAtMs), kind: 'deadline', task });
+    this.finishIfDone(task);
+  }
+
+  private resourceKnown(pipeline: SimTask['pipeline'], step: ResolvedStep): boolean {
+    return step.kind === 'store'
+      ? this.stores.has(storeResource(pipeline, step))
+      : this.providers.has(step.provider ?? '');
+  }
+
+  /**
+   * The simulation's state now, as a seed: a run seeded with it continues this one (with fixed
+   * latencies and no errors, exactly; test/sim/forecast.test.ts checks it). Arrivals still to
+   * come are left out; calls admitted but not started (dispatchMs) are seeded as in flight.
+   */
+  toSeed(): SimSeed {
+    const flights = new Map<SimTask, SeedFlight[]>();
+    for (const e of this.heap.values()) {
+      if (e.kind !== 'end' && e.kind !== 'start') continue;
+      const f = e.flight;
+      const step = f.job.step;
+      const endsAtMs =
+        e.kind === 'end'
+          ? e.at
+          : e.at +
+            ms(
+              sampleLatency(
+                latencyOf(this.config, this.scenario, f.job.task.pipeline, step),
+                this.rng.service,
+              ),
+            );
+      let list = flights.get(f.job.task);
+      if (!list) flights.set(f.job.task, (list = []));
+      list.push({
+        stepIndex: step.index,
+        firstIndex: f.job.firstIndex,
+        count: f.job.count,
+        attempts: f.job.attempts,
+        keyId: f.keyId,
+        startedAtMs: f.startAtMs,
+        endsAtMs,
+      });
+    }
+    return {
+      nowMs: this.now,
+      workerSlots: this.workerSlots,
+      tasks: this.openTasks().map((t) => ({
+        id: t.id,
+        userId: t.userId,
+        plan: t.plan,
+        type: t.type,
+        weight: t.weight,
+        imagesTotal: t.imagesTotal,
+        done: t.done,
+        failed: t.failed,
+        createdAtMs: t.createdAtMs,
+        deadlineAtMs: t.deadlineAtMs,
+        state: t.state === 'running' ? 'running' : 'queued',
+        startedAtMs: t.startedAtMs,
+        canceled: t.canceled,
+        queued: t.queued.map((j) => ({
+          stepIndex: j.step.index,
+          firstIndex: j.firstIndex,
+          count: j.count,
+          attempts: j.attempts,
+          readyAtMs: j.readyAtMs,
+        })),
+        inFlight: flights.get(t) ?? [],
+      })),
+      keys: [...this.providers.values()].flatMap((p) =>
+        p.keys.map((k) => ({
+          provider: p.cfg.name,
+          id: k.id,
+          startsMs: [...k.starts],
+          cooldownUntilMs: k.cooldownUntilMs,
+          usable: k.usable,
+        })),
+      ),
+      effectiveConcurrency: Object.fromEntries(
+        [...this.providers.values()].map((p) => [p.cfg.name, p.aimd.effectiveConcurrency]),
+      ),
+      lastServedAtMs: Object.fromEntries(this.memory),
+    };
+  }
+
+  /** Tasks not ended yet (the forecast reads their remaining work when a run stops early). */
+  openTasks(): readonly SimTask[] {
+    return this.tasks.filter((t) => t.state === 'queued' || t.state === 'running');
+  }
+
+  /** The simulated task with this id (seeded tasks keep their ids). */
+  task(id: string): SimTask | undefined {
+    return this.taskIndex.get(id);
+  }
+
+  private addTask(task: SimTask): void {
+    this.tasks.push(task);
+    this.taskIndex.set(task.id, task);
   }
 
   private enqueue(
@@ -267,8 +545,24 @@ export class Simulation {
     firstIndex: number,
     count: number,
     maxAttempts: number,
+    readyAtMs = this.now,
+    attempts = 0,
   ): void {
-    const job: SimJob = {
+    const job = this.newJob(task, step, firstIndex, count, maxAttempts, readyAtMs, attempts);
+    this.jobs.set(job.id, job);
+    insertByOrder(task.queued, job);
+  }
+
+  private newJob(
+    task: SimTask,
+    step: ResolvedStep,
+    firstIndex: number,
+    count: number,
+    maxAttempts: number,
+    readyAtMs: number,
+    attempts: number,
+  ): SimJob {
+    return {
       id: `${task.id}.${step.index}.${firstIndex}`,
       task,
       step,
@@ -276,13 +570,11 @@ export class Simulation {
       resource: step.kind === 'store' ? storeResource(task.pipeline, step) : step.provider!,
       firstIndex,
       count,
-      attempts: 0,
+      attempts,
       maxAttempts,
-      readyAtMs: this.now,
+      readyAtMs,
       order: step.index * 100000 + firstIndex,
     };
-    this.jobs.set(job.id, job);
-    insertByOrder(task.queued, job);
   }
 
   private requeue(job: SimJob, readyAtMs: number): void {
@@ -502,20 +794,14 @@ export class Simulation {
       task.done += job.count;
       return;
     }
-    const staged = Array.from({ length: job.count }, (_, i) =>
-      stagedKey(task.id, job.step.name, job.firstIndex + i, 'png'),
-    );
-    const ref = { id: task.id, userId: task.userId, imagesTotal: task.imagesTotal };
-    for (const j of jobsForStoreStep(
-      ref,
-      pipeline,
-      store,
-      job.firstIndex,
-      staged,
-      this.config.worker.maxAttempts,
-    )) {
-      this.enqueue(task, store, j.firstIndex, j.count, j.maxAttempts);
-    }
+    const jobs = this.fanOut(`${pipeline.name}\0${store.index}\0${job.firstIndex}\0${job.count}`, () => {
+      const staged = Array.from({ length: job.count }, (_, i) =>
+        stagedKey(task.id, job.step.name, job.firstIndex + i, 'png'),
+      );
+      const ref = { id: task.id, userId: task.userId, imagesTotal: task.imagesTotal };
+      return jobsForStoreStep(ref, pipeline, store, job.firstIndex, staged, this.config.worker.maxAttempts);
+    });
+    for (const j of jobs) this.enqueue(task, store, j.firstIndex, j.count, j.maxAttempts);
   }
 
   private fail(job: SimJob, kind: Exclude<OutcomeKind, 'success'>): void {

@@ -20,6 +20,11 @@ export class EventHeap<T extends { at: number }> {
     }
   }
 
+  /** The pending events, in no particular order. */
+  *values(): IterableIterator<T> {
+    for (const e of this.items) yield e.item;
+  }
+
   peek(): T | undefined {
     return this.items[0]?.item;
   }
