@@ -23,7 +23,7 @@ const SUITES = {
     'test/sim',
     'test/unit',
   ],
-  integration: ['test/store', 'test/api', 'test/storage'],
+  integration: ['test/store', 'test/api', 'test/storage', 'test/pipeline'],
   e2e: ['test/e2e'],
 };
 

@@ -13,7 +13,13 @@ import {
 } from '../sim/forecast.ts';
 import type { Queryable } from '../store/db.ts';
 import { providerStates } from '../store/provider-state.ts';
-import { meanJobMs, meanStepDurations, readQueueSnapshot, workAhead, type QueueSnapshot } from '../store/stats.ts';
+import {
+  meanJobMs,
+  meanStepDurations,
+  readQueueSnapshot,
+  workAhead,
+  type QueueSnapshot,
+} from '../store/stats.ts';
 import type { TaskRow } from '../store/tasks.ts';
 import { storeResource } from './plan-jobs.ts';
 
@@ -113,11 +119,16 @@ export async function estimateTask(q: Queryable, config: Config, task: TaskRow):
 }
 
 /** The forecast's answer, or undefined when the task is beyond what it covers. */
-async function forecastEstimate(q: Queryable, config: Config, task: TaskRow): Promise<TaskEstimate | undefined> {
+async function forecastEstimate(
+  q: Queryable,
+  config: Config,
+  task: TaskRow,
+): Promise<TaskEstimate | undefined> {
   const cache = cacheFor(config);
   const base = await baseFor(q, config, cache);
   const nowMs = base.state.nowMs + (Date.now() - base.readAtLocalMs);
-  if (base.ids.has(task.id) || cache.arrivals.has(task.id)) return answer(sharedRun(config, cache, base), task.id, nowMs);
+  if (base.ids.has(task.id) || cache.arrivals.has(task.id))
+    return answer(sharedRun(config, cache, base), task.id, nowMs);
   // New to this process: a submit, or a task another process created since the base was read.
   if (base.truncated) return undefined;
   const arrival = arrivalOf(task);
@@ -154,7 +165,8 @@ function simulate(
   const once = performance.now() - started;
   const settled = focus === undefined ? runs[0]!.complete : (runs[0]!.get(focus)?.simulated ?? false);
   if (settled && steps > 0 && once <= SAMPLE_MAX_MS && cache.budgetMs - once > once * SAMPLES) {
-    while (runs.length < SAMPLES) runs.push(forecast(config, state, durations, { focus, maxSteps: steps, seed: runs.length + 1 }));
+    while (runs.length < SAMPLES)
+      runs.push(forecast(config, state, durations, { focus, maxSteps: steps, seed: runs.length + 1 }));
   }
   cache.budgetMs -= performance.now() - started;
   return Forecast.average(runs);
@@ -234,7 +246,8 @@ async function baseFor(q: Queryable, config: Config, cache: Cache): Promise<Base
     if (!cache.base || fresh.readAtLocalMs >= cache.base.readAtLocalMs) {
       cache.base = fresh;
       for (const [id, t] of cache.arrivals)
-        if (fresh.ids.has(id) || t.createdAtMs < fresh.state.nowMs - ARRIVAL_KEEP_MS) cache.arrivals.delete(id);
+        if (fresh.ids.has(id) || t.createdAtMs < fresh.state.nowMs - ARRIVAL_KEEP_MS)
+          cache.arrivals.delete(id);
       cache.run = undefined;
     }
     return fresh;
@@ -253,7 +266,13 @@ async function readBase(q: Queryable, config: Config): Promise<Base> {
   const readAtLocalMs = Date.now();
   const durations = await measuredDurations(q, config);
   const state = stateOf(config, snap);
-  return { readAtLocalMs, state, durations, ids: new Set(state.tasks.map((t) => t.id)), truncated: snap.truncated };
+  return {
+    readAtLocalMs,
+    state,
+    durations,
+    ids: new Set(state.tasks.map((t) => t.id)),
+    truncated: snap.truncated,
+  };
 }
 
 /**
@@ -345,7 +364,10 @@ function stateOf(config: Config, snap: QueueSnapshot): ForecastState {
       })),
     };
   });
-  const keys = new Map<string, { provider: string; id: string; startsMs: number[]; cooldownUntilMs: number }>();
+  const keys = new Map<
+    string,
+    { provider: string; id: string; startsMs: number[]; cooldownUntilMs: number }
+  >();
   const keyOf = (provider: string, id: string) => {
     const k = `${provider}\0${id}`;
     let key = keys.get(k);
@@ -377,8 +399,15 @@ const DEFAULT_CALL_MS = 8000; // the source documents' measured batch latency
 const DEFAULT_STORE_MS = 500;
 
 /** Provider calls a task of this pipeline makes from a stage on (fan-out not yet created). */
-function callsFromStage(pipeline: ResolvedPipeline, stage: string | null, images: number): { calls: number; serial: number } {
-  const from = Math.max(0, pipeline.steps.findIndex((s) => s.name === stage));
+function callsFromStage(
+  pipeline: ResolvedPipeline,
+  stage: string | null,
+  images: number,
+): { calls: number; serial: number } {
+  const from = Math.max(
+    0,
+    pipeline.steps.findIndex((s) => s.name === stage),
+  );
   let calls = 0;
   let serial = 0;
   for (const step of pipeline.steps.slice(from)) {
@@ -398,8 +427,17 @@ async function throughputOf(q: Queryable, config: Config, providerName: string):
   const measured = await meanJobMs(q, providerName, 'call');
   const fallback = provider.type === 'sim' ? provider.sim.latencyMs : DEFAULT_CALL_MS;
   return {
-    concurrency: Math.max(1, Math.min(effective, usable.reduce((n, k) => n + k.concurrency, 0))),
-    rpm: Math.max(1, usable.reduce((n, k) => n + k.rpm, 0)),
+    concurrency: Math.max(
+      1,
+      Math.min(
+        effective,
+        usable.reduce((n, k) => n + k.concurrency, 0),
+      ),
+    ),
+    rpm: Math.max(
+      1,
+      usable.reduce((n, k) => n + k.rpm, 0),
+    ),
     meanCallMs: measured ?? fallback,
   };
 }
@@ -413,7 +451,8 @@ export async function fcfsEstimate(q: Queryable, config: Config, task: TaskRow):
   if (task.state !== 'queued' && task.state !== 'running') return { position: 0, eta_seconds: null };
   const pipeline = config.pipelines[task.type];
   const generate = pipeline?.steps.find((s) => s.kind === 'generate');
-  if (!pipeline || !generate?.provider || !config.providers[generate.provider]) return { position: 0, eta_seconds: null };
+  if (!pipeline || !generate?.provider || !config.providers[generate.provider])
+    return { position: 0, eta_seconds: null };
   const ahead = await workAhead(q, task);
   const throughput = await throughputOf(q, config, generate.provider);
   let aheadCalls = 0;
@@ -432,7 +471,8 @@ export async function fcfsEstimate(q: Queryable, config: Config, task: TaskRow):
     serialCalls: own.serial,
     storeUnits: remainingImages,
     storeConcurrency: store?.concurrency ?? 5,
-    meanStoreMs: (store ? await meanJobMs(q, storeResource(pipeline, store), 'store') : undefined) ?? DEFAULT_STORE_MS,
+    meanStoreMs:
+      (store ? await meanJobMs(q, storeResource(pipeline, store), 'store') : undefined) ?? DEFAULT_STORE_MS,
   };
   return {
     position: task.state === 'queued' ? ahead.queuedTasksAhead : 0,

@@ -45,13 +45,21 @@ export async function startScheduler(ctx: Context, candidateId: string): Promise
   async function housekeeping(): Promise<void> {
     for (const job of await findExpiredLeases(db, 200)) {
       const result = await db.transaction((tx) =>
-        recordJobFailure(tx, config, job, { kind: 'transient', message: 'lease expired: the worker stopped answering' }, ctx.random()),
+        recordJobFailure(
+          tx,
+          config,
+          job,
+          { kind: 'transient', message: 'lease expired: the worker stopped answering' },
+          ctx.random(),
+        ),
       );
       if (result.recorded) log.warn({ jobId: job.id, retried: result.retried }, 'job lease expired');
     }
     await db.transaction((tx) => requeueStaleAdmissions(tx, config.worker.leaseMs));
     for (const taskId of await findExpiredQueuedTasks(db, 200)) {
-      await db.transaction((tx) => cancelTask(tx, taskId, 'deadline_exceeded: no work started before the deadline'));
+      await db.transaction((tx) =>
+        cancelTask(tx, taskId, 'deadline_exceeded: no work started before the deadline'),
+      );
       log.info({ taskId }, 'task canceled: deadline passed before it started');
     }
     await pruneKeyRequests(db, windowMs);
@@ -65,7 +73,9 @@ export async function startScheduler(ctx: Context, candidateId: string): Promise
 
   async function removeExpiredUploads(): Promise<void> {
     for (const upload of await findExpiredUploads(db, config.uploads.retentionHours, 500)) {
-      await ctx.storage.delete(upload.storage_key).catch((error: unknown) => log.warn({ err: coerceError(error) }, 'could not delete an upload file'));
+      await ctx.storage
+        .delete(upload.storage_key)
+        .catch((error: unknown) => log.warn({ err: coerceError(error) }, 'could not delete an upload file'));
       await deleteUpload(db, upload.id);
     }
   }
@@ -86,7 +96,8 @@ export async function startScheduler(ctx: Context, candidateId: string): Promise
     });
     const input = buildPolicyInput(config, snapshot, windowMs);
     const decision = decide(input);
-    nextWakeFromNowMs = decision.nextWakeAtMs !== undefined ? Math.max(0, decision.nextWakeAtMs - snapshot.nowMs) : undefined;
+    nextWakeFromNowMs =
+      decision.nextWakeAtMs !== undefined ? Math.max(0, decision.nextWakeAtMs - snapshot.nowMs) : undefined;
     if (decision.admissions.length === 0) return 0;
     const currentTerm = term;
     const written = await db.transaction(async (tx) => {
@@ -94,9 +105,14 @@ export async function startScheduler(ctx: Context, candidateId: string): Promise
         tx,
         candidateId,
         currentTerm,
-        decision.admissions.map((a) => ({ jobId: a.jobId, keyId: a.keyId, provider: a.keyId ? a.resource : undefined })),
+        decision.admissions.map((a) => ({
+          jobId: a.jobId,
+          keyId: a.keyId,
+          provider: a.keyId ? a.resource : undefined,
+        })),
       );
-      for (const t of result?.startedTasks ?? []) await appendEvent(tx, t.id, t.user_id, 'running', { state: 'running' });
+      for (const t of result?.startedTasks ?? [])
+        await appendEvent(tx, t.id, t.user_id, 'running', { state: 'running' });
       return result;
     });
     if (!written) {
@@ -114,7 +130,8 @@ export async function startScheduler(ctx: Context, candidateId: string): Promise
       try {
         await tick();
         if (term === undefined) delay = Math.max(100, Math.floor(s.leaderLeaseMs / 3));
-        else if (nextWakeFromNowMs !== undefined) delay = Math.min(delay, Math.max(10, nextWakeFromNowMs + 5));
+        else if (nextWakeFromNowMs !== undefined)
+          delay = Math.min(delay, Math.max(10, nextWakeFromNowMs + 5));
       } catch (error) {
         log.error({ err: coerceError(error) }, 'scheduler tick failed; retrying');
         delay = Math.min(5000, s.pollMs * 4);

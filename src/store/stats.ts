@@ -1,7 +1,11 @@
 import type { Queryable } from './db.ts';
 
 /** Mean duration of the last successful jobs on a resource (ms); undefined with no history. */
-export async function meanJobMs(q: Queryable, resource: string, kind: 'call' | 'store'): Promise<number | undefined> {
+export async function meanJobMs(
+  q: Queryable,
+  resource: string,
+  kind: 'call' | 'store',
+): Promise<number | undefined> {
   const { rows } = await q.query<{ ms: number | null }>(
     `SELECT avg(ms)::float8 AS ms FROM (
        SELECT extract(epoch FROM finished_at - started_at) * 1000 AS ms FROM jobs
@@ -21,7 +25,13 @@ export interface WorkAhead {
 
 /** The work of the queued and running tasks created before `task` (one pass over active tasks). */
 export async function workAhead(q: Queryable, task: { id: string; created_at: Date }): Promise<WorkAhead> {
-  const stages = await q.query<{ type: string; stage: string | null; tasks: number; remaining: number; queued: number }>(
+  const stages = await q.query<{
+    type: string;
+    stage: string | null;
+    tasks: number;
+    remaining: number;
+    queued: number;
+  }>(
     `SELECT type, stage, count(*)::int AS tasks, sum(images_total - images_done - images_failed)::int AS remaining,
             count(*) FILTER (WHERE state = 'queued')::int AS queued
        FROM tasks WHERE state IN ('queued', 'running') AND (created_at, id) < ($1::timestamptz, $2::text)
@@ -123,7 +133,12 @@ export interface QueueSnapshot {
   /** Per running task: when its last job ended (the users' last service, for aging). */
   lastJobEnd: Array<{ task_id: string; ms: number }>;
   keyRequests: Array<{ provider: string; key_id: string; t_ms: number }>;
-  providerState: Array<{ provider: string; key_id: string; effective_concurrency: number | null; cooldown_ms: number | null }>;
+  providerState: Array<{
+    provider: string;
+    key_id: string;
+    effective_concurrency: number | null;
+    cooldown_ms: number | null;
+  }>;
   workerSlots: number;
 }
 
