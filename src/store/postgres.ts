@@ -80,6 +80,13 @@ export async function createPostgresDb(options: PostgresOptions): Promise<Db> {
       for (let attempt = 1; ; attempt++) {
         const client = await pool.connect();
         let broken = false;
+        // A connection that dies while checked out (database restart, pg_terminate_backend)
+        // emits 'error' on the client; unheard, that event would crash the process.
+        const onClientError = (error: Error) => {
+          broken = true;
+          onError(error);
+        };
+        client.on('error', onClientError);
         try {
           await client.query('BEGIN');
           const tx: Queryable = {
@@ -103,6 +110,7 @@ export async function createPostgresDb(options: PostgresOptions): Promise<Db> {
           if (attempt < 5 && RETRYABLE_SQLSTATES.has(sqlState(error) ?? '')) continue;
           throw error;
         } finally {
+          client.off('error', onClientError);
           client.release(broken);
         }
       }

@@ -149,7 +149,17 @@ describe(
           return states.every((s) => s.state === 'succeeded') ? states : undefined;
         },
         { timeoutMs: 90_000 },
-      );
+      ).catch(async (error: unknown) => {
+        const jobs = await client.query(
+          `SELECT kind, state, attempts, error FROM jobs WHERE task_id = ANY($1::text[]) AND state <> 'succeeded'`,
+          [ids],
+        );
+        const tasks = await taskStates(ids);
+        const leader = await client.query('SELECT holder, expires_at > now() AS live FROM scheduler_leader');
+        throw new Error(
+          `${(error as Error).message}\ntasks: ${JSON.stringify(tasks)}\njobs: ${JSON.stringify(jobs.rows)}\nleader: ${JSON.stringify(leader.rows)}\n${procs.map((p) => p.output().slice(-3000)).join('\n---\n')}`,
+        );
+      });
       assert.equal(rows.length, 2);
       for (const p of [procs[0]!, procs[2]!])
         assert.equal(p.child.exitCode, null, `a process exited:\n${p.output()}`);
