@@ -3,6 +3,7 @@ import { completionsMs, waitsMs, type PlanReport, type PlanStats } from './metri
 import { seconds } from './report-text.ts';
 import { cdfPoints, escapeXml, lineChart, PALETTE, type Series } from './svg.ts';
 import { metricValue, type SweepResult } from './sweep.ts';
+import { resourceTables } from './report-tables.ts';
 
 /** A self-contained HTML report: inline CSS and SVG, no scripts, no external assets. */
 
@@ -15,7 +16,6 @@ svg{display:block;margin:8px 0;max-width:100%;height:auto;font-family:inherit}.w
 `;
 
 const e = (s: string | number) => escapeXml(String(s));
-const pct = (x: number) => `${(x * 100).toFixed(0)}%`;
 
 function htmlTable(
   header: string[],
@@ -146,45 +146,7 @@ function reportBody(r: PlanReport, run: SimRun): string {
     }),
   );
   parts.push('<h2>Providers and keys</h2>');
-  parts.push(
-    htmlTable(
-      ['provider', 'capacity', 'busy', 'calls', '429s', 'min AIMD'],
-      r.providers.map((p) => [
-        p.name,
-        p.capacity,
-        pct(p.utilisation),
-        p.calls,
-        p.rateLimited,
-        p.minEffectiveConcurrency,
-      ]),
-    ),
-  );
-  parts.push(
-    htmlTable(
-      ['key', 'rpm', 'concurrency', 'requests', '429s', 'rpm use', 'busy', 'max in 60 s', 'max in flight'],
-      r.providers.flatMap((p) =>
-        p.keys.map((k) => [
-          `${p.name}/${k.id}`,
-          k.rpm,
-          k.concurrency,
-          k.requests,
-          k.rateLimited,
-          pct(k.rpmUse),
-          pct(k.utilisation),
-          k.maxIn60s,
-          k.maxInFlight,
-        ]),
-      ),
-    ),
-  );
-  if (r.stores.length) {
-    parts.push(
-      htmlTable(
-        ['store', 'concurrency', 'jobs', 'busy'],
-        r.stores.map((st) => [st.name, st.concurrency, st.jobs, pct(st.utilisation)]),
-      ),
-    );
-  }
+  for (const t of resourceTables(r)) parts.push(htmlTable(t.header, t.rows));
   return parts.join('\n');
 }
 

@@ -1,5 +1,6 @@
 import type { PlanReport, PlanStats } from './metrics.ts';
 import { metricValue, type SweepResult } from './sweep.ts';
+import { resourceTables } from './report-tables.ts';
 
 /** Plain-text tables for the terminal. */
 
@@ -28,8 +29,6 @@ export function seconds(s: number): string {
   const m = Math.round((s % 3600) / 60);
   return m === 60 ? `${h + 1}h` : m === 0 ? `${h}h` : `${h}h${pad(m)}m`;
 }
-
-const pct = (x: number) => `${(x * 100).toFixed(0)}%`;
 
 function planRow(p: PlanStats): Array<string | number> {
   return [
@@ -103,47 +102,9 @@ export function renderText(r: PlanReport, wallMs?: number): string {
   lines.push(
     `429s: ${r.rateLimited} · errors: ${r.errors.transient} transient, ${r.errors.timeout} timeout, ${r.errors.permanent} permanent · retries ${r.retries}`,
   );
-  lines.push('');
-  lines.push(
-    table(
-      ['provider', 'capacity', 'busy', 'calls', '429s', 'min AIMD'],
-      r.providers.map((p) => [
-        p.name,
-        p.capacity,
-        pct(p.utilisation),
-        p.calls,
-        p.rateLimited,
-        p.minEffectiveConcurrency,
-      ]),
-    ),
-  );
-  lines.push('');
-  lines.push(
-    table(
-      ['key', 'rpm', 'concurrency', 'requests', '429s', 'rpm use', 'busy', 'max in 60s', 'max in flight'],
-      r.providers.flatMap((p) =>
-        p.keys.map((k) => [
-          `${p.name}/${k.id}`,
-          k.rpm,
-          k.concurrency,
-          k.requests,
-          k.rateLimited,
-          pct(k.rpmUse),
-          pct(k.utilisation),
-          k.maxIn60s,
-          k.maxInFlight,
-        ]),
-      ),
-    ),
-  );
-  if (r.stores.length) {
+  for (const t of resourceTables(r)) {
     lines.push('');
-    lines.push(
-      table(
-        ['store', 'concurrency', 'jobs', 'busy'],
-        r.stores.map((st) => [st.name, st.concurrency, st.jobs, pct(st.utilisation)]),
-      ),
-    );
+    lines.push(table(t.header, t.rows));
   }
   return lines.join('\n');
 }
