@@ -1,11 +1,12 @@
 import multipart from '@fastify/multipart';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Context } from '../context.ts';
-import { installErrorHandler } from './error-handler.ts';
+import { clientErrorHandler, frameworkErrors, installErrorHandler } from './error-handler.ts';
 import { registerFileRoutes } from './routes/files.ts';
 import { registerHealthRoutes } from './routes/health.ts';
 import { registerTaskRoutes } from './routes/tasks.ts';
 import { registerUploadRoutes } from './routes/uploads.ts';
+import { refuseUnstorableInput } from './validation.ts';
 
 export interface AppOptions {
   /** Secret of local-storage file URLs (verified by /v1/files). */
@@ -21,8 +22,13 @@ export async function buildApp(ctx: Context, options: AppOptions): Promise<Fasti
     // Request lines at info level would drown the job logs; errors are still logged.
     logController: new LogController({ disableRequestLogging: true }),
     trustProxy: true,
+    // Room for ids of up to 128 characters in a path (Fastify's default is 100).
+    routerOptions: { maxParamLength: 256 },
+    frameworkErrors,
+    clientErrorHandler,
   });
   installErrorHandler(app);
+  app.addHook('preValidation', refuseUnstorableInput);
   await app.register(multipart, {
     limits: { fileSize: ctx.config.uploads.maxBytes, files: 1, fields: 10, parts: 12 },
     throwFileSizeLimit: true,

@@ -78,15 +78,15 @@ export async function replayIdempotent(
   return { status: previous.status_code as 200 | 202, body: previous.response as SubmitResponseBody };
 }
 
-/** Checks type and plan against the configuration (before any I/O). */
+/** Checks type and plan against the configuration (before any I/O); own keys only, so `toString` is no type. */
 export function checkTaskShape(config: Config, type: string, plan: string): void {
-  if (!config.pipelines[type]) {
+  if (!Object.hasOwn(config.pipelines, type)) {
     throw new AppError(
       'unknown_type',
       `unknown task type "${type}"; configured: ${Object.keys(config.pipelines).join(', ')}`,
     );
   }
-  if (!config.plans[plan])
+  if (!Object.hasOwn(config.plans, plan))
     throw new AppError(
       'unknown_plan',
       `unknown plan "${plan}"; configured: ${Object.keys(config.plans).join(', ')}`,

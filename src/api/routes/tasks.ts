@@ -54,6 +54,23 @@ async function visibleTask(ctx: Context, caller: Caller, id: string): Promise<Ta
   return task;
 }
 
+/**
+ * The one Idempotency-Key header, if any. Node joins repeated headers with ", ", which would
+ * make two different keys one: the raw header list is counted instead.
+ */
+function idempotencyKeyOf(request: FastifyRequest): string | undefined {
+  const raw = request.raw.rawHeaders;
+  const values: string[] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    if (raw[i]!.toLowerCase() === 'idempotency-key') values.push(raw[i + 1]!);
+  }
+  const key = values[0];
+  if (values.length > 1 || (key !== undefined && (key.length === 0 || key.length > 255))) {
+    throw new AppError('validation_failed', 'Idempotency-Key must be one header of 1 to 255 characters');
+  }
+  return key;
+}
+
 export function registerTaskRoutes(app: FastifyInstance, ctx: Context): void {
   app.post('/v1/tasks', async (request: FastifyRequest, reply: FastifyReply) => {
     const caller = callerOf(request);
@@ -61,13 +78,7 @@ export function registerTaskRoutes(app: FastifyInstance, ctx: Context): void {
     if (!canSeeUser(caller, body.user_id))
       throw new AppError('forbidden', 'a user token can only submit for its own user');
     checkTaskShape(ctx.config, body.type, body.plan);
-    const idempotencyKey = request.headers['idempotency-key'];
-    if (
-      Array.isArray(idempotencyKey) ||
-      (idempotencyKey !== undefined && (idempotencyKey.length === 0 || idempotencyKey.length > 255))
-    ) {
-      throw new AppError('validation_failed', 'Idempotency-Key must be one header of 1 to 255 characters');
-    }
+    const idempotencyKey = idempotencyKeyOf(request);
     const requestHash = hashRequest(request.body);
     if (idempotencyKey !== undefined) {
       // A replay answers from the stored response without fetching or checking its inputs again.

@@ -1,7 +1,28 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Context } from '../../context.ts';
-import { AppError } from '../../errors.ts';
+import { AppError, coerceError } from '../../errors.ts';
 import { storeUpload } from '../../pipeline/inputs.ts';
+
+/**
+ * The bytes of the one file part. A body busboy cannot parse (no or wrong boundary, cut short,
+ * malformed part headers) is the caller's fault: 400 `malformed_multipart`, not a 500.
+ */
+async function readFilePart(request: FastifyRequest): Promise<Buffer> {
+  try {
+    const file = await request.file();
+    if (!file) throw new AppError('validation_failed', 'the multipart body holds no file');
+    return await file.toBuffer();
+  } catch (error) {
+    if (error instanceof AppError || typeof (error as { code?: unknown }).code === 'string') throw error;
+    throw new AppError(
+      'malformed_multipart',
+      `the multipart body cannot be read: ${coerceError(error).message}`,
+      {
+        cause: error,
+      },
+    );
+  }
+}
 
 export function registerUploadRoutes(app: FastifyInstance, ctx: Context): void {
   /** multipart/form-data with one file field (any name): validated with sharp, normalised, stored. */
@@ -9,9 +30,7 @@ export function registerUploadRoutes(app: FastifyInstance, ctx: Context): void {
     if (!request.isMultipart()) {
       throw new AppError('validation_failed', 'send the image as multipart/form-data with one file field');
     }
-    const file = await request.file();
-    if (!file) throw new AppError('validation_failed', 'the multipart body holds no file');
-    const data = await file.toBuffer();
+    const data = await readFilePart(request);
     const upload = await storeUpload(ctx, data);
     return reply.status(201).send({
       upload_id: upload.id,
