@@ -14,6 +14,7 @@ export const ErrorCodes = {
   not_found: 404,
   task_not_found: 404,
   file_not_found: 404,
+  upload_not_found: 404,
   unknown_plan: 422,
   unknown_type: 422,
   invalid_input: 422,

@@ -4,6 +4,7 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import pino, { type Logger } from 'pino';
 import { buildApp } from './api/app.ts';
+import { bootstrapKeys } from './api/auth/bootstrap.ts';
 import type { Config } from './config/load.ts';
 import type { Context } from './context.ts';
 import { coerceError } from './errors.ts';
@@ -24,6 +25,8 @@ export interface ServerOptions {
   log?: Logger;
   /** Random source for backoff jitter and the simulator (tests pass a seeded one). */
   random?: () => number;
+  /** Where the first start's admin key is printed (default: stdout). */
+  announce?: (text: string) => void;
 }
 
 export interface RunningServer {
@@ -48,6 +51,24 @@ function signingSecretFor(config: Config): string {
     writeFileSync(file, secret, { mode: 0o600, flag: 'wx' });
     return secret;
   }
+}
+
+function firstKeyBanner(first: { key: string; file: string }, url: string): string {
+  const shown = url.replace('://0.0.0.0:', '://localhost:').replace('://[::]:', '://localhost:');
+  return [
+    '',
+    `darkroom is listening on ${shown}`,
+    'First start: created an admin API key. It is shown only this once and kept in',
+    `${first.file} (mode 0600):`,
+    '',
+    `  ${first.key}`,
+    '',
+    `  export DARKROOM_KEY=$(cat ${first.file})`,
+    `  curl -H "Authorization: Bearer $DARKROOM_KEY" ${shown}/v1/tasks`,
+    '',
+    'Create app keys with `darkroom keys create --scope app --name <name>`.',
+    '',
+  ].join('\n');
 }
 
 export function storageFor(config: Config, signingSecret: string): Storage {
@@ -97,9 +118,13 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   let app: FastifyInstance | undefined;
   let url: string | undefined;
   if (roles.has('api')) {
+    const firstKey = await bootstrapKeys(ctx);
     app = await buildApp(ctx, { signingSecret, isReady: () => ready });
     url = await app.listen({ port: config.server.port, host: config.server.host });
     log.info({ url, database: db.kind, roles: [...roles] }, 'darkroom is listening');
+    if (firstKey) (options.announce ?? ((t) => process.stdout.write(t)))(firstKeyBanner(firstKey, url));
+    else if (!config.auth.enabled)
+      log.warn('auth is off (auth.enabled: false): every request acts as an admin');
   }
   ready = true;
   let stopping: Promise<void> | undefined;

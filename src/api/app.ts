@@ -1,17 +1,22 @@
 import multipart from '@fastify/multipart';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Context } from '../context.ts';
+import { tokenSecretOf } from './auth/bootstrap.ts';
+import { installAuth, type AuthRuntime } from './auth/plugin.ts';
 import { clientErrorHandler, frameworkErrors, installErrorHandler } from './error-handler.ts';
 import { registerFileRoutes } from './routes/files.ts';
 import { registerHealthRoutes } from './routes/health.ts';
 import { registerTaskRoutes } from './routes/tasks.ts';
 import { registerUploadRoutes } from './routes/uploads.ts';
+import { registerUserRoutes } from './routes/users.ts';
 import { refuseUnstorableInput } from './validation.ts';
 
 export interface AppOptions {
   /** Secret of local-storage file URLs (verified by /v1/files). */
   signingSecret: string;
   isReady?: () => boolean;
+  /** The clock of token expiry and submit rate windows (tests inject one). */
+  now?: () => Date;
 }
 
 /** The HTTP API as a Fastify instance, not listening: tests use inject(), `serve` listens. */
@@ -29,6 +34,17 @@ export async function buildApp(ctx: Context, options: AppOptions): Promise<Fasti
   });
   installErrorHandler(app);
   app.addHook('preValidation', refuseUnstorableInput);
+  let secret: Promise<Uint8Array> | undefined;
+  const auth: AuthRuntime = {
+    enabled: ctx.config.auth.enabled,
+    tokenSecret: () =>
+      (secret ??= tokenSecretOf(ctx).catch((error: unknown) => {
+        secret = undefined; // a database blip must not poison every later request
+        throw error;
+      })),
+    now: options.now ?? (() => new Date()),
+  };
+  installAuth(app, ctx, auth);
   await app.register(multipart, {
     limits: { fileSize: ctx.config.uploads.maxBytes, files: 1, fields: 10, parts: 12 },
     throwFileSizeLimit: true,
@@ -36,6 +52,7 @@ export async function buildApp(ctx: Context, options: AppOptions): Promise<Fasti
   registerHealthRoutes(app, ctx, options.isReady ?? (() => true));
   registerTaskRoutes(app, ctx);
   registerUploadRoutes(app, ctx);
+  registerUserRoutes(app, ctx, auth);
   registerFileRoutes(app, ctx, options.signingSecret);
   return app;
 }

@@ -1,10 +1,62 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
+import { createApiKey, keyView } from '../api/auth/manage.ts';
+import type { Config } from '../config/load.ts';
+import { listApiKeys, revokeApiKey } from '../store/api-keys.ts';
+import type { Db } from '../store/db.ts';
 import { adjustCredits, getBalance } from '../store/credits.ts';
 import { openDb } from '../store/index.ts';
 import { migrate } from '../store/migrate.ts';
 import { loadOrExit, withCommonOptions, type CommonOptions } from './common.ts';
 
+async function withDb<T>(config: Config, fn: (db: Db) => Promise<T>): Promise<T> {
+  const db = await openDb(config);
+  try {
+    await migrate(db);
+    return await fn(db);
+  } finally {
+    await db.close();
+  }
+}
+
+function registerKeyCommands(program: Command): void {
+  const keys = program
+    .command('keys')
+    .description('create, list and revoke API keys (only a hash of each key is stored)');
+  withCommonOptions(
+    keys
+      .command('create')
+      .description('create a key and print it once')
+      .addOption(
+        new Option('--scope <scope>', 'what the key may do').choices(['app', 'admin']).default('app'),
+      )
+      .requiredOption('--name <name>', 'a label, e.g. the app that will use the key'),
+  ).action(async (opts: CommonOptions & { scope: 'app' | 'admin'; name: string }) => {
+    const config = loadOrExit(opts);
+    const created = await withDb(config, (db) => createApiKey(db, opts.scope, opts.name));
+    process.stdout.write(`${JSON.stringify(created)}\n`);
+    process.stderr.write('darkroom: keep this key now; it cannot be shown again.\n');
+  });
+  withCommonOptions(
+    keys.command('list').description('list keys (ids, names, scopes; never the keys)'),
+  ).action(async (opts: CommonOptions) => {
+    const config = loadOrExit(opts);
+    const rows = await withDb(config, (db) => listApiKeys(db));
+    for (const row of rows) process.stdout.write(`${JSON.stringify(keyView(row))}\n`);
+  });
+  withCommonOptions(
+    keys.command('revoke <id>').description('revoke a key (and the user tokens it issued)'),
+  ).action(async (id: string, opts: CommonOptions) => {
+    const config = loadOrExit(opts);
+    if (!(await withDb(config, (db) => revokeApiKey(db, id)))) {
+      process.stderr.write(`darkroom: no active key has the id "${id}" (see darkroom keys list)\n`);
+      process.exit(1);
+    }
+    process.stdout.write(`${JSON.stringify({ id, revoked: true })}\n`);
+  });
+}
+
 export function registerOpsCommands(program: Command): void {
+  registerKeyCommands(program);
   const credits = program.command('credits').description("read or adjust a user's credit balance");
   withCommonOptions(credits.command('get <user_id>').description('print the balance')).action(
     async (userId: string, opts: CommonOptions) => {

@@ -129,6 +129,7 @@ function applyEnv(
   if (env.DARKROOM_PUBLIC_URL) section('server').publicUrl = env.DARKROOM_PUBLIC_URL;
   if (env.DARKROOM_LOG_LEVEL) section('server').logLevel = env.DARKROOM_LOG_LEVEL;
   if (env.DATABASE_URL) section('database').url = env.DATABASE_URL;
+  if (env.DARKROOM_ADMIN_KEY) section('auth').adminKey = env.DARKROOM_ADMIN_KEY;
   if (env.DARKROOM_WORKER_CONCURRENCY) {
     section('worker').concurrency = num('DARKROOM_WORKER_CONCURRENCY', env.DARKROOM_WORKER_CONCURRENCY);
   }
@@ -187,11 +188,20 @@ export function resolveConfig(
       );
     storage = { ...storage, accessKeyId: accessKeyId ?? '', secretAccessKey: secretAccessKey ?? '' };
   }
+  let auth = c.auth;
+  if (auth.tokenSecret !== undefined) {
+    const tokenSecret = resolveSecretRef(auth.tokenSecret, env);
+    if (!tokenSecret)
+      problems.push(`auth.tokenSecret: environment variable ${auth.tokenSecret.slice(4)} is not set`);
+    else if (tokenSecret.length < 32) problems.push('auth.tokenSecret: must hold at least 32 characters');
+    auth = { ...auth, tokenSecret: tokenSecret ?? '' };
+  }
   if (problems.length > 0)
     throw new ConfigError(`invalid configuration (${source}):\n  - ${problems.join('\n  - ')}`);
 
   return {
     ...c,
+    auth,
     storage,
     home: path.resolve(c.home),
     plans,
@@ -331,5 +341,10 @@ export function redactConfig(config: Config): unknown {
       ]),
     ),
     storage: config.storage.driver === 's3' ? { ...config.storage, secretAccessKey: '***' } : config.storage,
+    auth: {
+      ...config.auth,
+      adminKey: config.auth.adminKey ? '***' : undefined,
+      tokenSecret: config.auth.tokenSecret ? '***' : undefined,
+    },
   };
 }

@@ -149,6 +149,19 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    auth: z
+      .object({
+        /** Off only for tests or a trusted network: then every request acts as an admin. */
+        enabled: z.boolean().default(true),
+        /** An admin key accepted as given (env DARKROOM_ADMIN_KEY); never stored, only its hash. */
+        adminKey: z.string().min(16).optional(),
+        /** HMAC secret of user tokens (`env:NAME` allowed); default: generated once, kept in the database. */
+        tokenSecret: z.string().min(1).optional(),
+        /** Lifetime of a user token (`POST /v1/users/:user_id/tokens`). */
+        userTokenTtlSeconds: positiveInt.max(24 * 3600).default(900), // 15 min
+      })
+      .strict()
+      .prefault({}),
     credits: z
       .object({ initialGrant: nonNegativeInt.default(1000) })
       .strict()

@@ -11,7 +11,7 @@ export type InputSpec =
   { upload_id: string; role?: string | undefined } | { url: string; role?: string | undefined };
 
 /** Validates, normalises and stores an uploaded image; returns its upload record. */
-export async function storeUpload(ctx: Context, data: Buffer): Promise<UploadRow> {
+export async function storeUpload(ctx: Context, data: Buffer, userId?: string): Promise<UploadRow> {
   const image: ValidatedImage = await validateImage(data, {
     maxBytes: ctx.config.uploads.maxBytes,
     maxPixels: ctx.config.uploads.maxPixels,
@@ -27,6 +27,7 @@ export async function storeUpload(ctx: Context, data: Buffer): Promise<UploadRow
     height: image.height,
     bytes: image.bytes,
     sha256: image.sha256,
+    user_id: userId ?? null,
   };
   await insertUpload(ctx.db, row);
   return { ...row, created_at: new Date() };
@@ -37,7 +38,13 @@ export async function storeUpload(ctx: Context, data: Buffer): Promise<UploadRow
  * are fetched (SSRF-guarded) and validated like uploads. Any bad input fails the submit with a
  * 4xx before anything is charged.
  */
-export async function resolveInputs(ctx: Context, type: string, specs: InputSpec[]): Promise<TaskInputRef[]> {
+export async function resolveInputs(
+  ctx: Context,
+  type: string,
+  specs: InputSpec[],
+  /** Set for a user token: only this user's uploads exist for it. */
+  ownUserId?: string,
+): Promise<TaskInputRef[]> {
   const pipeline = ctx.config.pipelines[type]!;
   const roles = pipeline.inputs;
   if (pipeline.inputsRequired && specs.length !== roles.length) {
@@ -81,6 +88,7 @@ export async function resolveInputs(ctx: Context, type: string, specs: InputSpec
     let upload: UploadRow | undefined;
     if ('upload_id' in spec) {
       upload = uploads.get(spec.upload_id);
+      if (upload && ownUserId !== undefined && upload.user_id !== ownUserId) upload = undefined;
       if (!upload)
         throw new AppError('invalid_input', `upload "${spec.upload_id}" does not exist (or has expired)`);
     } else {
@@ -90,7 +98,7 @@ export async function resolveInputs(ctx: Context, type: string, specs: InputSpec
         allowPrivate: ctx.config.inputs.allowPrivateUrls,
         allowHosts: ctx.config.inputs.allowHosts,
       });
-      upload = await storeUpload(ctx, fetched.data);
+      upload = await storeUpload(ctx, fetched.data, ownUserId);
     }
     refs.push({
       role,

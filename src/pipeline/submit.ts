@@ -34,6 +34,8 @@ export interface SubmitRequest {
   idempotencyKey: string | undefined;
   /** Hash of the request body, to tell a replay from a different request under the same key. */
   requestHash: string;
+  /** False for a user token: a user darkroom has not seen gets no initial grant from it. */
+  mayCreateUser?: boolean;
 }
 
 export interface SubmitResponseBody {
@@ -183,7 +185,7 @@ export async function submitTask(db: Db, config: Config, req: SubmitRequest): Pr
       if (!winner) throw new AppError('internal', 'order deduplication lost its task; retry');
       return finish({ status: 200, body: await responseFor(tx, config, winner, true) });
     }
-    await ensureUser(tx, req.userId, config.credits.initialGrant);
+    if (req.mayCreateUser !== false) await ensureUser(tx, req.userId, config.credits.initialGrant);
     if (!(await chargeTask(tx, req.userId, id, plan.credits))) {
       throw new AppError(
         'insufficient_credits',

@@ -34,7 +34,7 @@ export async function chargeTask(
 }
 
 /**
- * Refunds a task at most once, whatever calls it: the ledger's unique (task, reason) index
+ * Refunds a task attempt at most once, whatever calls it: the ledger's unique (task, reason, attempt) index
  * decides, and the balance only moves when the ledger row was new. Returns the amount refunded now.
  */
 export async function refundTask(
@@ -42,12 +42,13 @@ export async function refundTask(
   userId: string,
   taskId: string,
   amount: number,
+  attempt = 1,
 ): Promise<number> {
   if (amount <= 0) return 0;
   const { rowCount } = await tx.query(
-    `INSERT INTO credit_ledger (user_id, task_id, delta, reason) VALUES ($1, $2, $3, 'refund')
-     ON CONFLICT (task_id, reason) WHERE task_id IS NOT NULL DO NOTHING`,
-    [userId, taskId, amount],
+    `INSERT INTO credit_ledger (user_id, task_id, delta, reason, attempt) VALUES ($1, $2, $3, 'refund', $4)
+     ON CONFLICT (task_id, reason, attempt) WHERE task_id IS NOT NULL DO NOTHING`,
+    [userId, taskId, amount, attempt],
   );
   if (rowCount === 0) return 0;
   await tx.query('UPDATE users SET balance = balance + $2 WHERE id = $1', [userId, amount]);

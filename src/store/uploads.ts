@@ -8,13 +8,18 @@ export interface UploadRow {
   height: number;
   bytes: number;
   sha256: string;
+  /** The user whose token uploaded it; null when an app or admin key did. */
+  user_id: string | null;
   created_at: Date;
 }
 
-export async function insertUpload(q: Queryable, u: Omit<UploadRow, 'created_at'>): Promise<void> {
+export async function insertUpload(
+  q: Queryable,
+  u: Omit<UploadRow, 'created_at' | 'user_id'> & { user_id?: string | null },
+): Promise<void> {
   await q.query(
-    'INSERT INTO uploads (id, storage_key, mime, width, height, bytes, sha256) VALUES ($1, $2, $3, $4, $5, $6, $7)',
-    [u.id, u.storage_key, u.mime, u.width, u.height, u.bytes, u.sha256],
+    'INSERT INTO uploads (id, storage_key, mime, width, height, bytes, sha256, user_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)',
+    [u.id, u.storage_key, u.mime, u.width, u.height, u.bytes, u.sha256, u.user_id ?? null],
   );
 }
 

@@ -33,6 +33,8 @@ export function testConfigInput(
   const base = {
     home: tempDir(),
     server: { port: 0, host: '127.0.0.1', logLevel: 'silent' },
+    // Auth is on by default; these suites test other things. test/api/auth*.test.ts turn it on.
+    auth: { enabled: false },
     limits: { maxRunningTasks: 40, maxQueuedTasks: 10_000, perUserRunningTasks: 2 },
     credits: { initialGrant: 1000 },
     plans: {

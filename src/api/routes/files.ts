@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Context } from '../../context.ts';
 import { AppError } from '../../errors.ts';
 import { verifyFileSignature } from '../../storage/signing.ts';
+import { scope } from '../auth/scope.ts';
 
 const CONTENT_TYPES: Record<string, string> = {
   png: 'image/png',
@@ -14,6 +15,8 @@ const CONTENT_TYPES: Record<string, string> = {
 export function registerFileRoutes(app: FastifyInstance, ctx: Context, signingSecret: string): void {
   app.get(
     '/v1/files/*',
+    // The signature in the link is the credential, so <img src> works without a header.
+    scope('public'),
     async (
       request: FastifyRequest<{ Params: { '*': string }; Querystring: { exp?: string; sig?: string } }>,
       reply,

@@ -1,11 +1,12 @@
 import type { FastifyInstance } from 'fastify';
 import type { Context } from '../../context.ts';
+import { scope } from '../auth/scope.ts';
 
 export function registerHealthRoutes(app: FastifyInstance, ctx: Context, isReady: () => boolean): void {
   /** Liveness: the process answers. */
-  app.get('/healthz', async () => ({ ok: true }));
+  app.get('/healthz', scope('public'), async () => ({ ok: true }));
   /** Readiness: started, and the database answers. */
-  app.get('/readyz', async (_request, reply) => {
+  app.get('/readyz', scope('public'), async (_request, reply) => {
     if (!isReady())
       return reply
         .status(503)

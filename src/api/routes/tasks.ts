@@ -7,7 +7,8 @@ import { checkTaskShape, hashRequest, replayIdempotent, submitTask } from '../..
 import { cancelTask } from '../../pipeline/transitions.ts';
 import { getBalance } from '../../store/credits.ts';
 import { getTask, listTasks, type TaskRow } from '../../store/tasks.ts';
-import { callerOf, canSeeUser, type Caller } from '../caller.ts';
+import { scope } from '../auth/scope.ts';
+import { callerOf, canSeeUser, ownUserOf, type Caller } from '../caller.ts';
 import { parseBody } from '../validation.ts';
 import { viewOf } from '../views.ts';
 import { streamTaskEvents } from '../sse.ts';
@@ -72,7 +73,7 @@ function idempotencyKeyOf(request: FastifyRequest): string | undefined {
 }
 
 export function registerTaskRoutes(app: FastifyInstance, ctx: Context): void {
-  app.post('/v1/tasks', async (request: FastifyRequest, reply: FastifyReply) => {
+  app.post('/v1/tasks', scope('user'), async (request: FastifyRequest, reply: FastifyReply) => {
     const caller = callerOf(request);
     const body = parseBody(submitSchema, request.body);
     if (!canSeeUser(caller, body.user_id))
@@ -85,7 +86,7 @@ export function registerTaskRoutes(app: FastifyInstance, ctx: Context): void {
       const previous = await replayIdempotent(ctx.db, idempotencyKey, requestHash);
       if (previous) return reply.status(previous.status).send(previous.body);
     }
-    const inputs = await resolveInputs(ctx, body.type, body.inputs);
+    const inputs = await resolveInputs(ctx, body.type, body.inputs, ownUserOf(caller));
     const result = await submitTask(ctx.db, ctx.config, {
       userId: body.user_id,
       orderId: body.order_id,
@@ -97,16 +98,18 @@ export function registerTaskRoutes(app: FastifyInstance, ctx: Context): void {
       deadlineSeconds: body.deadline_seconds,
       idempotencyKey,
       requestHash,
+      // With auth on, only keys create users: a token's user was created when its token was issued.
+      mayCreateUser: caller.scope !== 'user',
     });
     return reply.status(result.status).send(result.body);
   });
 
-  app.get('/v1/tasks/:id', async (request: FastifyRequest<{ Params: { id: string } }>) => {
+  app.get('/v1/tasks/:id', scope('user'), async (request: FastifyRequest<{ Params: { id: string } }>) => {
     const task = await visibleTask(ctx, callerOf(request), request.params.id);
     return viewOf(ctx, request, task);
   });
 
-  app.get('/v1/tasks', async (request: FastifyRequest) => {
+  app.get('/v1/tasks', scope('user'), async (request: FastifyRequest) => {
     const caller = callerOf(request);
     const q = parseBody(listSchema, request.query, 'query');
     const userId = caller.scope === 'user' ? caller.userId : q.user_id;
@@ -118,29 +121,38 @@ export function registerTaskRoutes(app: FastifyInstance, ctx: Context): void {
     };
   });
 
-  app.post('/v1/tasks/:id/cancel', async (request: FastifyRequest<{ Params: { id: string } }>) => {
-    const task = await visibleTask(ctx, callerOf(request), request.params.id);
-    if (task.state !== 'queued' && task.state !== 'running') {
-      throw new AppError('task_not_cancelable', `task "${task.id}" already ended (${task.state})`);
-    }
-    const updated = await ctx.db.transaction((tx) => cancelTask(tx, task.id, 'canceled by request'));
-    return viewOf(ctx, request, updated ?? task);
-  });
+  app.post(
+    '/v1/tasks/:id/cancel',
+    scope('user'),
+    async (request: FastifyRequest<{ Params: { id: string } }>) => {
+      const task = await visibleTask(ctx, callerOf(request), request.params.id);
+      if (task.state !== 'queued' && task.state !== 'running') {
+        throw new AppError('task_not_cancelable', `task "${task.id}" already ended (${task.state})`);
+      }
+      const updated = await ctx.db.transaction((tx) => cancelTask(tx, task.id, 'canceled by request'));
+      return viewOf(ctx, request, updated ?? task);
+    },
+  );
 
   app.get(
     '/v1/tasks/:id/events',
+    scope('user'),
     async (request: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
       const task = await visibleTask(ctx, callerOf(request), request.params.id);
       await streamTaskEvents(ctx, request, reply, task);
     },
   );
 
-  app.get('/v1/users/:user_id/credits', async (request: FastifyRequest<{ Params: { user_id: string } }>) => {
-    const caller = callerOf(request);
-    const userId = request.params.user_id;
-    if (!canSeeUser(caller, userId)) throw new AppError('not_found', `user "${userId}" not found`);
-    const balance = await getBalance(ctx.db, userId);
-    // A user darkroom has not seen yet will get the initial grant on their first task.
-    return { user_id: userId, balance: balance ?? ctx.config.credits.initialGrant };
-  });
+  app.get(
+    '/v1/users/:user_id/credits',
+    scope('user'),
+    async (request: FastifyRequest<{ Params: { user_id: string } }>) => {
+      const caller = callerOf(request);
+      const userId = request.params.user_id;
+      if (!canSeeUser(caller, userId)) throw new AppError('not_found', `user "${userId}" not found`);
+      const balance = await getBalance(ctx.db, userId);
+      // A user darkroom has not seen yet will get the initial grant on their first task.
+      return { user_id: userId, balance: balance ?? ctx.config.credits.initialGrant };
+    },
+  );
 }
