@@ -15,6 +15,8 @@ import type { Storage } from './storage/types.ts';
 import { openDb } from './store/index.ts';
 import { migrate } from './store/migrate.ts';
 import { startWorker, type WorkerHandle } from './worker/worker.ts';
+import { createTelemetry } from './telemetry/telemetry.ts';
+import { startLeaderLoop, type LeaderLoopHandle } from './alerts/loop.ts';
 import type { FastifyInstance } from 'fastify';
 
 export const ROLES = ['api', 'worker', 'scheduler'] as const;
@@ -104,6 +106,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     providers: createProviders(config),
     random: options.random ?? Math.random,
   };
+  ctx.telemetry = createTelemetry(db, config, log);
   for (const p of Object.values(config.providers)) {
     for (const k of p.keys)
       if (k.secretMissing)
@@ -115,6 +118,9 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     ? await startWorker(ctx, `worker:${instance}`, [...roles].join(','))
     : undefined;
   const scheduler = roles.has('scheduler') ? await startScheduler(ctx, `scheduler:${instance}`) : undefined;
+  const leaderLoop: LeaderLoopHandle | undefined = scheduler
+    ? startLeaderLoop(ctx, { isLeader: () => scheduler.isLeader(), intervalMs: 5_000 })
+    : undefined;
   let app: FastifyInstance | undefined;
   let url: string | undefined;
   if (roles.has('api')) {
@@ -140,6 +146,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
         try {
           await app?.close();
           await worker?.stop();
+          await leaderLoop?.stop();
           await scheduler?.stop();
           for (const adapter of ctx.providers.values()) await adapter.close?.();
           await ctx.storage.close?.();

@@ -4,8 +4,10 @@ import type { Context } from '../context.ts';
 import { tokenSecretOf } from './auth/bootstrap.ts';
 import { installAuth, type AuthRuntime } from './auth/plugin.ts';
 import { clientErrorHandler, frameworkErrors, installErrorHandler } from './error-handler.ts';
+import { registerAdminStatsRoutes } from './routes/admin-stats.ts';
 import { registerFileRoutes } from './routes/files.ts';
 import { registerHealthRoutes } from './routes/health.ts';
+import { registerMetricsRoute } from './routes/metrics.ts';
 import { registerTaskRoutes } from './routes/tasks.ts';
 import { registerUploadRoutes } from './routes/uploads.ts';
 import { registerUserRoutes } from './routes/users.ts';
@@ -54,5 +56,7 @@ export async function buildApp(ctx: Context, options: AppOptions): Promise<Fasti
   registerUploadRoutes(app, ctx);
   registerUserRoutes(app, ctx, auth);
   registerFileRoutes(app, ctx, options.signingSecret);
+  registerAdminStatsRoutes(app, ctx);
+  registerMetricsRoute(app, ctx);
   return app;
 }

@@ -128,7 +128,9 @@ export async function startScheduler(ctx: Context, candidateId: string): Promise
     while (!stopped) {
       let delay = s.pollMs;
       try {
+        const passStartedMs = performance.now();
         await tick();
+        if (term !== undefined) ctx.telemetry?.schedulerPass((performance.now() - passStartedMs) / 1000);
         if (term === undefined) delay = Math.max(100, Math.floor(s.leaderLeaseMs / 3));
         else if (nextWakeFromNowMs !== undefined)
           delay = Math.min(delay, Math.max(10, nextWakeFromNowMs + 5));

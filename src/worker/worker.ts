@@ -119,6 +119,7 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
     const callSignal = AbortSignal.any([signal, AbortSignal.timeout(provider.timeoutMs)]);
     const reportProgress = throttledProgress(job, task, step.name);
     let outcome: ProviderOutcome;
+    const callStartedMs = performance.now();
     try {
       outcome = await adapter.call({
         taskId: task.id,
@@ -141,6 +142,13 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
       outcome = { kind: 'transient', message: coerceError(error).message };
     }
     if (signal.aborted) return; // lease lost or shutdown: the outcome belongs to nobody now
+    ctx.telemetry?.providerCall({
+      provider: provider.name,
+      keyId: key.id,
+      outcome: outcome.kind,
+      latencyMs: performance.now() - callStartedMs,
+      message: outcome.kind === 'success' ? undefined : outcome.message,
+    });
     if (outcome.kind !== 'success') {
       const failure: FailureInfo = {
         kind: outcome.kind,
