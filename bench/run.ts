@@ -203,7 +203,7 @@ async function quotaBaseline(): Promise<Json> {
       const res = await fetch(`${fake.url}/p/q/v1/images/generations`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', authorization: `Bearer ${key.id}` },
-        body: JSON.stringify({ prompt: 'quota', n: 1 }),
+        body: JSON.stringify({ model: 'darkroom-sim', prompt: 'quota', n: 1 }),
       });
       await res.arrayBuffer();
       if (res.status === 429) {

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { waitFor } from '../helpers/wait.ts';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import sharp from 'sharp';
 import {
@@ -49,7 +50,7 @@ function openai(
 ): Promise<Answer> {
   return post(
     `${sim.url}/p/${provider}/v1/images/generations`,
-    { prompt: 'a lighthouse', size: '64x64', ...body },
+    { model: 'darkroom-sim', prompt: 'a lighthouse', size: '64x64', ...body },
     { authorization: `Bearer ${key}` },
   );
 }
@@ -214,7 +215,7 @@ describe('fake provider: concurrency, faults, stats', () => {
     const hanging = aborts.map((controller) =>
       post(
         `${sim.url}/p/slow/v1/images/generations`,
-        { prompt: 'x' },
+        { model: 'darkroom-sim', prompt: 'x' },
         { authorization: 'Bearer k' },
         controller.signal,
       ).catch(() => 'aborted'),
@@ -223,8 +224,11 @@ describe('fake provider: concurrency, faults, stats', () => {
     assert.equal((await gemini(sim, 'slow', 'k')).status, 429, 'both slots are held by the hanging requests');
     for (const controller of aborts) controller.abort();
     assert.deepEqual(await Promise.all(hanging), ['aborted', 'aborted']);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    assert.equal((await gemini(sim, 'slow', 'k')).status, 200);
+    // The server sees the disconnects a moment after the client: wait for the slots, not a fixed time.
+    await waitFor(
+      'the hanging requests to free their slots',
+      async () => (await gemini(sim, 'slow', 'k')).status === 200,
+    );
   });
 
   it('identifies keys by secret when set, else by id, and rejects unknown keys in the provider format', async () => {

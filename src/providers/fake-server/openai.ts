@@ -1,9 +1,21 @@
-import { randomUUID } from 'node:crypto';
+/**
+ * The simulated OpenAI Images API: `/v1/images/generations` and `/v1/images/edits`, strict per model
+ * (openai-request.ts), answering in the requested `output_format` with the response fields of the SDK's
+ * `ImagesResponse` (openai-node src/resources/images.ts).
+ */
+import { createHash, randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import sharp from 'sharp';
-import { json, parseJson, parseMultipart, readBody, send, text, type Headers, type Reply } from './http.ts';
-import { MAX_FAKE_SIDE, notAnImage, renderFakePng } from './images.ts';
+import { synthSvg } from '../../images/synth.ts';
+import { parseJson, parseMultipart, readBody, json, send, text, type Headers, type Reply } from './http.ts';
+import { notAnImage, renderFakePng } from './images.ts';
 import type { KeyLimiter } from './key-limiter.ts';
+import {
+  openaiError,
+  readImagesRequest,
+  type ImagesRequest,
+  type RawImagesFields,
+} from './openai-request.ts';
 import {
   runGeneration,
   type ContentFault,
@@ -11,17 +23,6 @@ import {
   type SimContext,
   type SimProvider,
 } from './sim-provider.ts';
-
-function openaiError(
-  status: number,
-  message: string,
-  type: string,
-  code: string | null,
-  param: string | null = null,
-  headers: Headers = {},
-): Reply {
-  return json(status, { error: { message, type, param, code } }, headers);
-}
 
 /** Go-style duration as OpenAI prints it in x-ratelimit-reset-*: `120ms`, `1.5s`, `6m0s`. */
 export function formatResetDuration(ms: number): string {
@@ -99,48 +100,62 @@ function protocolFor(ctx: SimContext): GenerationProtocol {
   };
 }
 
-interface ImagesRequest {
-  prompt: string;
-  n: number;
-  width: number;
-  height: number;
-  responseFormat: 'url' | 'b64_json';
+const MIME_BY_FORMAT = {
+  png: 'image/png',
+  jpeg: 'image/jpeg',
+  webp: 'image/webp',
+  gif: 'image/gif',
+  svg: 'image/svg+xml',
+} as const;
+
+/** One result in the requested format: real bytes of that format, deterministic per request and index. */
+async function renderResult(request: ImagesRequest, index: number, inputs: number): Promise<Buffer> {
+  const picture = { prompt: request.prompt, seed: inputs, width: request.width, height: request.height };
+  switch (request.outputFormat) {
+    case 'svg':
+      return Buffer.from(synthSvg({ ...picture, index }));
+    case 'gif': {
+      // An animated GIF of frame_count frames (default 9), 200 ms each ("Defaults to 200").
+      const frames = await Promise.all(
+        Array.from({ length: request.frameCount }, (_, frame) =>
+          renderFakePng({ ...picture, index: index * 100 + frame }),
+        ),
+      );
+      return sharp(frames, { join: { animated: true } })
+        .gif({ delay: 200 })
+        .toBuffer();
+    }
+    case 'jpeg':
+      return sharp(await renderFakePng({ ...picture, index }))
+        .jpeg()
+        .toBuffer();
+    case 'webp':
+      return sharp(await renderFakePng({ ...picture, index }))
+        .webp()
+        .toBuffer();
+    case 'png':
+      return renderFakePng({ ...picture, index });
+  }
 }
 
-function readImagesRequest(fields: {
-  prompt: unknown;
-  n: unknown;
-  size: unknown;
-  response_format: unknown;
-  model: unknown;
-}): ImagesRequest | Reply {
-  const invalid = (message: string, param: string): Reply =>
-    openaiError(400, message, 'invalid_request_error', null, param);
-  if (typeof fields.prompt !== 'string' || fields.prompt.length === 0)
-    return invalid("'prompt' is a required property", 'prompt');
-  const n = fields.n === undefined ? 1 : Number(fields.n);
-  if (!Number.isInteger(n) || n < 1 || n > 10)
-    return invalid(`${String(fields.n)} is not a valid value for 'n': it must be between 1 and 10.`, 'n');
-  const size = fields.size === undefined || fields.size === 'auto' ? '1024x1024' : fields.size;
-  const sizeMatch = typeof size === 'string' ? /^(\d{2,4})x(\d{2,4})$/.exec(size) : null;
-  if (!sizeMatch || Number(sizeMatch[1]) > MAX_FAKE_SIDE || Number(sizeMatch[2]) > MAX_FAKE_SIDE)
-    return invalid(
-      `Invalid value: '${String(size)}'. Supported values are: '256x256', '512x512', '1024x1024', '1536x1024', '1024x1536' and 'auto'.`,
-      'size',
-    );
-  const model = typeof fields.model === 'string' ? fields.model : 'gpt-image-1';
-  const format = fields.response_format ?? (model.startsWith('dall-e') ? 'url' : 'b64_json');
-  if (format !== 'url' && format !== 'b64_json')
-    return invalid(
-      `Invalid value: '${String(format)}'. Supported values are: 'url' and 'b64_json'.`,
-      'response_format',
-    );
+// Output tokens of one 1024x1024 image by quality, from OpenAI's image generation guide
+// (developers.openai.com/api/docs/guides/image-generation, "Cost and latency"), scaled by area.
+const OUTPUT_TOKENS_1024: Record<string, number> = { low: 272, medium: 1056, high: 4160 };
+
+/** The SDK's `ImagesResponse.Usage` shape; the counts are a deterministic approximation. */
+function usageOf(request: ImagesRequest, inputImages: number): Record<string, unknown> {
+  const perImage = Math.round(
+    (OUTPUT_TOKENS_1024[request.quality] ?? 4160) * ((request.width * request.height) / (1024 * 1024)),
+  );
+  const textTokens = Math.max(1, Math.ceil(request.prompt.length / 4));
+  const imageTokens = inputImages * 323;
+  const output = perImage * request.n;
   return {
-    prompt: fields.prompt,
-    n,
-    width: Number(sizeMatch[1]),
-    height: Number(sizeMatch[2]),
-    responseFormat: format,
+    input_tokens: textTokens + imageTokens,
+    input_tokens_details: { image_tokens: imageTokens, text_tokens: textTokens },
+    output_tokens: output,
+    total_tokens: textTokens + imageTokens + output,
+    output_tokens_details: { image_tokens: output, text_tokens: 0 },
   };
 }
 
@@ -151,6 +166,7 @@ async function answer(
   request: ImagesRequest,
   fault: ContentFault,
   limiter: KeyLimiter,
+  inputs: Buffer[] = [],
 ): Promise<Reply> {
   const now = ctx.now();
   const headers: Headers = {
@@ -168,28 +184,37 @@ async function answer(
     );
   }
   const created = Math.floor(now / 1000);
-  if (fault === 'no_image') return json(200, { created, data: [] }, headers);
+  // GPT image models echo what they made (ImagesResponse: background, output_format, quality, size, usage).
+  const described = request.gpt
+    ? {
+        background: request.background,
+        output_format: request.outputFormat,
+        quality: request.quality,
+        size: `${request.width}x${request.height}`,
+        usage: usageOf(request, inputs.length),
+      }
+    : {};
+  if (fault === 'no_image') return json(200, { created, data: [], ...described }, headers);
+  // Edits depend on their inputs: the same prompt with other pictures gives other results.
+  const inputSeed = inputs.length
+    ? createHash('sha256').update(Buffer.concat(inputs)).digest().readUInt32LE(0)
+    : 0;
   const data = [];
   for (let index = 0; index < request.n; index += 1) {
-    const bytes =
-      fault === 'not_an_image'
-        ? notAnImage()
-        : await renderFakePng({
-            prompt: request.prompt,
-            index,
-            seed: 0,
-            width: request.width,
-            height: request.height,
-          });
+    const bytes = fault === 'not_an_image' ? notAnImage() : await renderResult(request, index, inputSeed);
     if (request.responseFormat === 'b64_json') {
-      data.push({ b64_json: bytes.toString('base64'), revised_prompt: request.prompt });
+      // "revised_prompt … Not returned by GPT image models."
+      data.push({
+        b64_json: bytes.toString('base64'),
+        ...(request.gpt ? {} : { revised_prompt: request.prompt }),
+      });
       continue;
     }
     const id = randomUUID();
     ctx.files.set(id, {
       provider: provider.name,
       bytes,
-      contentType: 'image/png',
+      contentType: MIME_BY_FORMAT[request.outputFormat],
       expiresAt: now + ctx.fileTtlMs,
     });
     data.push({
@@ -197,7 +222,22 @@ async function answer(
       revised_prompt: request.prompt,
     });
   }
-  return json(200, { created, data }, headers);
+  return json(200, { created, data, ...described }, headers);
+}
+
+function fieldsOf(get: (name: keyof RawImagesFields) => unknown): RawImagesFields {
+  return {
+    prompt: get('prompt'),
+    n: get('n'),
+    size: get('size'),
+    response_format: get('response_format'),
+    model: get('model'),
+    output_format: get('output_format'),
+    quality: get('quality'),
+    style: get('style'),
+    background: get('background'),
+    frame_count: get('frame_count'),
+  };
 }
 
 function bearer(req: IncomingMessage): string | undefined {
@@ -229,13 +269,7 @@ export async function handleOpenAIGenerations(
         );
       }
       const fields = body as Record<string, unknown>;
-      const request = readImagesRequest({
-        prompt: fields.prompt,
-        n: fields.n,
-        size: fields.size,
-        response_format: fields.response_format,
-        model: fields.model,
-      });
+      const request = readImagesRequest(fieldsOf((name) => fields[name]));
       if ('status' in request) return request;
       return answer(ctx, provider, req, request, fault, limiter);
     },
@@ -286,15 +320,10 @@ export async function handleOpenAIEdits(
         const value = form.get(name);
         return typeof value === 'string' ? value : undefined;
       };
-      const request = readImagesRequest({
-        prompt: field('prompt'),
-        n: field('n'),
-        size: field('size'),
-        response_format: field('response_format'),
-        model: field('model'),
-      });
+      const request = readImagesRequest(fieldsOf(field));
       if ('status' in request) return request;
-      return answer(ctx, provider, req, request, fault, limiter);
+      const bytes = await Promise.all(images.map(async (image) => Buffer.from(await image.arrayBuffer())));
+      return answer(ctx, provider, req, request, fault, limiter, bytes);
     },
   });
 }
