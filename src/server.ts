@@ -112,6 +112,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       if (k.secretMissing)
         log.warn({ provider: p.name, key: k.id }, 'key secret not found in the environment; key skipped');
   }
+  for (const warning of config.warnings ?? []) log.warn(warning);
   const instance = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   let ready = false;
   const worker = roles.has('worker')

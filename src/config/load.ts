@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import type { z } from 'zod';
+import { checkOpenAIProvider } from '../providers/openai-models.ts';
 import { defaultPipelines, defaultPlans, defaultProviders } from './defaults.ts';
 import {
   configSchema,
@@ -65,6 +66,8 @@ export interface Config extends Omit<ParsedConfig, 'plans' | 'providers' | 'pipe
   pipelines: Record<string, ResolvedPipeline>;
   /** Where the configuration came from, for logs. */
   source: string;
+  /** Doubtful but allowed settings, logged at start-up (e.g. a model id darkroom does not know). */
+  warnings?: string[];
 }
 
 export interface LoadOptions {
@@ -173,6 +176,21 @@ export function resolveConfig(
   }
   if (Object.keys(pipelines).length === 0)
     problems.push('pipelines: at least one pipeline (task type) is required');
+  const warnings: string[] = [];
+  for (const p of Object.values(providers)) {
+    if (p.type !== 'openai') continue;
+    const steps = Object.values(pipelines).flatMap((pipeline) =>
+      pipeline.steps
+        .filter((step) => step.provider === p.name)
+        .map((step) => ({
+          where: `pipelines.${pipeline.name}.steps[${step.index}].params`,
+          params: step.params,
+        })),
+    );
+    const check = checkOpenAIProvider(`providers.${p.name}`, p, steps);
+    problems.push(...check.problems);
+    warnings.push(...check.warnings);
+  }
   if (problems.length > 0)
     throw new ConfigError(`invalid configuration (${source}):\n  - ${problems.join('\n  - ')}`);
 
@@ -208,6 +226,7 @@ export function resolveConfig(
     providers,
     pipelines,
     source,
+    warnings,
   };
 }
 

@@ -41,6 +41,8 @@ const providerSchema = z
     /** Endpoint: the provider's API, a relay, a ComfyUI server, or `darkroom fake-provider`. */
     baseUrl: z.url().optional(),
     model: z.string().optional(),
+    /** Images one request may return; needed to batch on a model darkroom does not know (e.g. a relay's). */
+    maxImagesPerRequest: positiveInt.optional(),
     /** ComfyUI workflow template (JSON file path). */
     workflow: z.string().optional(),
     /** A single provider call is abandoned (and classified `timeout`) after this long. */

@@ -3,6 +3,7 @@
  * image checks and secret redaction.
  */
 import sharp from 'sharp';
+import { sniffImageFormat } from '../images/sniff.ts';
 import type { ProviderAdapter, ProviderCall, ProviderImage, ProviderKey, ProviderOutcome } from './types.ts';
 
 /** What the adapter sends as the credential: the secret, or the key id for the simulator and keyless backends. */
@@ -201,10 +202,10 @@ const MIME_BY_FORMAT: Record<string, string> = {
 
 /**
  * Decodes the bytes fully (a truncated file fails too) and returns them with their real MIME type,
- * or undefined when they are not an image.
+ * or undefined when they are not an image. SVG is never recognised here: see {@link decodeSvg}.
  */
 export async function decodeImage(bytes: Buffer): Promise<ProviderImage | undefined> {
-  if (bytes.length === 0) return undefined;
+  if (bytes.length === 0 || sniffImageFormat(bytes) === 'svg') return undefined;
   try {
     const metadata = await sharp(bytes).metadata();
     const mime = metadata.format ? MIME_BY_FORMAT[metadata.format] : undefined;
@@ -216,11 +217,49 @@ export async function decodeImage(bytes: Buffer): Promise<ProviderImage | undefi
   }
 }
 
+export const SVG_MIME = 'image/svg+xml';
+
+// The document element must be <svg> (after an optional XML declaration, comments and a DOCTYPE).
+const SVG_ROOT = /^\s*(?:<\?xml[^>]*\?>\s*)?(?:(?:<!--[\s\S]*?-->|<!DOCTYPE[^>[]*>)\s*)*<svg[\s>]/;
+// Anything that runs or pulls content when the file is opened in a browser, and DTD entities.
+const SVG_ACTIVE =
+  /<script[\s>/]|<foreignObject[\s>/]|<!ENTITY|<[^>]*\son[a-z]+\s*=|<[^>]*(?:href|src)\s*=\s*["']?\s*(?:javascript|data:text\/html)/i;
+
+/**
+ * An SVG result, which only a request for `output_format: svg` may return: an `<svg>` document that
+ * renders, with no script, event handler, foreignObject or entity (darkroom serves results to browsers).
+ */
+export async function decodeSvg(bytes: Buffer): Promise<ProviderImage | 'unsafe' | undefined> {
+  if (sniffImageFormat(bytes) !== 'svg') return undefined;
+  const text = bytes.toString('utf8');
+  if (!SVG_ROOT.test(text)) return undefined;
+  if (SVG_ACTIVE.test(text)) return 'unsafe';
+  try {
+    const metadata = await sharp(bytes).metadata();
+    if (metadata.format !== 'svg' || !metadata.width || !metadata.height) return undefined;
+    await sharp(bytes).resize(8, 8, { fit: 'fill' }).raw().toBuffer();
+    return { data: bytes, mime: SVG_MIME };
+  } catch {
+    return undefined;
+  }
+}
+
 /** Decodes every buffer; the outcome is permanent if any of them is not an image. */
-export async function decodeAll(buffers: Buffer[], what: string): Promise<ProviderOutcome> {
+export async function decodeAll(
+  buffers: Buffer[],
+  what: string,
+  options: { allowSvg?: boolean } = {},
+): Promise<ProviderOutcome> {
   const images: ProviderImage[] = [];
   for (const [index, bytes] of buffers.entries()) {
-    const image = await decodeImage(bytes);
+    const image = (await decodeImage(bytes)) ?? (options.allowSvg ? await decodeSvg(bytes) : undefined);
+    if (image === 'unsafe') {
+      return {
+        kind: 'permanent',
+        reason: 'unsafe_svg',
+        message: `${what}: result ${index + 1} is an SVG with active content (script, event handler, foreignObject or entity)`,
+      };
+    }
     if (!image) {
       return {
         kind: 'permanent',

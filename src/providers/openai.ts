@@ -1,7 +1,8 @@
 /**
  * OpenAI Images API and compatible relays: `POST /v1/images/generations` (JSON) for text-only calls,
  * `POST /v1/images/edits` (multipart, `image` or `image[]`) when the call has input images.
- * `count` images are asked for as `n` in one request.
+ * `count` images are asked for as `n` in one request; the scheduler keeps `count` within the model's
+ * `n` bound (src/providers/openai-models.ts).
  */
 import { Blob } from 'node:buffer';
 import { fetch, FormData } from 'undici';
@@ -18,22 +19,26 @@ import {
   parseRetryAfterMs,
   snippet,
 } from './http-util.ts';
+import { unsupportedParams } from './openai-models.ts';
 import type { ProviderAdapter, ProviderCall, ProviderOutcome } from './types.ts';
 
 export interface OpenAIProviderOptions {
   /** Default https://api.openai.com (the adapter appends /v1/images/...). */
   baseUrl?: string;
-  /** e.g. gpt-image-1, dall-e-3; omitted from the request when unset (the API's default model). */
-  model?: string;
+  /** Always sent: the SDK says to name a model explicitly (e.g. gpt-image-2, or a relay's own id). */
+  model: string;
   /** e.g. 1024x1024; omitted when unset. */
   size?: string;
-  /** Only sent when set: gpt-image models always answer b64_json and reject the parameter. */
+  /** For relays and the simulator only: never sent to GPT image models, which answer 400 to it. */
   responseFormat?: 'url' | 'b64_json';
   timeoutMs: number;
 }
 
 /** How long an exhausted-quota key (429 insufficient_quota) rests when the answer names no time. */
 const QUOTA_COOLDOWN_MS = 15 * 60_000;
+
+/** The longest retry-after the SDK obeys on a retryable error (openai-node src/client.ts `retryRequest`). */
+const MAX_ERROR_RETRY_HINT_MS = 60_000;
 
 const REFUSAL_CODES = new Set(['content_policy_violation', 'moderation_blocked']);
 
@@ -51,14 +56,20 @@ const EXTENSION_BY_MIME: Record<string, string> = {
   'image/webp': 'webp',
 };
 
+/** The API's own optional fields a provider's, step's or task's params may set (SDK 7.57 ImageGenerateParams). */
 const PASS_THROUGH_PARAMS = [
   'size',
   'quality',
   'style',
   'background',
   'output_format',
+  'output_compression',
   'response_format',
   'moderation',
+  'input_fidelity',
+  'complexity',
+  'frame_count',
+  'frame_duration_ms',
 ] as const;
 
 function generationRequest(
@@ -72,13 +83,15 @@ function generationRequest(
     if (typeof value === 'string' || typeof value === 'number') passThrough[name] = value;
   }
   const fields: Record<string, string | number> = {
-    ...(options.model ? { model: options.model } : {}),
+    model: options.model,
     ...(options.size ? { size: options.size } : {}),
     ...(options.responseFormat ? { response_format: options.responseFormat } : {}),
     ...passThrough,
     prompt: call.prompt,
     n: call.count,
   };
+  // Start-up checks refuse these in config; a task's own params could still carry them.
+  for (const name of unsupportedParams(options.model)) delete fields[name];
   if (call.inputs.length === 0) {
     return {
       path: '/v1/images/generations',
@@ -149,7 +162,10 @@ async function callOpenAI(
         };
       }
     }
-    return await decodeAll(buffers, 'openai');
+    // An SVG is only taken from a request that asked for one (or an answer that says it is one).
+    const format = isRecord(parsed.value) ? parsed.value.output_format : undefined;
+    const allowSvg = call.params.output_format === 'svg' || format === 'svg';
+    return await decodeAll(buffers, 'openai', { allowSvg });
   } catch (error) {
     return outcomeForThrown(error, deadline, `openai ${request.path}`);
   } finally {
@@ -157,7 +173,11 @@ async function callOpenAI(
   }
 }
 
-/** Most precise wait the headers give: retry-after-ms, retry-after, then x-ratelimit-reset-* of the exhausted limit. */
+/**
+ * The retry instruction of an answer: `retry-after-ms`, else `retry-after` (seconds or an HTTP date).
+ * These are the only headers the official SDK's retry logic reads (openai-node src/client.ts,
+ * `retryRequest`; without them it backs off on its own, `calculateDefaultRetryTimeoutMillis`).
+ */
 export function openAIRetryAfterMs(
   headers: { get(name: string): string | null },
   now: number = Date.now(),
@@ -165,16 +185,22 @@ export function openAIRetryAfterMs(
   const precise = Number(headers.get('retry-after-ms'));
   if (headers.get('retry-after-ms') !== null && Number.isFinite(precise) && precise >= 0)
     return Math.ceil(precise);
-  const retryAfter = parseRetryAfterMs(headers.get('retry-after'), now);
-  if (retryAfter !== undefined) return retryAfter;
-  const requests = parseDurationMs(headers.get('x-ratelimit-reset-requests'));
-  const tokens = parseDurationMs(headers.get('x-ratelimit-reset-tokens'));
-  if (
-    headers.get('x-ratelimit-remaining-tokens') === '0' &&
-    headers.get('x-ratelimit-remaining-requests') !== '0'
-  )
-    return tokens ?? requests;
-  return requests ?? tokens;
+  return parseRetryAfterMs(headers.get('retry-after'), now);
+}
+
+/**
+ * When an exhausted rate limit refills: `x-ratelimit-reset-*` of a limit whose `x-ratelimit-remaining-*`
+ * is 0. Those headers describe the limit, not the answer (OpenAI sends them on every response,
+ * successes too), so they only explain a 429, and only for the limit that ran out.
+ */
+export function openAIExhaustedLimitResetMs(headers: {
+  get(name: string): string | null;
+}): number | undefined {
+  const resets = (['requests', 'tokens'] as const)
+    .filter((limit) => headers.get(`x-ratelimit-remaining-${limit}`) === '0')
+    .map((limit) => parseDurationMs(headers.get(`x-ratelimit-reset-${limit}`)))
+    .filter((ms): ms is number => ms !== undefined);
+  return resets.length > 0 ? Math.max(...resets) : undefined;
 }
 
 /** Classifies a non-2xx answer (`{ error: { message, type, param, code } }`). */
@@ -191,12 +217,20 @@ export function classifyOpenAIError(
   const retryAfterMs = openAIRetryAfterMs(headers);
   if (status === 429) {
     // An exhausted balance is no per-minute limit, but resting the key is still right: other keys may work.
-    const wait = retryAfterMs ?? (code === 'insufficient_quota' ? QUOTA_COOLDOWN_MS : undefined);
+    const wait =
+      retryAfterMs ??
+      openAIExhaustedLimitResetMs(headers) ??
+      (code === 'insufficient_quota' ? QUOTA_COOLDOWN_MS : undefined);
     return { kind: 'rate_limited', message, ...(wait !== undefined ? { retryAfterMs: wait } : {}) };
   }
   if (code && REFUSAL_CODES.has(code)) return { kind: 'permanent', reason: 'refused', message };
+  // Like the SDK's retryRequest, a hint over 60 s on an error is not obeyed: darkroom's own backoff applies.
   if (isRetryableStatus(status))
-    return { kind: 'transient', message, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) };
+    return {
+      kind: 'transient',
+      message,
+      ...(retryAfterMs !== undefined && retryAfterMs <= MAX_ERROR_RETRY_HINT_MS ? { retryAfterMs } : {}),
+    };
   const reason = status === 401 ? 'invalid_key' : (code ?? `http_${status}`);
   return { kind: 'permanent', reason, message };
 }

@@ -4,6 +4,7 @@ import { ConfigError } from '../config/load.ts';
 import { createComfyUIProvider } from './comfyui.ts';
 import { createGeminiProvider } from './gemini.ts';
 import { createOpenAIProvider } from './openai.ts';
+import { DEFAULT_OPENAI_IMAGE_MODEL, SIMULATOR_IMAGE_MODEL } from './openai-models.ts';
 import { createSimProvider } from './sim.ts';
 import type { ProviderAdapter } from './types.ts';
 
@@ -17,7 +18,11 @@ export function createProviderAdapter(p: ResolvedProvider, seed: number): Provid
   switch (p.type) {
     case 'sim':
       if (p.baseUrl)
-        return createOpenAIProvider({ baseUrl: simulatorUrl(p.baseUrl, p.name), timeoutMs: p.timeoutMs });
+        return createOpenAIProvider({
+          baseUrl: simulatorUrl(p.baseUrl, p.name),
+          model: SIMULATOR_IMAGE_MODEL,
+          timeoutMs: p.timeoutMs,
+        });
       return createSimProvider({
         latencyMs: p.sim.latencyMs,
         jitterMs: p.sim.jitterMs,
@@ -34,7 +39,7 @@ export function createProviderAdapter(p: ResolvedProvider, seed: number): Provid
       // size, quality, response_format… come from the provider's, step's or task's params.
       return createOpenAIProvider({
         ...(p.baseUrl ? { baseUrl: p.baseUrl } : {}),
-        ...(model ? { model } : {}),
+        model: model ?? DEFAULT_OPENAI_IMAGE_MODEL,
         timeoutMs: p.timeoutMs,
       });
     case 'comfyui': {

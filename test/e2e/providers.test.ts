@@ -73,7 +73,7 @@ describe('real provider adapters in the pipeline', () => {
         },
         openai: {
           type: 'openai',
-          model: 'gpt-image-1',
+          model: 'gpt-image-2',
           baseUrl: `${fake.url}/p/oai`,
           keys: [{ id: 'o1', secret: 'env:TEST_OPENAI_KEY' }],
         },

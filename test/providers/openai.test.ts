@@ -8,6 +8,7 @@ import {
   type FakeProviderHandle,
   type Fault,
 } from '../../src/providers/fake-server/index.ts';
+import { SIMULATOR_IMAGE_MODEL } from '../../src/providers/openai-models.ts';
 import { classifyOpenAIError, createOpenAIProvider, openAIRetryAfterMs } from '../../src/providers/openai.ts';
 import type { ProviderCall, ProviderKey, ProviderOutcome } from '../../src/providers/types.ts';
 
@@ -51,13 +52,14 @@ describe('openai adapter against the fake provider', () => {
     });
     assert.equal(response.status, 200);
   };
+  // GPT image models answer b64_json only; `url` results come from relays (here: the simulator's own model).
   const adapter = (options: { timeoutMs?: number; responseFormat?: 'url' | 'b64_json' } = {}) =>
     createOpenAIProvider({
       baseUrl,
-      model: 'gpt-image-1',
-      size: '64x64',
+      ...(options.responseFormat
+        ? { model: SIMULATOR_IMAGE_MODEL, size: '64x64', responseFormat: options.responseFormat }
+        : { model: 'gpt-image-1.5', size: '1024x1024' }),
       timeoutMs: options.timeoutMs ?? 2000,
-      ...(options.responseFormat ? { responseFormat: options.responseFormat } : {}),
     });
 
   before(async () => {
@@ -98,7 +100,7 @@ describe('openai adapter against the fake provider', () => {
     assert.equal(outcome.images.length, 2);
     for (const image of outcome.images) {
       const metadata = await sharp(image.data).metadata();
-      assert.deepEqual([metadata.format, metadata.width, metadata.height], ['png', 64, 64]);
+      assert.deepEqual([metadata.format, metadata.width, metadata.height], ['png', 1024, 1024]);
     }
     assert.equal(sim.stats().providers.oa?.keys['oa-key-1']?.requests, 1);
   });
@@ -136,7 +138,12 @@ describe('openai adapter against the fake provider', () => {
   });
 
   it('reads retryAfterMs from the headers when the key is over its rpm', async () => {
-    const tight = createOpenAIProvider({ baseUrl: `${sim.url}/p/tight`, size: '64x64', timeoutMs: 2000 });
+    const tight = createOpenAIProvider({
+      baseUrl: `${sim.url}/p/tight`,
+      model: SIMULATOR_IMAGE_MODEL,
+      size: '64x64',
+      timeoutMs: 2000,
+    });
     const call = callWith({ key: { id: 'sim-key', secret: undefined } });
     assert.equal((await tight.call(call)).kind, 'success');
     clock += 20_250;
@@ -219,6 +226,7 @@ describe('openai adapter against the fake provider', () => {
       const port = (relay.address() as AddressInfo).port;
       const outcome = await createOpenAIProvider({
         baseUrl: `http://127.0.0.1:${port}`,
+        model: 'relay-image-model',
         timeoutMs: 2000,
       }).call(callWith());
       assert.equal(outcome.kind, 'success');
@@ -233,25 +241,69 @@ describe('openai adapter against the fake provider', () => {
 });
 
 describe('openai error classification', () => {
-  it('parses retry hints in order of precision', () => {
+  // Only retry-after-ms and retry-after are retry instructions: they are all the official SDK's
+  // retryRequest reads (openai-node src/client.ts), and it ignores them past 60 s.
+  it('reads retry-after-ms, then retry-after, and nothing else as a retry instruction', () => {
     assert.equal(openAIRetryAfterMs(headers({ 'retry-after-ms': '1250', 'retry-after': '2' })), 1250);
     assert.equal(openAIRetryAfterMs(headers({ 'retry-after': '2' })), 2000);
-    assert.equal(openAIRetryAfterMs(headers({ 'x-ratelimit-reset-requests': '6m0s' })), 360_000);
-    assert.equal(openAIRetryAfterMs(headers({ 'x-ratelimit-reset-requests': '1s' })), 1000);
-    assert.equal(openAIRetryAfterMs(headers({ 'x-ratelimit-reset-requests': '1m30.5s' })), 90_500);
+    assert.equal(openAIRetryAfterMs(headers({ 'retry-after': 'Wed, 21 Oct 2015 07:28:00 GMT' })), 0);
+    assert.equal(openAIRetryAfterMs(headers({ 'x-ratelimit-reset-requests': '6m0s' })), undefined);
+    assert.equal(openAIRetryAfterMs(headers({})), undefined);
+  });
+
+  it('does not wait for a rate limit to refill after a 5xx', () => {
+    const refill = {
+      'x-ratelimit-limit-requests': '500',
+      'x-ratelimit-remaining-requests': '499',
+      'x-ratelimit-reset-requests': '6m0s',
+      'x-ratelimit-reset-tokens': '1m30.5s',
+    };
+    for (const status of [500, 502, 503]) {
+      const outcome = classifyOpenAIError(
+        status,
+        '{"error":{"message":"boom","type":"server_error"}}',
+        headers(refill),
+      );
+      assert.deepEqual(outcome, { kind: 'transient', message: `openai ${status}: boom` });
+    }
+    const hinted = classifyOpenAIError(503, 'overloaded', headers({ ...refill, 'retry-after': '2' }));
+    assert.equal(hinted.kind === 'transient' ? hinted.retryAfterMs : -1, 2000);
+    const tooLong = classifyOpenAIError(503, 'overloaded', headers({ 'retry-after': '3600' }));
+    assert.equal(tooLong.kind === 'transient' ? tooLong.retryAfterMs : -1, undefined);
+  });
+
+  it('explains a 429 without retry-after by the limit that ran out', () => {
+    const limited = (values: Record<string, string>) => {
+      const outcome = classifyOpenAIError(429, '{"error":{"code":"rate_limit_exceeded"}}', headers(values));
+      assert.equal(outcome.kind, 'rate_limited');
+      return outcome.kind === 'rate_limited' ? outcome.retryAfterMs : -1;
+    };
     assert.equal(
-      openAIRetryAfterMs(
-        headers({
-          'x-ratelimit-remaining-requests': '5',
-          'x-ratelimit-remaining-tokens': '0',
-          'x-ratelimit-reset-requests': '1s',
-          'x-ratelimit-reset-tokens': '12ms',
-        }),
-      ),
+      limited({ 'x-ratelimit-remaining-requests': '0', 'x-ratelimit-reset-requests': '1m30.5s' }),
+      90_500,
+    );
+    assert.equal(
+      limited({
+        'x-ratelimit-remaining-requests': '5',
+        'x-ratelimit-remaining-tokens': '0',
+        'x-ratelimit-reset-requests': '1s',
+        'x-ratelimit-reset-tokens': '12ms',
+      }),
       12,
     );
-    assert.equal(openAIRetryAfterMs(headers({ 'retry-after': 'Wed, 21 Oct 2015 07:28:00 GMT' })), 0);
-    assert.equal(openAIRetryAfterMs(headers({})), undefined);
+    assert.equal(
+      limited({ 'x-ratelimit-remaining-requests': '5', 'x-ratelimit-reset-requests': '6m0s' }),
+      undefined,
+      'a limit with room left says nothing about this 429',
+    );
+    assert.equal(
+      limited({
+        'retry-after': '3',
+        'x-ratelimit-remaining-requests': '0',
+        'x-ratelimit-reset-requests': '6m0s',
+      }),
+      3000,
+    );
   });
 
   it('rests a key whose quota is exhausted instead of failing the images', () => {
