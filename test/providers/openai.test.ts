@@ -59,7 +59,7 @@ describe('openai adapter against the fake provider', () => {
       ...(options.responseFormat
         ? { model: SIMULATOR_IMAGE_MODEL, size: '64x64', responseFormat: options.responseFormat }
         : { model: 'gpt-image-1.5', size: '1024x1024' }),
-      timeoutMs: options.timeoutMs ?? 2000,
+      timeoutMs: options.timeoutMs ?? 30_000,
     });
 
   before(async () => {
@@ -142,7 +142,7 @@ describe('openai adapter against the fake provider', () => {
       baseUrl: `${sim.url}/p/tight`,
       model: SIMULATOR_IMAGE_MODEL,
       size: '64x64',
-      timeoutMs: 2000,
+      timeoutMs: 30_000,
     });
     const call = callWith({ key: { id: 'sim-key', secret: undefined } });
     assert.equal((await tight.call(call)).kind, 'success');
@@ -227,7 +227,7 @@ describe('openai adapter against the fake provider', () => {
       const outcome = await createOpenAIProvider({
         baseUrl: `http://127.0.0.1:${port}`,
         model: 'relay-image-model',
-        timeoutMs: 2000,
+        timeoutMs: 30_000,
       }).call(callWith());
       assert.equal(outcome.kind, 'success');
       assert.equal(seen.length, 2);
