@@ -30,6 +30,15 @@ const simSchema = z
   })
   .strict();
 
+/** One parameter a submit may set for a provider (`providers.<name>.taskParams`), with its bounds. */
+const taskParamSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('integer'), min: z.number().int(), max: z.number().int() }).strict(),
+  z.object({ type: z.literal('number'), min: z.number(), max: z.number() }).strict(),
+  z.object({ type: z.literal('string'), maxLength: positiveInt }).strict(),
+  z.object({ type: z.literal('oneOf'), values: z.array(z.union([z.string(), z.number()])).min(1) }).strict(),
+  z.object({ type: z.literal('boolean') }).strict(),
+]);
+
 const providerSchema = z
   .object({
     type: z.enum(['sim', 'gemini', 'openai', 'comfyui']),
@@ -50,6 +59,8 @@ const providerSchema = z
     /** Cool-down of a key after a 429 that carried no Retry-After. */
     defaultRetryAfterMs: positiveInt.default(10_000), // 10 s
     params: z.record(z.string(), z.unknown()).default({}),
+    /** What a submit's `params` may set for this provider; unset: the built-in list of its type. */
+    taskParams: z.record(z.string(), taskParamSchema).optional(),
   })
   .strict();
 
@@ -231,6 +242,7 @@ export type ConfigInput = z.input<typeof configSchema>;
 type Parsed = z.output<typeof configSchema>;
 export type PlanConfig = z.output<typeof planSchema>;
 export type ProviderConfig = z.output<typeof providerSchema>;
+export type TaskParamSpec = z.output<typeof taskParamSchema>;
 export type KeyConfig = z.output<typeof keySchema>;
 export type StepConfig = z.output<typeof stepSchema>;
 export type PipelineConfig = z.output<typeof pipelineSchema>;

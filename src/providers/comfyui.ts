@@ -204,12 +204,20 @@ async function callComfyUI(options: ComfyUIProviderOptions, call: ProviderCall):
   }
 }
 
+/** Placeholders darkroom fills itself: the prompt, seed, batch size and every input image. */
+function isOwnPlaceholder(name: string): boolean {
+  return name === 'prompt' || name === 'seed' || name === 'batch_size' || name.startsWith('input_');
+}
+
 function placeholderValues(
   call: ProviderCall,
   uploaded: Array<{ name: string; role: string }>,
 ): Record<string, string | number> {
   const values: Record<string, string | number> = {};
   for (const [name, value] of Object.entries(call.params)) {
+    // darkroom's own names are never taken from params: `input_person` naming another user's upload made
+    // ComfyUI load that user's photo.
+    if (isOwnPlaceholder(name)) continue;
     if (typeof value === 'string' || typeof value === 'number') values[name] = value;
   }
   uploaded.forEach((file, index) => {

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { Context } from '../../context.ts';
 import { AppError } from '../../errors.ts';
 import { resolveInputs } from '../../pipeline/inputs.ts';
+import { checkTaskParams } from '../../pipeline/params.ts';
 import { checkTaskShape, hashRequest, replayIdempotent, submitTask } from '../../pipeline/submit.ts';
 import { cancelTask } from '../../pipeline/transitions.ts';
 import { getBalance } from '../../store/credits.ts';
@@ -79,6 +80,7 @@ export function registerTaskRoutes(app: FastifyInstance, ctx: Context): void {
     if (!canSeeUser(caller, body.user_id))
       throw new AppError('forbidden', 'a user token can only submit for its own user');
     checkTaskShape(ctx.config, body.type, body.plan);
+    checkTaskParams(ctx.config, body.type, body.params);
     const idempotencyKey = idempotencyKeyOf(request);
     const requestHash = hashRequest(request.body);
     if (idempotencyKey !== undefined) {
