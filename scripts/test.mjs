@@ -22,6 +22,7 @@ const SUITES = {
     'test/inputs',
     'test/sim',
     'test/unit',
+    'test/contract',
   ],
   integration: ['test/store', 'test/api', 'test/storage', 'test/pipeline'],
   e2e: ['test/e2e'],
