@@ -24,7 +24,7 @@ const SUITES = {
     'test/unit',
     'test/contract',
   ],
-  integration: ['test/store', 'test/api', 'test/storage', 'test/pipeline'],
+  integration: ['test/store', 'test/api', 'test/storage', 'test/pipeline', 'test/webhooks', 'test/alerts'],
   e2e: ['test/e2e'],
 };
 

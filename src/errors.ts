@@ -30,6 +30,7 @@ export const ErrorCodes = {
   task_not_cancelable: 409,
   input_fetch_failed: 422,
   input_url_forbidden: 422,
+  webhook_url_forbidden: 422,
   queue_full: 429,
   not_ready: 503,
   internal: 500,

@@ -17,6 +17,8 @@ import { migrate } from './store/migrate.ts';
 import { startWorker, type WorkerHandle } from './worker/worker.ts';
 import { createTelemetry } from './telemetry/telemetry.ts';
 import { startLeaderLoop, type LeaderLoopHandle } from './alerts/loop.ts';
+import { startDeliverer, type DelivererHandle } from './webhooks/deliverer.ts';
+import { resolveSigningSecret } from './webhooks/signing.ts';
 import type { FastifyInstance } from 'fastify';
 
 export const ROLES = ['api', 'worker', 'scheduler'] as const;
@@ -118,6 +120,9 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const worker = roles.has('worker')
     ? await startWorker(ctx, `worker:${instance}`, [...roles].join(','))
     : undefined;
+  const deliverer: DelivererHandle | undefined = roles.has('worker')
+    ? await startDeliverer(ctx, { secret: resolveSigningSecret(config.webhooks.signingSecret, config.home) })
+    : undefined;
   const scheduler = roles.has('scheduler') ? await startScheduler(ctx, `scheduler:${instance}`) : undefined;
   const leaderLoop: LeaderLoopHandle | undefined = scheduler
     ? startLeaderLoop(ctx, { isLeader: () => scheduler.isLeader(), intervalMs: 5_000 })
@@ -148,6 +153,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
           await app?.close();
           await worker?.stop();
           await leaderLoop?.stop();
+          await deliverer?.stop();
           await scheduler?.stop();
           for (const adapter of ctx.providers.values()) await adapter.close?.();
           await ctx.storage.close?.();

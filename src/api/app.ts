@@ -5,6 +5,7 @@ import { tokenSecretOf } from './auth/bootstrap.ts';
 import { installAuth, type AuthRuntime } from './auth/plugin.ts';
 import { clientErrorHandler, frameworkErrors, installErrorHandler } from './error-handler.ts';
 import { registerAdminStatsRoutes } from './routes/admin-stats.ts';
+import { registerAdminWebhookRoutes } from './routes/admin-webhooks.ts';
 import { registerFileRoutes } from './routes/files.ts';
 import { registerHealthRoutes } from './routes/health.ts';
 import { registerMetricsRoute } from './routes/metrics.ts';
@@ -58,5 +59,6 @@ export async function buildApp(ctx: Context, options: AppOptions): Promise<Fasti
   registerFileRoutes(app, ctx, options.signingSecret);
   registerAdminStatsRoutes(app, ctx);
   registerMetricsRoute(app, ctx);
+  registerAdminWebhookRoutes(app, ctx);
   return app;
 }

@@ -34,20 +34,23 @@ export interface TaskView {
   finished_at: string | null;
 }
 
+/** Where links point: a request's origin (webhooks, sent outside any request, make one up). */
+export type RequestOrigin = Pick<FastifyRequest, 'protocol' | 'host'>;
+
 /** Absolute base URL for links: the configured public URL, else the request's own origin. */
-export function baseUrlOf(ctx: Context, request: FastifyRequest): string {
+export function baseUrlOf(ctx: Context, request: RequestOrigin): string {
   if (ctx.config.server.publicUrl) return ctx.config.server.publicUrl.replace(/\/+$/, '');
   return `${request.protocol}://${request.host}`;
 }
 
-export async function absoluteUrl(ctx: Context, request: FastifyRequest, key: string): Promise<string> {
+export async function absoluteUrl(ctx: Context, request: RequestOrigin, key: string): Promise<string> {
   const url = await ctx.storage.url(key, ctx.config.storage.urlExpirySeconds);
   return url.startsWith('/') ? `${baseUrlOf(ctx, request)}${url}` : url;
 }
 
 export async function taskView(
   ctx: Context,
-  request: FastifyRequest,
+  request: RequestOrigin,
   task: TaskRow,
   images: ImageRow[],
   estimate: TaskEstimate,
@@ -83,7 +86,7 @@ export async function taskView(
 }
 
 /** The task object of every response: the row, its stored images and its queue estimate. */
-export async function viewOf(ctx: Context, request: FastifyRequest, task: TaskRow) {
+export async function viewOf(ctx: Context, request: RequestOrigin, task: TaskRow) {
   const [images, estimate] = await Promise.all([
     imagesOfTask(ctx.db, task.id),
     estimateTask(ctx.db, ctx.config, task),

@@ -226,6 +226,24 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    webhooks: z
+      .object({
+        /** `whsec_…` (Standard Webhooks) or `env:NAME`; default: generated once into `<home>/webhook-secret`. */
+        signingSecret: z.string().min(1).optional(),
+        /** Each delivery attempt is abandoned after this long. */
+        timeoutMs: positiveInt.default(10_000), // 10 s
+        /** First retry after about this long, ×4 per attempt up to backoffMaxMs. */
+        backoffBaseMs: positiveInt.default(5_000), // 5 s
+        backoffMaxMs: positiveInt.default(3_600_000), // 1 h
+        /** A delivery still failing this long after its event is given up (state `failed`). */
+        maxAgeHours: z.number().positive().default(24),
+        /** Deliveries one worker process sends at once. */
+        concurrency: positiveInt.default(8),
+        /** Fallback poll; a NOTIFY wakes the deliverer sooner. */
+        pollMs: positiveInt.default(1_000),
+      })
+      .strict()
+      .prefault({}),
     inputs: z
       .object({
         fetchTimeoutMs: positiveInt.default(15_000),

@@ -10,6 +10,7 @@ import {
   tryLockIdempotencyKey,
 } from '../store/idempotency.ts';
 import { insertJobs } from '../store/jobs.ts';
+import { setTaskWebhook } from '../store/webhooks.ts';
 import {
   countQueuedTasks,
   findActiveTaskForOrder,
@@ -36,6 +37,8 @@ export interface SubmitRequest {
   requestHash: string;
   /** False for a user token: a user darkroom has not seen gets no initial grant from it. */
   mayCreateUser?: boolean;
+  /** POST the task to this URL when it ends (and, with `stages`, when it starts and at each stage). */
+  webhook?: { url: string; stages: boolean } | undefined;
 }
 
 export interface SubmitResponseBody {
@@ -192,6 +195,7 @@ export async function submitTask(db: Db, config: Config, req: SubmitRequest): Pr
         `plan "${req.plan}" costs ${plan.credits} credits; the balance is not enough`,
       );
     }
+    if (req.webhook) await setTaskWebhook(tx, id, req.webhook.url, req.webhook.stages);
     const inputKeys = req.inputs.map((i) => i.storage_key);
     await insertJobs(
       tx,

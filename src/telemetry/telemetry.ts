@@ -4,6 +4,7 @@ import type { Config } from '../config/load.ts';
 import { coerceError } from '../errors.ts';
 import type { Queryable } from '../store/db.ts';
 import { recordProviderCall, type ProviderCallRecord } from '../store/provider-calls.ts';
+import { pendingDeliveries } from '../store/webhooks.ts';
 import { registerDbMetrics, type ExtraGaugeSpec } from './db-metrics.ts';
 
 /**
@@ -66,7 +67,14 @@ export function createTelemetry(
     labelNames: ['channel', 'outcome'],
     registers: [registry],
   });
-  const dbMetrics = registerDbMetrics(registry, config, extras);
+  const dbMetrics = registerDbMetrics(registry, config, [
+    {
+      name: 'darkroom_webhook_deliveries_pending',
+      help: 'Task webhook deliveries waiting to be sent or retried.',
+      read: async (q) => [{ labels: {}, value: await pendingDeliveries(q) }],
+    },
+    ...extras,
+  ]);
   return {
     registry,
     providerCall(call) {

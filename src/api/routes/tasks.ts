@@ -11,6 +11,7 @@ import { getTask, listTasks, type TaskRow } from '../../store/tasks.ts';
 import { scope } from '../auth/scope.ts';
 import { callerOf, canSeeUser, ownUserOf, type Caller } from '../caller.ts';
 import { parseBody } from '../validation.ts';
+import { checkWebhookUrl } from '../../webhooks/url-policy.ts';
 import { viewOf } from '../views.ts';
 import { streamTaskEvents } from '../sse.ts';
 
@@ -33,6 +34,8 @@ const submitSchema = z
       .max(8)
       .default([]),
     params: z.record(z.string(), z.unknown()).default({}),
+    webhook_url: z.string().min(1).max(2048).optional(),
+    webhook_stages: z.boolean().optional(),
     deadline_seconds: z
       .number()
       .int()
@@ -81,6 +84,9 @@ export function registerTaskRoutes(app: FastifyInstance, ctx: Context): void {
       throw new AppError('forbidden', 'a user token can only submit for its own user');
     checkTaskShape(ctx.config, body.type, body.plan);
     checkTaskParams(ctx.config, body.type, body.params);
+    const webhook = body.webhook_url
+      ? { url: checkWebhookUrl(ctx.config, body.webhook_url), stages: body.webhook_stages ?? false }
+      : undefined;
     const idempotencyKey = idempotencyKeyOf(request);
     const requestHash = hashRequest(request.body);
     if (idempotencyKey !== undefined) {
@@ -102,6 +108,7 @@ export function registerTaskRoutes(app: FastifyInstance, ctx: Context): void {
       requestHash,
       // With auth on, only keys create users: a token's user was created when its token was issued.
       mayCreateUser: caller.scope !== 'user',
+      webhook,
     });
     return reply.status(result.status).send(result.body);
   });
