@@ -96,5 +96,7 @@ export function resultKeys(
 export function extensionFor(mime: string): string {
   if (mime === 'image/jpeg') return 'jpg';
   if (mime === 'image/webp') return 'webp';
+  if (mime === 'image/gif') return 'gif';
+  if (mime === 'image/svg+xml') return 'svg';
   return 'png';
 }

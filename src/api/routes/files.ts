@@ -9,7 +9,12 @@ const CONTENT_TYPES: Record<string, string> = {
   jpg: 'image/jpeg',
   jpeg: 'image/jpeg',
   webp: 'image/webp',
+  gif: 'image/gif',
+  svg: 'image/svg+xml',
 };
+
+// An SVG result (OpenAI output_format svg) opened directly must not run anything on this origin.
+const SVG_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox";
 
 /** Serves local-storage files behind expiring HMAC-signed URLs. */
 export function registerFileRoutes(app: FastifyInstance, ctx: Context, signingSecret: string): void {
@@ -28,9 +33,11 @@ export function registerFileRoutes(app: FastifyInstance, ctx: Context, signingSe
       }
       const data = await ctx.storage.get(key);
       const ext = key.slice(key.lastIndexOf('.') + 1).toLowerCase();
+      if (ext === 'svg') reply.header('content-security-policy', SVG_POLICY);
       return reply
         .header('content-type', CONTENT_TYPES[ext] ?? 'application/octet-stream')
         .header('cache-control', 'private, max-age=3600')
+        .header('x-content-type-options', 'nosniff')
         .send(data);
     },
   );
