@@ -184,6 +184,7 @@ export function checkOpenAIProvider(
   where: string,
   provider: {
     model?: string | undefined;
+    baseUrl?: string | undefined;
     maxImagesPerRequest?: number | undefined;
     params: Record<string, unknown>;
   },
@@ -201,6 +202,15 @@ export function checkOpenAIProvider(
     return { problems, warnings };
   }
   const max = provider.maxImagesPerRequest;
+  if (!known && isOpenAIItself(provider.baseUrl) && max === undefined) {
+    // OpenAI itself would answer 404 model_not_found to every call; a model newer than this table is
+    // still usable by stating its batch size.
+    problems.push(
+      `${where}.model: "${model}" is not an OpenAI image model (current: ${currentModelIds().join(', ')});` +
+        ` for a relay's own model set ${where}.baseUrl to the relay, for a model newer than darkroom set ${where}.maxImagesPerRequest`,
+    );
+    return { problems, warnings };
+  }
   if (!known) {
     warnings.push(
       `${where}.model: "${model}" is not an OpenAI image model darkroom knows (a relay's own name?);` +
@@ -240,6 +250,16 @@ export function checkOpenAIProvider(
       );
   }
   return { problems, warnings };
+}
+
+/** No baseUrl means OpenAI's own API. */
+function isOpenAIItself(baseUrl: string | undefined): boolean {
+  if (baseUrl === undefined) return true;
+  try {
+    return new URL(baseUrl).hostname === 'api.openai.com';
+  } catch {
+    return false;
+  }
 }
 
 export function currentModelIds(): string[] {

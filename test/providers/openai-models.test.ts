@@ -130,6 +130,17 @@ describe('start-up checks of an openai provider', () => {
     );
   });
 
+  it('refuses an id OpenAI itself does not serve, unless its batch size is stated', () => {
+    for (const baseUrl of [undefined, 'https://api.openai.com', 'https://api.openai.com/']) {
+      assert.match(
+        refusal(openaiConfig({ model: 'gpt-image-15', ...(baseUrl ? { baseUrl } : {}) })),
+        /providers\.openai\.model: "gpt-image-15" is not an OpenAI image model \(current: .*gpt-image-2.*\); for a relay's own model set providers\.openai\.baseUrl/,
+      );
+    }
+    const newer = resolveConfig(openaiConfig({ model: 'gpt-image-3', maxImagesPerRequest: 10 }), {});
+    assert.match(newer.warnings?.[0] ?? '', /"gpt-image-3" is not an OpenAI image model darkroom knows/);
+  });
+
   it('accepts current models and relays, warning about ids it does not know', () => {
     const current = resolveConfig(
       openaiConfig({ model: 'gpt-image-2.5-flare', params: { quality: 'xhigh' } }),
@@ -137,7 +148,11 @@ describe('start-up checks of an openai provider', () => {
     );
     assert.deepEqual(current.warnings, []);
     const relay = resolveConfig(
-      openaiConfig({ model: 'flux-kontext-pro', params: { response_format: 'b64_json' } }),
+      openaiConfig({
+        model: 'flux-kontext-pro',
+        baseUrl: 'https://relay.example.com',
+        params: { response_format: 'b64_json' },
+      }),
       {},
     );
     assert.match(
