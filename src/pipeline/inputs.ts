@@ -3,7 +3,7 @@ import type { Context } from '../context.ts';
 import { AppError } from '../errors.ts';
 import { validateImage, type ValidatedImage } from '../images/validate.ts';
 import { fetchInputUrl } from '../inputs/fetch-url.ts';
-import { getUploads, insertUpload, type UploadRow } from '../store/uploads.ts';
+import { deleteUpload, getUploads, insertUpload, type UploadRow } from '../store/uploads.ts';
 import type { TaskInputRef } from '../store/tasks.ts';
 import { extensionFor } from './plan-jobs.ts';
 
@@ -44,6 +44,8 @@ export async function resolveInputs(
   specs: InputSpec[],
   /** Set for a user token: only this user's uploads exist for it. */
   ownUserId?: string,
+  /** Receives the uploads stored from URL inputs, so a caller can remove them again. */
+  fetched: UploadRow[] = [],
 ): Promise<TaskInputRef[]> {
   const pipeline = ctx.config.pipelines[type]!;
   const roles = pipeline.inputs;
@@ -92,13 +94,14 @@ export async function resolveInputs(
       if (!upload)
         throw new AppError('invalid_input', `upload "${spec.upload_id}" does not exist (or has expired)`);
     } else {
-      const fetched = await fetchInputUrl(spec.url, {
+      const image = await fetchInputUrl(spec.url, {
         maxBytes: ctx.config.uploads.maxBytes,
         timeoutMs: ctx.config.inputs.fetchTimeoutMs,
         allowPrivate: ctx.config.inputs.allowPrivateUrls,
         allowHosts: ctx.config.inputs.allowHosts,
       });
-      upload = await storeUpload(ctx, fetched.data, ownUserId);
+      upload = await storeUpload(ctx, image.data, ownUserId);
+      fetched.push(upload);
     }
     refs.push({
       role,
@@ -109,4 +112,39 @@ export async function resolveInputs(
     });
   }
   return refs;
+}
+
+/**
+ * Resolves a submit's inputs and runs `submit` with them. The images fetched from URL inputs for
+ * it are removed again unless `submit` created a task (202): a refused submit (402, 429, any
+ * error) or one answered by an existing task (order dedup, idempotent replay) stores nothing.
+ */
+export async function withResolvedInputs<T extends { status: number }>(
+  ctx: Context,
+  type: string,
+  specs: InputSpec[],
+  ownUserId: string | undefined,
+  submit: (inputs: TaskInputRef[]) => Promise<T>,
+): Promise<T> {
+  const fetched: UploadRow[] = [];
+  let kept = false;
+  try {
+    const result = await submit(await resolveInputs(ctx, type, specs, ownUserId, fetched));
+    kept = result.status === 202;
+    return result;
+  } finally {
+    if (!kept) await discardUploads(ctx, fetched);
+  }
+}
+
+async function discardUploads(ctx: Context, uploads: UploadRow[]): Promise<void> {
+  for (const upload of uploads) {
+    try {
+      await deleteUpload(ctx.db, upload.id);
+      await ctx.storage.delete(upload.storage_key);
+    } catch (error) {
+      // Upload retention removes it later; the submit's own answer matters more.
+      ctx.log.warn({ err: error, upload: upload.id }, 'could not remove an unused fetched input');
+    }
+  }
 }

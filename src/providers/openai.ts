@@ -20,6 +20,7 @@ import {
   snippet,
 } from './http-util.ts';
 import { unsupportedParams } from './openai-models.ts';
+import { downloadResultUrl } from '../inputs/result-url.ts';
 import type { ProviderAdapter, ProviderCall, ProviderOutcome } from './types.ts';
 
 export interface OpenAIProviderOptions {
@@ -145,15 +146,17 @@ async function callOpenAI(
       if (typeof item.b64_json === 'string') {
         buffers.push(Buffer.from(item.b64_json, 'base64'));
       } else if (typeof item.url === 'string') {
-        // Result URLs expire: fetch now, and never send the key to wherever they point.
-        const download = await fetch(item.url, { signal: deadline.signal });
-        const bytes = Buffer.from(await download.arrayBuffer());
+        // Result URLs expire: fetch now, through the SSRF guard, and never send the key to wherever they point.
+        const download = await downloadResultUrl(item.url, {
+          trustedOrigin: baseUrl,
+          timeoutMs: options.timeoutMs,
+          signal: deadline.signal,
+        });
         if (!download.ok)
-          return {
-            kind: 'transient',
-            message: `openai: result download failed with HTTP ${download.status}`,
-          };
-        buffers.push(bytes);
+          return download.forbidden
+            ? { kind: 'permanent', reason: 'result_url_forbidden', message: `openai: ${download.message}` }
+            : { kind: 'transient', message: `openai: result download failed: ${download.message}` };
+        buffers.push(download.data);
       } else {
         return {
           kind: 'permanent',

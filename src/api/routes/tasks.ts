@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Context } from '../../context.ts';
 import { AppError } from '../../errors.ts';
-import { resolveInputs } from '../../pipeline/inputs.ts';
+import { withResolvedInputs } from '../../pipeline/inputs.ts';
 import { checkTaskParams } from '../../pipeline/params.ts';
 import { checkTaskShape, hashRequest, replayIdempotent, submitTask } from '../../pipeline/submit.ts';
 import { cancelTask } from '../../pipeline/transitions.ts';
@@ -94,22 +94,23 @@ export function registerTaskRoutes(app: FastifyInstance, ctx: Context): void {
       const previous = await replayIdempotent(ctx.db, idempotencyKey, requestHash);
       if (previous) return reply.status(previous.status).send(previous.body);
     }
-    const inputs = await resolveInputs(ctx, body.type, body.inputs, ownUserOf(caller));
-    const result = await submitTask(ctx.db, ctx.config, {
-      userId: body.user_id,
-      orderId: body.order_id,
-      type: body.type,
-      plan: body.plan,
-      prompt: body.prompt ?? '',
-      inputs,
-      params: body.params,
-      deadlineSeconds: body.deadline_seconds,
-      idempotencyKey,
-      requestHash,
-      // With auth on, only keys create users: a token's user was created when its token was issued.
-      mayCreateUser: caller.scope !== 'user',
-      webhook,
-    });
+    const result = await withResolvedInputs(ctx, body.type, body.inputs, ownUserOf(caller), (inputs) =>
+      submitTask(ctx.db, ctx.config, {
+        userId: body.user_id,
+        orderId: body.order_id,
+        type: body.type,
+        plan: body.plan,
+        prompt: body.prompt ?? '',
+        inputs,
+        params: body.params,
+        deadlineSeconds: body.deadline_seconds,
+        idempotencyKey,
+        requestHash,
+        // With auth on, only keys create users: a token's user was created when its token was issued.
+        mayCreateUser: caller.scope !== 'user',
+        webhook,
+      }),
+    );
     return reply.status(result.status).send(result.body);
   });
 
