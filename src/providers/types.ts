@@ -70,3 +70,24 @@ export interface ProviderAdapter {
   call(call: ProviderCall): Promise<ProviderOutcome>;
   close?(): Promise<void>;
 }
+
+/**
+ * Why a worker aborts a running call, as the call signal's `reason`. Only `canceled` asks the provider
+ * to drop work it already started (ComfyUI: interrupt or dequeue the prompt); after `shutdown` or
+ * `lease_lost` the job goes back to the queue and its next attempt reconciles through `remoteRef`.
+ */
+export type CallAbortReason = 'canceled' | 'shutdown' | 'lease_lost';
+
+export class CallAborted extends Error {
+  readonly reason: CallAbortReason;
+  constructor(reason: CallAbortReason) {
+    super(`call aborted: ${reason}`);
+    this.name = 'CallAborted';
+    this.reason = reason;
+  }
+}
+
+/** True when the call was aborted because its task was canceled (not a timeout, shutdown or lost lease). */
+export function wasCanceled(signal: AbortSignal): boolean {
+  return signal.aborted && signal.reason instanceof CallAborted && signal.reason.reason === 'canceled';
+}

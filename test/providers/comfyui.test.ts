@@ -7,54 +7,8 @@ import {
   type FakeProviderHandle,
   type Fault,
 } from '../../src/providers/fake-server/index.ts';
-import type { ProviderCall, ProviderKey, ProviderOutcome } from '../../src/providers/types.ts';
-
-const SECRET = 'comfy-proxy-token-5be1d0';
-const KEY: ProviderKey = { id: 'gpu', secret: SECRET };
-
-/** A txt2img/img2img workflow in ComfyUI's API format, with darkroom placeholders. */
-const WORKFLOW = {
-  '3': {
-    class_type: 'KSampler',
-    inputs: {
-      seed: '{{seed}}',
-      steps: 4,
-      cfg: 7,
-      sampler_name: 'euler',
-      scheduler: 'normal',
-      denoise: 0.8,
-      model: ['4', 0],
-      positive: ['6', 0],
-      negative: ['7', 0],
-      latent_image: ['5', 0],
-    },
-  },
-  '4': { class_type: 'CheckpointLoaderSimple', inputs: { ckpt_name: 'sd_xl_base_1.0.safetensors' } },
-  '5': { class_type: 'EmptyLatentImage', inputs: { width: 48, height: 32, batch_size: '{{batch_size}}' } },
-  '6': { class_type: 'CLIPTextEncode', inputs: { text: 'masterpiece, {{prompt}}', clip: ['4', 1] } },
-  '7': { class_type: 'CLIPTextEncode', inputs: { text: 'blurry', clip: ['4', 1] } },
-  '8': { class_type: 'VAEDecode', inputs: { samples: ['3', 0], vae: ['4', 2] } },
-  '9': { class_type: 'SaveImage', inputs: { filename_prefix: 'darkroom', images: ['8', 0] } },
-};
-
-const IMG2IMG = { ...WORKFLOW, '10': { class_type: 'LoadImage', inputs: { image: '{{input_image}}' } } };
-
-function callWith(overrides: Partial<ProviderCall> = {}): ProviderCall {
-  return {
-    taskId: 'task-1',
-    jobId: `job-${Math.random().toString(36).slice(2)}`,
-    step: 'generate',
-    prompt: 'a castle at dusk',
-    inputs: [],
-    count: 1,
-    seed: 7,
-    firstIndex: 0,
-    params: {},
-    key: KEY,
-    signal: new AbortController().signal,
-    ...overrides,
-  };
-}
+import type { ProviderOutcome } from '../../src/providers/types.ts';
+import { callWith, IMG2IMG, SECRET, WORKFLOW } from './comfyui-fixtures.ts';
 
 function assertNoSecret(outcome: ProviderOutcome): void {
   assert.ok(!JSON.stringify(outcome).includes(SECRET), `secret leaked into ${JSON.stringify(outcome)}`);
@@ -136,7 +90,6 @@ describe('comfyui adapter against the fake provider', () => {
     const refs: string[] = [];
     const outcome = await adapter({ workflow: IMG2IMG }).call(
       callWith({
-        count: 2,
         inputs: [{ data: photo, mime: 'image/png', role: 'person' }],
         onProgress: (fraction) => progress.push(fraction),
         saveRemoteRef: async (ref) => {
@@ -145,16 +98,29 @@ describe('comfyui adapter against the fake provider', () => {
       }),
     );
     assert.equal(outcome.kind, 'success');
+    assert.equal(outcome.images.length, 1);
+    const metadata = await sharp(outcome.images[0]!.data).metadata();
+    assert.deepEqual([metadata.format, metadata.width, metadata.height], ['png', 16, 16], "the photo's size");
+    assert.ok(progress.length > 4, `progress was reported: ${progress.join(' ')}`);
+    assert.ok(
+      progress.every((value, i) => i === 0 || value > progress[i - 1]!),
+      'progress only grows',
+    );
+    assert.equal(progress.at(-1), 1);
+    assert.equal(refs.length, 1);
+    const entry = (await history(refs[0] ?? ''))[refs[0] ?? ''] as { status: { status_str: string } };
+    assert.equal(entry.status.status_str, 'success');
+    assert.equal(requests(), 1);
+  });
+
+  it('returns a batch of the size the latent asks for', async () => {
+    const outcome = await adapter().call(callWith({ count: 2 }));
+    assert.equal(outcome.kind, 'success');
     assert.equal(outcome.images.length, 2);
     for (const image of outcome.images) {
       const metadata = await sharp(image.data).metadata();
       assert.deepEqual([metadata.format, metadata.width, metadata.height], ['png', 48, 32]);
     }
-    assert.deepEqual(progress, [0.25, 0.5, 0.75, 1]);
-    assert.equal(refs.length, 1);
-    const entry = (await history(refs[0] ?? ''))[refs[0] ?? ''] as { status: { status_str: string } };
-    assert.equal(entry.status.status_str, 'success');
-    assert.equal(requests(), 1);
   });
 
   it('runs no more prompts at once than the GPU slots allow, and ignores rpm', async () => {

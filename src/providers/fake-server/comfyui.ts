@@ -1,6 +1,16 @@
+/**
+ * An in-memory ComfyUI speaking the HTTP and websocket API of comfyanonymous/ComfyUI `server.py`
+ * (`PromptServer` routes: `POST /upload/image`, `GET|POST /prompt`, `GET|POST /queue`, `POST /interrupt`,
+ * `GET|POST /history`, `GET /history/{prompt_id}`, `GET /view`, `GET /object_info[/{node_class}]`,
+ * `GET /system_stats`, `/ws?clientId=`, each also under `/api`). A prompt queue is drained by
+ * `concurrency` GPU slots (the provider's first key). It never answers 429 on its own: like the real
+ * server, it queues. `POST /prompt` is answered before the prompt's first execution event is sent.
+ */
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { WebSocket } from 'ws';
+import { nodeInfo, objectInfo, systemStats, validatePrompt, type Workflow } from './comfyui-nodes.ts';
+import { PromptRun, signatures, type HistoryEntry, type ImageRef, type QueueItem } from './comfyui-run.ts';
 import {
   hangUntilClosed,
   json,
@@ -12,77 +22,38 @@ import {
   text,
   type Reply,
 } from './http.ts';
-import { MAX_FAKE_SIDE, notAnImage, renderFakePng } from './images.ts';
 import type { KeyLimiter } from './key-limiter.ts';
 import type { ContentFault, SimContext, SimProvider } from './sim-provider.ts';
-import type { Fault } from './types.ts';
-
-type Workflow = Record<string, { class_type: string; inputs?: Record<string, unknown> }>;
-
-interface ExecutionPlan {
-  text: string;
-  seed: number;
-  batchSize: number;
-  width: number;
-  height: number;
-  steps: number;
-  samplerNode: string;
-  outputNode: string;
-}
-
-interface QueueItem {
-  number: number;
-  promptId: string;
-  workflow: Workflow;
-  extraData: { client_id?: string; create_time: number };
-  plan: ExecutionPlan;
-  fault: ContentFault;
-}
-
-interface ImageRef {
-  filename: string;
-  subfolder: string;
-  type: string;
-}
-
-interface HistoryEntry {
-  prompt: [number, string, Workflow, QueueItem['extraData'], string[]];
-  outputs: Record<string, { images: ImageRef[] }>;
-  status: {
-    status_str: 'success' | 'error';
-    completed: boolean;
-    messages: Array<[string, Record<string, unknown>]>;
-  };
-  meta: Record<string, { node_id: string; display_node: string; parent_node: null; real_node_id: string }>;
-}
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-function comfyError(
-  type: string,
-  message: string,
-  details = '',
-  nodeErrors: Record<string, unknown> = {},
-): Reply {
-  return json(400, { error: { type, message, details, extra_info: {} }, node_errors: nodeErrors });
+/** What the simulator saw of the calls that stop work, for tests. */
+export interface ComfyFakeStats {
+  /** Each `POST /interrupt`: the prompt it named (null: global) and the prompts it interrupted. */
+  interrupts: Array<{ prompt_id: string | null; interrupted: string[] }>;
+  /** Prompt ids removed from the pending queue by `POST /queue {delete}`. */
+  deleted: string[];
+  running: number;
+  pending: number;
 }
 
-/**
- * An in-memory ComfyUI: a prompt queue drained by `concurrency` GPU slots (the provider's first key),
- * history, uploaded inputs, outputs and websocket clients. It never answers 429 on its own: like the
- * real server, it queues.
- */
+function comfyError(type: string, message: string, details = ''): Reply {
+  return json(400, { error: { type, message, details, extra_info: {} }, node_errors: {} });
+}
+
 export class ComfyFake {
   private readonly ctx: SimContext;
   private readonly provider: SimProvider;
   private number = 0;
   private fileCounter = 0;
   private pending: QueueItem[] = [];
-  private readonly running = new Map<string, { item: QueueItem; release: () => void; node: string }>();
+  private readonly running = new Map<string, { run: PromptRun; item: QueueItem; release: () => void }>();
   private readonly history = new Map<string, HistoryEntry>();
   private readonly files = new Map<string, Buffer>();
   private readonly sockets = new Map<string, WebSocket>();
   private readonly timers = new Set<NodeJS.Timeout>();
+  private cache = new Map<string, string>();
+  private seen: ComfyFakeStats = { interrupts: [], deleted: [], running: 0, pending: 0 };
 
   constructor(ctx: SimContext, provider: SimProvider) {
     this.ctx = ctx;
@@ -97,25 +68,28 @@ export class ComfyFake {
   async handle(req: IncomingMessage, res: ServerResponse, path: string, url: URL): Promise<boolean> {
     const route = path.startsWith('/api/') ? path.slice(4) : path;
     const method = req.method ?? 'GET';
-    if (method === 'POST' && route === '/upload/image') {
-      await this.upload(req, res);
-    } else if (method === 'POST' && route === '/prompt') {
-      await this.postPrompt(req, res);
-    } else if (method === 'GET' && route === '/prompt') {
-      send(res, json(200, { exec_info: { queue_remaining: this.queueRemaining() } }));
-    } else if (method === 'GET' && route === '/queue') {
-      send(res, json(200, this.queueSnapshot()));
-    } else if (method === 'GET' && route === '/history') {
-      send(res, json(200, Object.fromEntries(this.history)));
-    } else if (method === 'GET' && route.startsWith('/history/')) {
+    const get = method === 'GET';
+    const post = method === 'POST';
+    if (post && route === '/upload/image') await this.upload(req, res);
+    else if (post && route === '/prompt') await this.postPrompt(req, res);
+    else if (get && route === '/prompt') send(res, json(200, this.queueInfo()));
+    else if (get && route === '/queue') send(res, json(200, this.queueSnapshot()));
+    else if (post && route === '/queue') this.postQueue(res, await readJson(req));
+    else if (post && route === '/interrupt') this.postInterrupt(res, await readJson(req));
+    else if (get && route === '/history') send(res, json(200, this.historyList(url)));
+    else if (post && route === '/history') this.postHistory(res, await readJson(req));
+    else if (get && route.startsWith('/history/')) {
       const id = decodeURIComponent(route.slice('/history/'.length));
       const entry = this.history.get(id);
       send(res, json(200, entry ? { [id]: entry } : {}));
-    } else if (method === 'GET' && route === '/view') {
-      this.view(res, url);
-    } else {
-      return false;
-    }
+    } else if (get && route === '/view') this.view(res, url);
+    else if (get && route === '/object_info') send(res, json(200, objectInfo()));
+    else if (get && route.startsWith('/object_info/')) {
+      const name = decodeURIComponent(route.slice('/object_info/'.length));
+      const info = nodeInfo(name);
+      send(res, json(200, info ? { [name]: info } : {}));
+    } else if (get && route === '/system_stats') send(res, json(200, systemStats()));
+    else return false;
     return true;
   }
 
@@ -123,6 +97,7 @@ export class ComfyFake {
     return path === '/ws' || path === '/api/ws';
   }
 
+  /** server.py `websocket_handler`: a reused clientId replaces the old socket; a status message first. */
   attachSocket(ws: WebSocket, requestedId: string | null): void {
     const sid = requestedId || randomUUID().replaceAll('-', '');
     this.sockets.get(sid)?.terminate();
@@ -131,25 +106,32 @@ export class ComfyFake {
       if (this.sockets.get(sid) === ws) this.sockets.delete(sid);
     });
     ws.on('error', () => ws.terminate());
-    this.sendTo(sid, 'status', { status: { exec_info: { queue_remaining: this.queueRemaining() } }, sid });
-    for (const run of this.running.values()) {
-      if (run.item.extraData.client_id === sid)
-        this.sendTo(sid, 'executing', { node: run.node, prompt_id: run.item.promptId });
+    this.sendTo(sid, 'status', { status: this.queueInfo(), sid });
+    // On reconnect the client whose prompt executes learns the current node.
+    for (const { run, item } of this.running.values()) {
+      if (item.extraData.client_id === sid && run.currentNode !== undefined)
+        this.sendTo(sid, 'executing', { node: run.currentNode, prompt_id: item.promptId });
     }
+  }
+
+  stats(): ComfyFakeStats {
+    return { ...this.seen, running: this.running.size, pending: this.pending.length };
   }
 
   /** A process restart: everything in memory is gone and every websocket drops. */
   restart(): void {
     for (const timer of this.timers) clearTimeout(timer);
     this.timers.clear();
-    for (const run of this.running.values()) run.release();
+    for (const { release } of this.running.values()) release();
     this.running.clear();
     this.pending = [];
     this.history.clear();
     this.files.clear();
+    this.cache.clear();
     for (const ws of this.sockets.values()) ws.terminate();
     this.sockets.clear();
     this.number = 0;
+    this.seen = { interrupts: [], deleted: [], running: 0, pending: 0 };
   }
 
   close(): void {
@@ -166,28 +148,20 @@ export class ComfyFake {
     const subfolder = typeof form.get('subfolder') === 'string' ? String(form.get('subfolder')) : '';
     const type = typeof form.get('type') === 'string' ? String(form.get('type')) : 'input';
     const name = image.name.replace(/[\\/]/g, '_');
-    this.files.set(this.fileKey(type, subfolder, name), Buffer.from(await image.arrayBuffer()));
+    this.files.set(fileKey(type, subfolder, name), Buffer.from(await image.arrayBuffer()));
     send(res, json(200, { name, subfolder, type }));
   }
 
   private view(res: ServerResponse, url: URL): void {
     const filename = url.searchParams.get('filename') ?? '';
-    const key = this.fileKey(
-      url.searchParams.get('type') ?? 'output',
-      url.searchParams.get('subfolder') ?? '',
-      filename,
-    );
-    const bytes = this.files.get(key);
+    const type = url.searchParams.get('type') ?? 'output';
+    const bytes = this.files.get(fileKey(type, url.searchParams.get('subfolder') ?? '', filename));
     if (!bytes) {
       send(res, text(404, '404: Not Found'));
       return;
     }
-    send(res, {
-      status: 200,
-      body: bytes,
-      contentType: 'image/png',
-      headers: { 'content-disposition': `filename="${filename}"` },
-    });
+    const headers = { 'content-disposition': `filename="${filename}"` };
+    send(res, { status: 200, body: bytes, contentType: 'image/png', headers });
   }
 
   private async postPrompt(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -198,20 +172,14 @@ export class ComfyFake {
       return;
     }
     gpu.noteRequest();
-    const keyId = gpu.key.id;
-    const fault: Fault | undefined = this.provider.faults.take(keyId) ?? this.provider.randomServerError();
+    const fault = this.provider.faults.take(gpu.key.id) ?? this.provider.randomServerError();
     switch (fault) {
-      case 'http429':
+      case 'http429': {
         gpu.noteRejected();
-        send(
-          res,
-          json(
-            429,
-            { error: 'Too Many Requests' },
-            { 'retry-after': Math.ceil(this.provider.hintedRetryAfterMs() / 1000) },
-          ),
-        );
+        const retryAfter = Math.ceil(this.provider.hintedRetryAfterMs() / 1000);
+        send(res, json(429, { error: 'Too Many Requests' }, { 'retry-after': retryAfter }));
         return;
+      }
       case 'http500':
         send(res, text(500, '500 Internal Server Error\n\nServer got itself in trouble'));
         return;
@@ -227,15 +195,22 @@ export class ComfyFake {
       default:
     }
     const result = this.enqueue(body, fault === 'trickle' ? undefined : fault);
+    // The answer goes out before the queue's status or any execution event (server.py publishes those
+    // from its message loop, after the handler returned).
+    res.once('close', () =>
+      setImmediate(() => {
+        this.broadcastStatus();
+        this.pump();
+      }),
+    );
     if (fault === 'trickle') sendTrickle(res, result, this.ctx.trickleMs);
     else send(res, result);
   }
 
   private enqueue(body: unknown, fault: ContentFault): Reply {
     const request = (body ?? {}) as { prompt?: unknown; client_id?: unknown; prompt_id?: unknown };
-    if (typeof request.prompt !== 'object' || request.prompt === null) {
+    if (typeof request.prompt !== 'object' || request.prompt === null)
       return comfyError('no_prompt', 'No prompt provided', 'No prompt provided');
-    }
     let promptId: string = randomUUID();
     if (request.prompt_id !== undefined && request.prompt_id !== null) {
       if (typeof request.prompt_id !== 'string' || !UUID.test(request.prompt_id)) {
@@ -248,8 +223,8 @@ export class ComfyFake {
       promptId = request.prompt_id;
     }
     const workflow = request.prompt as Workflow;
-    const planned = this.plan(workflow);
-    if ('status' in planned) return planned;
+    const valid = validatePrompt(workflow, (name) => this.files.has(fileKey('input', '', name)));
+    if (!valid.ok) return json(400, { error: valid.error, node_errors: valid.nodeErrors });
     this.gpu?.recordAcceptance(this.ctx.now());
     const number = this.number;
     this.number += 1;
@@ -257,67 +232,9 @@ export class ComfyFake {
       ...(typeof request.client_id === 'string' ? { client_id: request.client_id } : {}),
       create_time: this.ctx.now(),
     };
-    this.pending.push({ number, promptId, workflow, extraData, plan: planned, fault });
-    this.broadcastStatus();
-    this.pump();
+    const { outputs, order } = valid;
+    this.pending.push({ number, promptId, workflow, extraData, outputs, order, fault });
     return json(200, { prompt_id: promptId, number, node_errors: {} });
-  }
-
-  /** Reads what the simulator needs from a workflow and validates it the way ComfyUI's validator would. */
-  private plan(workflow: Workflow): ExecutionPlan | Reply {
-    const entries = Object.entries(workflow);
-    for (const [id, node] of entries) {
-      if (typeof node !== 'object' || node === null || typeof node.class_type !== 'string') {
-        return comfyError(
-          'invalid_prompt',
-          'Cannot execute because a node is missing the class_type property.',
-          `Node ID '#${id}'`,
-        );
-      }
-    }
-    const output =
-      entries.find(([, node]) => node.class_type === 'SaveImage') ??
-      entries.find(([, node]) => node.class_type === 'PreviewImage');
-    if (!output) return comfyError('prompt_no_outputs', 'Prompt has no outputs');
-    const outputNode = output[0];
-    for (const [, node] of entries) {
-      if (node.class_type !== 'LoadImage') continue;
-      const name = node.inputs?.image;
-      if (typeof name !== 'string' || !this.files.has(this.fileKey('input', '', name))) {
-        return comfyError('prompt_outputs_failed_validation', 'Prompt outputs failed validation', '', {
-          [outputNode]: {
-            errors: [
-              {
-                type: 'custom_validation_failed',
-                message: 'Custom validation failed for node',
-                details: `image - Invalid image file: ${String(name)}`,
-                extra_info: { input_name: 'image' },
-              },
-            ],
-            dependent_outputs: [outputNode],
-            class_type: 'LoadImage',
-          },
-        });
-      }
-    }
-    const inputsOf = (predicate: (classType: string) => boolean): Record<string, unknown> =>
-      entries.find(([, node]) => predicate(node.class_type))?.[1].inputs ?? {};
-    const latent = inputsOf((type) => type.startsWith('Empty') && type.includes('Latent'));
-    const sampler = entries.find(([, node]) => node.class_type.startsWith('KSampler'));
-    const samplerInputs = sampler?.[1].inputs ?? {};
-    const text = inputsOf((type) => type.startsWith('CLIPTextEncode')).text;
-    const number = (value: unknown, fallback: number): number =>
-      typeof value === 'number' && Number.isFinite(value) ? value : fallback;
-    return {
-      text: typeof text === 'string' ? text : '',
-      seed: number(samplerInputs.seed ?? samplerInputs.noise_seed, 0),
-      batchSize: Math.max(1, Math.floor(number(latent.batch_size, 1))),
-      width: Math.min(MAX_FAKE_SIDE, Math.max(8, Math.floor(number(latent.width, 512)))),
-      height: Math.min(MAX_FAKE_SIDE, Math.max(8, Math.floor(number(latent.height, 512)))),
-      steps: Math.max(1, Math.min(50, Math.floor(number(samplerInputs.steps, 20)))),
-      samplerNode: sampler?.[0] ?? entries[0]?.[0] ?? outputNode,
-      outputNode,
-    };
   }
 
   /** Starts queued prompts while GPU slots are free. */
@@ -326,141 +243,123 @@ export class ComfyFake {
     if (!gpu) return;
     while (this.pending.length > 0 && gpu.inFlightNow < gpu.key.concurrency) {
       const item = this.pending.shift();
-      if (item) this.execute(item, gpu.holdSlot());
+      if (item) void this.execute(item, gpu.holdSlot());
     }
   }
 
-  private execute(item: QueueItem, release: () => void): void {
-    const { promptId, plan } = item;
+  private async execute(item: QueueItem, release: () => void): Promise<void> {
     const sid = item.extraData.client_id;
-    const messages: HistoryEntry['status']['messages'] = [];
-    const emit = (type: string, data: Record<string, unknown>, record = false): void => {
-      if (record) messages.push([type, data]);
-      if (sid) this.sendTo(sid, type, data);
-    };
-    const run = { item, release, node: plan.samplerNode };
-    this.running.set(promptId, run);
-    this.broadcastStatus();
-    emit('execution_start', { prompt_id: promptId, timestamp: this.ctx.now() }, true);
-    emit('execution_cached', { nodes: [], prompt_id: promptId, timestamp: this.ctx.now() }, true);
-    emit('executing', { node: plan.samplerNode, display_node: plan.samplerNode, prompt_id: promptId });
-
-    const totalMs = this.provider.latency();
-    let step = 0;
-    const tick = (): void => {
-      step += 1;
-      emit('progress', { value: step, max: plan.steps, prompt_id: promptId, node: plan.samplerNode });
-      if (step < plan.steps) this.schedule(tick, totalMs / plan.steps);
-      else void this.finish(run, messages, emit);
-    };
-    this.schedule(tick, totalMs / plan.steps);
-  }
-
-  private async finish(
-    run: { item: QueueItem; release: () => void; node: string },
-    messages: HistoryEntry['status']['messages'],
-    emit: (type: string, data: Record<string, unknown>, record?: boolean) => void,
-  ): Promise<void> {
-    const { item } = run;
-    const { promptId, plan } = item;
-    const outputs: HistoryEntry['outputs'] = {};
-    let failed = false;
-    if (item.fault === 'refusal') {
-      failed = true;
-      emit(
-        'execution_error',
-        {
-          prompt_id: promptId,
-          node_id: plan.samplerNode,
-          node_type: item.workflow[plan.samplerNode]?.class_type ?? 'KSampler',
-          executed: [],
-          exception_message: 'Content refused by the safety checker.',
-          exception_type: 'RuntimeError',
-          traceback: [],
-          current_inputs: {},
-          current_outputs: {},
-        },
-        true,
-      );
-    } else {
-      run.node = plan.outputNode;
-      emit('executing', { node: plan.outputNode, display_node: plan.outputNode, prompt_id: promptId });
-      if (item.fault !== 'no_image') {
-        const images: ImageRef[] = [];
-        for (let index = 0; index < plan.batchSize; index += 1) {
-          const bytes =
-            item.fault === 'not_an_image'
-              ? notAnImage()
-              : await renderFakePng({
-                  prompt: plan.text,
-                  index,
-                  seed: plan.seed,
-                  width: plan.width,
-                  height: plan.height,
-                });
-          // A restart while rendering dropped this prompt; its results must not reappear.
-          if (this.running.get(promptId) !== run) return;
-          this.fileCounter += 1;
-          const filename = `ComfyUI_${String(this.fileCounter).padStart(5, '0')}_.png`;
-          this.files.set(this.fileKey('output', '', filename), bytes);
-          images.push({ filename, subfolder: '', type: 'output' });
-        }
-        outputs[plan.outputNode] = { images };
-        emit('executed', {
-          node: plan.outputNode,
-          display_node: plan.outputNode,
-          output: { images },
-          prompt_id: promptId,
-        });
-      }
-      emit('execution_success', { prompt_id: promptId, timestamp: this.ctx.now() }, true);
-    }
-    if (this.running.get(promptId) !== run) return;
-    this.running.delete(promptId);
-    run.release();
-    this.history.set(promptId, {
-      prompt: [item.number, promptId, item.workflow, item.extraData, [plan.outputNode]],
-      outputs,
-      status: { status_str: failed ? 'error' : 'success', completed: !failed, messages },
-      meta: Object.fromEntries(
-        Object.keys(outputs).map((node) => [
-          node,
-          { node_id: node, display_node: node, parent_node: null, real_node_id: node },
-        ]),
-      ),
+    const cache = this.cache;
+    const mine = signatures(item.workflow, item.order);
+    const run = new PromptRun(item, {
+      now: () => this.ctx.now(),
+      emit: (type, data) => {
+        if (sid) this.sendTo(sid, type, data);
+      },
+      emitBinary: (frame) => {
+        if (sid) this.sendBytes(sid, frame);
+      },
+      wait: (ms) => new Promise((resolve) => this.schedule(resolve, ms)),
+      store: (bytes, type) => this.storeResult(bytes, type),
+      input: (name) => this.files.get(fileKey('input', '', name)),
+      latencyMs: this.provider.latency(),
+      cached: new Set(item.order.filter((id) => cache.get(id) === mine.get(id))),
     });
-    emit('executing', { node: null, prompt_id: promptId });
+    const entry = { run, item, release };
+    this.running.set(item.promptId, entry);
+    this.broadcastStatus();
+    const history = await run.run();
+    // A restart while it ran dropped this prompt; its results must not reappear.
+    if (this.running.get(item.promptId) !== entry) return;
+    this.cache = new Map(run.executed.map((id) => [id, mine.get(id) ?? '']));
+    this.running.delete(item.promptId);
+    release();
+    this.history.set(item.promptId, history);
+    if (sid) this.sendTo(sid, 'executing', { node: null, prompt_id: item.promptId });
     this.broadcastStatus();
     this.pump();
   }
 
-  private queueRemaining(): number {
-    return this.pending.length + this.running.size;
+  private storeResult(bytes: Buffer, type: 'output' | 'temp'): ImageRef {
+    this.fileCounter += 1;
+    const filename = `ComfyUI_${type === 'temp' ? 'temp_' : ''}${String(this.fileCounter).padStart(5, '0')}_.png`;
+    this.files.set(fileKey(type, '', filename), bytes);
+    return { filename, subfolder: '', type };
   }
 
+  /** server.py `post_queue`: `clear` wipes the pending queue, `delete` removes pending prompts by id. */
+  private postQueue(res: ServerResponse, body: Record<string, unknown> | undefined): void {
+    if (!body) return send(res, text(500, '500 Internal Server Error'));
+    if (body.clear === true) this.pending = [];
+    if (Array.isArray(body.delete)) {
+      for (const id of body.delete) {
+        const before = this.pending.length;
+        this.pending = this.pending.filter((item) => item.promptId !== id);
+        if (this.pending.length < before) this.seen.deleted.push(String(id));
+      }
+    }
+    this.broadcastStatus();
+    send(res, text(200, ''));
+  }
+
+  /** server.py `post_interrupt`: with a `prompt_id`, only when that prompt runs; without, whatever runs. */
+  private postInterrupt(res: ServerResponse, body: Record<string, unknown> | undefined): void {
+    const target = typeof body?.prompt_id === 'string' && body.prompt_id ? body.prompt_id : null;
+    const interrupted: string[] = [];
+    for (const [id, { run }] of this.running) {
+      if (target !== null && id !== target) continue;
+      run.interrupt();
+      interrupted.push(id);
+    }
+    this.seen.interrupts.push({ prompt_id: target, interrupted });
+    send(res, text(200, ''));
+  }
+
+  /** server.py `get_history`: every entry, or the newest `max_items`. */
+  private historyList(url: URL): Record<string, HistoryEntry> {
+    const max = Number(url.searchParams.get('max_items'));
+    const entries = [...this.history];
+    return Object.fromEntries(Number.isInteger(max) && max > 0 ? entries.slice(-max) : entries);
+  }
+
+  private postHistory(res: ServerResponse, body: Record<string, unknown> | undefined): void {
+    if (!body) return send(res, text(500, '500 Internal Server Error'));
+    if (body.clear === true) this.history.clear();
+    if (Array.isArray(body.delete)) for (const id of body.delete) this.history.delete(String(id));
+    send(res, text(200, ''));
+  }
+
+  private queueInfo(): { exec_info: { queue_remaining: number } } {
+    return { exec_info: { queue_remaining: this.pending.length + this.running.size } };
+  }
+
+  /** server.py `get_queue`: rows `[number, prompt_id, prompt, extra_data, outputs_to_execute]`. */
   private queueSnapshot(): { queue_running: unknown[]; queue_pending: unknown[] } {
     const row = (item: QueueItem): unknown[] => [
       item.number,
       item.promptId,
       item.workflow,
       item.extraData,
-      [item.plan.outputNode],
+      item.outputs,
     ];
     return {
-      queue_running: [...this.running.values()].map((run) => row(run.item)),
+      queue_running: [...this.running.values()].map(({ item }) => row(item)),
       queue_pending: this.pending.map(row),
     };
   }
 
   private broadcastStatus(): void {
-    for (const sid of this.sockets.keys()) {
-      this.sendTo(sid, 'status', { status: { exec_info: { queue_remaining: this.queueRemaining() } } });
-    }
+    for (const sid of this.sockets.keys()) this.sendTo(sid, 'status', { status: this.queueInfo() });
   }
 
   private sendTo(sid: string, type: string, data: Record<string, unknown>): void {
     const ws = this.sockets.get(sid);
     if (ws && ws.readyState === ws.OPEN) ws.send(JSON.stringify({ type, data }));
+  }
+
+  private sendBytes(sid: string, frame: Buffer): void {
+    const ws = this.sockets.get(sid);
+    if (ws && ws.readyState === ws.OPEN) ws.send(frame, { binary: true });
   }
 
   private schedule(fn: () => void, ms: number): void {
@@ -470,8 +369,16 @@ export class ComfyFake {
     }, ms);
     this.timers.add(timer);
   }
+}
 
-  private fileKey(type: string, subfolder: string, filename: string): string {
-    return `${type}\u0000${subfolder}\u0000${filename}`;
-  }
+function fileKey(type: string, subfolder: string, filename: string): string {
+  return `${type}\u0000${subfolder}\u0000${filename}`;
+}
+
+/** aiohttp's `await request.json()`; a body that is not a JSON object makes server.py answer 500. */
+async function readJson(req: IncomingMessage): Promise<Record<string, unknown> | undefined> {
+  const value = parseJson(await readBody(req));
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+    ? (value as Record<string, unknown>)
+    : undefined;
 }

@@ -44,7 +44,9 @@ export async function startFakeProvider(
   }
 
   const stats = (): FakeStats => ({
-    providers: Object.fromEntries([...providers].map(([name, { sim }]) => [name, sim.stats()])),
+    providers: Object.fromEntries(
+      [...providers].map(([name, { sim, comfy }]) => [name, { ...sim.stats(), comfyui: comfy.stats() }]),
+    ),
   });
 
   const handleSim = async (req: IncomingMessage, res: ServerResponse, path: string): Promise<void> => {

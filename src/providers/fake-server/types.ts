@@ -1,3 +1,5 @@
+import type { ComfyFakeStats } from './comfyui.ts';
+
 export interface FakeKeyOptions {
   id: string;
   /** The credential callers present; when absent, callers present the key id itself. */
@@ -59,7 +61,7 @@ export interface FakeKeyStats {
 }
 
 export interface FakeStats {
-  providers: Record<string, { keys: Record<string, FakeKeyStats> }>;
+  providers: Record<string, { keys: Record<string, FakeKeyStats>; comfyui?: ComfyFakeStats }>;
 }
 
 export interface FakeProviderHandle {
