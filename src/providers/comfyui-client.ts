@@ -111,20 +111,27 @@ export class ComfyClient {
    * Stops one prompt: a waiting one leaves the queue (`POST /queue {delete}`), a running one is
    * interrupted (`POST /interrupt {prompt_id}`: recent servers interrupt only that prompt; older ones
    * ignore the body and interrupt whatever runs, so it is sent only when /queue shows this one running).
+   * A waiting prompt may start between the look and the delete (another prompt was just interrupted), so
+   * it looks again. Returns where the prompt was stopped, `absent` when it was neither queued nor running.
    */
   async stopPrompt(promptId: string, signal: AbortSignal): Promise<QueuePlace> {
-    const place = await this.queuePlace(promptId, signal);
-    if (place === 'absent') return place;
-    const [path, body] =
-      place === 'pending' ? ['/queue', { delete: [promptId] }] : ['/interrupt', { prompt_id: promptId }];
-    const answer = await this.request(path, {
-      method: 'POST',
-      json: true,
-      body: JSON.stringify(body),
-      signal,
-    });
-    if (answer.status !== 200) throw new ComfyHttpError(`POST ${path}`, answer.status, answer.text);
-    return place;
+    let stopped: QueuePlace = 'absent';
+    for (let look = 0; look < 3; look += 1) {
+      const place = await this.queuePlace(promptId, signal);
+      if (place === 'absent') return stopped;
+      const [path, body] =
+        place === 'pending' ? ['/queue', { delete: [promptId] }] : ['/interrupt', { prompt_id: promptId }];
+      const answer = await this.request(path, {
+        method: 'POST',
+        json: true,
+        body: JSON.stringify(body),
+        signal,
+      });
+      if (answer.status !== 200) throw new ComfyHttpError(`POST ${path}`, answer.status, answer.text);
+      stopped = place;
+      if (place === 'running') return stopped;
+    }
+    return stopped;
   }
 
   async queuePrompt(workflow: unknown, clientId: string, proposedId: string): Promise<string> {
