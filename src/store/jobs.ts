@@ -144,6 +144,17 @@ export async function renewLeases(
   return new Set(rows.map((r) => r.id));
 }
 
+/** Of these running jobs, the ones whose task was canceled (so their provider calls can be stopped). */
+export async function runningJobsOfCanceledTasks(q: Queryable, jobIds: string[]): Promise<Set<string>> {
+  if (jobIds.length === 0) return new Set();
+  const { rows } = await q.query<{ id: string }>(
+    `SELECT j.id FROM jobs j JOIN tasks t ON t.id = j.task_id
+      WHERE j.id = ANY($1::text[]) AND j.state = 'running' AND t.cancel_requested`,
+    [jobIds],
+  );
+  return new Set(rows.map((r) => r.id));
+}
+
 /** Locks a running job for its outcome; undefined when the lease was lost (a stale attempt). */
 export async function lockRunningJob(tx: Queryable, id: string, token: number): Promise<JobRow | undefined> {
   const { rows } = await tx.query<JobRow>(

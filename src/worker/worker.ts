@@ -11,12 +11,19 @@ import {
   recordStoreSuccess,
   type FailureInfo,
 } from '../pipeline/transitions.ts';
-import type { InputImage, ProviderOutcome } from '../providers/types.ts';
+import { CallAborted, wasCanceled, type InputImage, type ProviderOutcome } from '../providers/types.ts';
 import { Channels } from '../store/db.ts';
 import { appendEvent } from '../store/events.ts';
 import { findCachedResult, releaseKeyReservation, saveCachedResult } from '../store/cache.ts';
 import { resultCacheKey } from '../pipeline/cache-key.ts';
-import { claimJobs, releaseJob, renewLeases, saveRemoteRef, type JobRow } from '../store/jobs.ts';
+import {
+  claimJobs,
+  releaseJob,
+  renewLeases,
+  runningJobsOfCanceledTasks,
+  saveRemoteRef,
+  type JobRow,
+} from '../store/jobs.ts';
 import { getTask, type TaskRow } from '../store/tasks.ts';
 import { heartbeatWorker, registerWorker, removeWorker } from '../store/workers.ts';
 import { createWakeup } from '../scheduler/wakeup.ts';
@@ -68,6 +75,24 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
   await registerWorker(db, { id: workerId, host: hostname(), pid: process.pid, roles, slots });
   const unlisten = await db.listen(Channels.work, () => wakeup.wake());
 
+  /** Aborts the provider calls of these jobs whose task was canceled, telling the adapter why. */
+  async function abortCanceled(jobs: RunningJob[]): Promise<void> {
+    const calls = jobs.filter((r) => r.job.kind !== 'store' && !r.controller.signal.aborted);
+    const canceled = await runningJobsOfCanceledTasks(
+      db,
+      calls.map((r) => r.job.id),
+    );
+    for (const r of calls) if (canceled.has(r.job.id)) r.controller.abort(new CallAborted('canceled'));
+  }
+  // A task event may be its cancel; the heartbeat checks too, in case a notification is missed.
+  const unlistenTasks = await db.listen(Channels.task, (taskId) => {
+    const jobs = [...running.values()].filter((r) => r.job.task_id === taskId);
+    if (jobs.length > 0)
+      abortCanceled(jobs).catch((error: unknown) =>
+        log.warn({ err: coerceError(error) }, 'checking for a cancel failed'),
+      );
+  });
+
   const heartbeat = setInterval(() => {
     void (async () => {
       try {
@@ -77,9 +102,10 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
         for (const r of running.values()) {
           if (!kept.has(r.job.id) && held.some((h) => h.id === r.job.id)) {
             log.warn({ jobId: r.job.id }, 'lease lost; abandoning the attempt');
-            r.controller.abort(new Error('lease lost'));
+            r.controller.abort(new CallAborted('lease_lost'));
           }
         }
+        await abortCanceled([...running.values()].filter((r) => kept.has(r.job.id)));
       } catch (error) {
         log.warn({ err: coerceError(error) }, 'worker heartbeat failed');
       }
@@ -143,7 +169,16 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
       // Adapters classify provider behaviour; anything thrown is an unexpected, retryable fault.
       outcome = { kind: 'transient', message: coerceError(error).message };
     }
-    if (signal.aborted) return; // lease lost or shutdown: the outcome belongs to nobody now
+    if (signal.aborted) {
+      // Canceled: the job ends now, so the task ends `canceled` without waiting for its lease to expire.
+      if (wasCanceled(signal)) {
+        const message = outcome.kind === 'success' ? 'canceled' : outcome.message;
+        await db.transaction((tx) =>
+          recordJobFailure(tx, config, job, { kind: 'permanent', message }, ctx.random()),
+        );
+      }
+      return; // lease lost or shutdown: the outcome belongs to nobody now
+    }
     ctx.telemetry?.providerCall({
       provider: provider.name,
       keyId: key.id,
@@ -347,13 +382,14 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
       if (timer) clearTimeout(timer);
       if (timedOut) {
         for (const r of running.values()) {
-          r.controller.abort(new Error('shutdown'));
+          r.controller.abort(new CallAborted('shutdown'));
           await db.transaction((tx) => releaseJob(tx, r.job.id, r.job.lease_token)).catch(() => {});
         }
         await all;
       }
       clearInterval(heartbeat);
       await unlisten();
+      await unlistenTasks();
       await removeWorker(db, workerId).catch(() => {});
       log.info({ workerId, released: timedOut }, 'worker stopped');
     },
