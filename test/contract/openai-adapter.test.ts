@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import type { FakeProviderHandle } from '../../src/providers/fake-server/index.ts';
 import type { ProviderOutcome } from '../../src/providers/types.ts';
-import { call, darkroomAdapter, photo, startOpenAISimulator } from './openai-fixtures.ts';
+import { call, darkroomAdapter, photo, SECRET, startOpenAISimulator } from './openai-fixtures.ts';
 
 function images(outcome: ProviderOutcome): Array<{ data: Buffer; mime: string }> {
   assert.equal(outcome.kind, 'success', outcome.kind === 'success' ? '' : outcome.message);
@@ -83,6 +83,32 @@ describe('contract: darkroom’s OpenAI adapter against the simulator', () => {
     );
     for (const model of ['gpt-image-1', 'dall-e-3', 'gpt-image-9'])
       assert.equal(permanent(await darkroomAdapter(sim, model).call(call())), 'model_not_found', model);
+  });
+
+  it('takes no retry delay from x-ratelimit-reset-* on a 5xx: only retry-after(-ms) is a retry instruction', async () => {
+    // The SDK's retryRequest (openai-node src/client.ts) reads retry-after-ms and retry-after only;
+    // x-ratelimit-reset-requests says when the requests limit refills, and comes on every answer.
+    const script = (faults: string[]) =>
+      fetch(`${sim.url}/_sim/faults`, {
+        method: 'POST',
+        body: JSON.stringify({ provider: 'oa', faults }),
+      });
+    await script(['http500']);
+    const raw = await fetch(`${sim.url}/p/oa/v1/images/generations`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${SECRET}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-image-2', prompt: 'x' }),
+    });
+    assert.equal(raw.status, 500);
+    assert.match(raw.headers.get('x-ratelimit-reset-requests') ?? '', /\d(ms|s)$/);
+    assert.equal(raw.headers.get('retry-after'), null);
+    await raw.arrayBuffer();
+    for (const fault of ['http500', 'http503']) {
+      await script([fault]);
+      const outcome = await darkroomAdapter(sim, 'gpt-image-2').call(call());
+      assert.equal(outcome.kind, 'transient', fault);
+      assert.equal(outcome.kind === 'transient' ? outcome.retryAfterMs : -1, undefined, fault);
+    }
   });
 
   it('edits one input as `image` and several as `image[]`', async () => {

@@ -41,7 +41,12 @@ function rateHeaders(limiter: KeyLimiter, now: number): Headers {
   };
 }
 
-function protocolFor(ctx: SimContext): GenerationProtocol {
+/**
+ * `presentedKey`'s limiter, when the key is known, lets error answers carry the x-ratelimit-* headers
+ * OpenAI sends on every answer: they describe the limit, not when to retry (adapters must not wait
+ * for `x-ratelimit-reset-requests` after a 5xx).
+ */
+function protocolFor(ctx: SimContext, presentedKey?: KeyLimiter): GenerationProtocol {
   return {
     unauthorized(presented) {
       if (!presented) {
@@ -76,18 +81,23 @@ function protocolFor(ctx: SimContext): GenerationProtocol {
       return openaiError(429, message, 'requests', 'rate_limit_exceeded', null, headers);
     },
     serverError(status) {
+      const headers = presentedKey ? rateHeaders(presentedKey, ctx.now()) : {};
       return status === 500
         ? openaiError(
             500,
             'The server had an error while processing your request. Sorry about that!',
             'server_error',
             null,
+            null,
+            headers,
           )
         : openaiError(
             503,
             'The engine is currently overloaded, please try again later.',
             'server_error',
             null,
+            null,
+            headers,
           );
     },
     malformed() {
@@ -258,7 +268,7 @@ export async function handleOpenAIGenerations(
     req,
     res,
     presentedKey: bearer(req),
-    protocol: protocolFor(ctx),
+    protocol: protocolFor(ctx, provider.findKey(bearer(req))),
     produce: async (fault, limiter) => {
       if (typeof body !== 'object' || body === null) {
         return openaiError(
@@ -289,7 +299,7 @@ export async function handleOpenAIEdits(
     req,
     res,
     presentedKey: bearer(req),
-    protocol: protocolFor(ctx),
+    protocol: protocolFor(ctx, provider.findKey(bearer(req))),
     produce: async (fault, limiter) => {
       if (!form)
         return openaiError(
