@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
+import YAML from 'yaml';
 import { resolveConfig } from '../../src/config/load.ts';
 import { startFakeProvider, type FakeProviderHandle } from '../../src/providers/fake-server/index.ts';
 import { startServer, type RunningServer } from '../../src/server.ts';
@@ -10,21 +12,26 @@ import { testConfigInput } from '../helpers/config.ts';
 import { createPostgresDatabase, PG_URL } from '../helpers/db.ts';
 import { getJson, postJson } from '../helpers/server.ts';
 import { waitFor } from '../helpers/wait.ts';
+import { startProxy } from '../providers/comfyui-fixtures.ts';
 
-const WORKFLOW = path.join(
-  path.dirname(fileURLToPath(import.meta.url)),
-  '..',
-  '..',
-  'examples',
-  'comfyui',
-  'txt2img.json',
-);
+const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const WORKFLOW = path.join(ROOT, 'examples', 'comfyui', 'txt2img.json');
+
+/** The ComfyUI configuration docs/providers.md gives, as a user would copy it. */
+function documentedComfyConfig(): { providers: Record<string, Record<string, unknown>>; pipelines: object } {
+  const doc = readFileSync(path.join(ROOT, 'docs', 'providers.md'), 'utf8');
+  const section = doc.slice(doc.indexOf('**ComfyUI** (local or behind a proxy'));
+  const yaml = /```yaml\n([\s\S]*?)```/.exec(section)?.[1];
+  assert.ok(yaml, 'docs/providers.md has a ComfyUI configuration');
+  return YAML.parse(yaml) as { providers: Record<string, Record<string, unknown>>; pipelines: object };
+}
 
 /**
- * Cancel reaches the GPU: a canceled task's running ComfyUI prompt is interrupted and its queued one
- * removed, through the real worker, adapter and simulator; a worker shutdown leaves prompts alone.
+ * ComfyUI through the real server, worker, adapter and simulator: a canceled task's running prompt is
+ * interrupted and its queued one removed, a worker shutdown leaves prompts alone, and the configuration
+ * docs/providers.md gives works, even behind a proxy that refuses websockets.
  */
-describe('canceling a task that runs on ComfyUI', () => {
+describe('tasks on ComfyUI', () => {
   let fake: FakeProviderHandle;
   let server: RunningServer | undefined;
   let database: Awaited<ReturnType<typeof createPostgresDatabase>> | undefined;
@@ -60,6 +67,13 @@ describe('canceling a task that runs on ComfyUI', () => {
     database = PG_URL ? await createPostgresDatabase() : undefined;
     fake = await startFakeProvider({
       providers: [
+        {
+          name: 'fast',
+          keys: [{ id: 'gpu', rpm: 1000, concurrency: 1 }],
+          latencyMs: 50,
+          jitterMs: 0,
+          errorRate: 0,
+        },
         {
           name: 'comfy',
           // One GPU slot and a minute per prompt: of a task's two prompts one runs, one waits.
@@ -135,5 +149,36 @@ describe('canceling a task that runs on ComfyUI', () => {
     await server!.stop();
     server = undefined;
     assert.deepEqual(comfy(), { interrupts: [], deleted: [], running: 1, pending: 1 });
+  });
+  it('runs a task with the configuration docs/providers.md gives, behind a proxy that refuses websockets', async () => {
+    const proxy = await startProxy(fake.url, 'forbid');
+    const documented = documentedComfyConfig();
+    const comfyProvider = documented.providers.comfy!;
+    comfyProvider.baseUrl = `${proxy.url}/p/fast`; // the only change: where the server is
+    comfyProvider.workflow = path.join(ROOT, String(comfyProvider.workflow));
+    const input = testConfigInput({ ...(database ? { database: { url: database.url } } : {}) });
+    input.providers = documented.providers;
+    input.pipelines = documented.pipelines;
+    const docServer = await startServer(resolveConfig(input, {}, 'test'), { log: pino({ level: 'silent' }) });
+    try {
+      const base = docServer.url!;
+      const r = await postJson(base, '/v1/tasks', {
+        user_id: 'u3',
+        type: 'kiosk',
+        plan: 'free',
+        prompt: 'z',
+      });
+      assert.equal(r.status, 202, JSON.stringify(r.body));
+      const task = await waitFor('the task to end', async () => {
+        const t = await getJson(base, `/v1/tasks/${r.body.id as string}`);
+        return ['queued', 'running'].includes(t.body.state as string) ? undefined : t.body;
+      });
+      assert.equal(task.state, 'succeeded', JSON.stringify(task));
+      assert.equal((task.images as unknown[]).length, 2);
+      assert.ok(proxy.upgrades() > 0, 'the websocket was tried, refused, and polling took over');
+    } finally {
+      await docServer.stop();
+      await proxy.close();
+    }
   });
 });
