@@ -9,6 +9,7 @@ import type { Config } from './config/load.ts';
 import type { Context } from './context.ts';
 import { coerceError } from './errors.ts';
 import { createProviders } from './providers/registry.ts';
+import { stopForecaster } from './scheduler/forecaster.ts';
 import { startScheduler, type SchedulerHandle } from './scheduler/scheduler.ts';
 import { createStorage } from './storage/index.ts';
 import type { Storage } from './storage/types.ts';
@@ -155,6 +156,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
           await leaderLoop?.stop();
           await deliverer?.stop();
           await scheduler?.stop();
+          await stopForecaster(ctx);
           for (const adapter of ctx.providers.values()) await adapter.close?.();
           await ctx.storage.close?.();
         } catch (error) {

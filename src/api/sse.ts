@@ -1,13 +1,13 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Context } from '../context.ts';
-import { estimateTask } from '../pipeline/estimate.ts';
+import { estimateOf } from '../pipeline/estimate.ts';
 import { createWakeup } from '../scheduler/wakeup.ts';
 import { Channels } from '../store/db.ts';
 import { eventsAfter, lastEventId } from '../store/events.ts';
-import { getTask, type TaskRow } from '../store/tasks.ts';
+import { getTaskView, type TaskRow } from '../store/tasks.ts';
 import { viewOf } from './views.ts';
 
-const POLL_MS = 1000; // queue positions move without an event on this task
+const POLL_MS = 1000; // covers lost notifications
 const KEEPALIVE_MS = 15_000;
 
 function isFinal(state: TaskRow['state']): boolean {
@@ -15,17 +15,18 @@ function isFinal(state: TaskRow['state']): boolean {
 }
 
 /**
- * Server-Sent Events for one task: `state`, `stage`, `progress` and `position` events, each
- * sent when its value changes and carrying the whole status, and `step_progress` events
+ * Server-Sent Events for one task: `state`, `stage`, `progress`, `position` and `eta` events,
+ * each sent when its value changes and carrying the whole status, and `step_progress` events
  * (fraction of one running provider call, for providers that report it); the stream ends after the final
  * `state` event (whose data is the full task, images included). NOTIFY wakes the stream at
- * once; a slow poll covers position changes and lost notifications.
+ * once: a change of the task, or a new forecast from the leader (position and ETA are read from
+ * it, one row: src/scheduler/forecaster.ts). A slow poll covers lost notifications.
  */
 export async function streamTaskEvents(
   ctx: Context,
   request: FastifyRequest,
   reply: FastifyReply,
-  task: TaskRow,
+  task: Pick<TaskRow, 'id'>,
 ): Promise<void> {
   reply.hijack();
   const raw = reply.raw;
@@ -37,9 +38,14 @@ export async function streamTaskEvents(
   });
   let closed = false;
   const wakeup = createWakeup();
-  const unlisten = await ctx.db.listen(Channels.task, (id) => {
+  const unlistenTask = await ctx.db.listen(Channels.task, (id) => {
     if (id === task.id) wakeup.wake();
   });
+  const unlistenForecast = await ctx.db.listen(Channels.forecast, () => wakeup.wake());
+  const unlisten = async () => {
+    await unlistenTask();
+    await unlistenForecast();
+  };
   request.raw.on('close', () => {
     closed = true;
     wakeup.wake();
@@ -49,7 +55,9 @@ export async function streamTaskEvents(
   const send = (event: string, data: unknown) => {
     raw.write(`id: ${++seq}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
   };
-  let last: { state: string; stage: string | null; progress: string; position: number } | undefined;
+  let last:
+    | { state: string; stage: string | null; progress: string; position: number; finish: string | null }
+    | undefined;
   let lastEvent = await lastEventId(ctx.db, task.id);
   try {
     while (!closed) {
@@ -58,31 +66,35 @@ export async function streamTaskEvents(
         lastEvent = event.id;
         if (event.type === 'step_progress') send('step_progress', event.data);
       }
-      const current = await getTask(ctx.db, task.id);
+      const current = await getTaskView(ctx.db, task.id);
       if (!current) break;
       if (isFinal(current.state)) {
         send('state', await viewOf(ctx, request, current));
         break;
       }
-      const estimate = await estimateTask(ctx.db, ctx.config, current);
+      const estimate = estimateOf(current);
       const status = {
         id: current.id,
         state: current.state,
         stage: current.stage,
         progress: { done: current.images_done, failed: current.images_failed, total: current.images_total },
-        position: estimate.position,
-        eta_seconds: estimate.eta_seconds,
+        ...estimate,
       };
       const progressKey = `${current.images_done}/${current.images_failed}`;
+      // The predicted finish moves when a forecast does, not as the clock runs: an `eta` event
+      // says the prediction changed (or what it rests on did).
+      const finishKey = `${estimate.predicted_finish_at ?? ''}/${estimate.eta_basis ?? ''}/${estimate.forecast_stale}`;
       if (!last || last.state !== current.state) send('state', status);
       if (!last || last.stage !== current.stage) send('stage', status);
       if (!last || last.progress !== progressKey) send('progress', status);
       if (!last || last.position !== estimate.position) send('position', status);
+      if (!last || last.finish !== finishKey) send('eta', status);
       last = {
         state: current.state,
         stage: current.stage,
         progress: progressKey,
         position: estimate.position,
+        finish: finishKey,
       };
       await wakeup.sleep(POLL_MS);
     }

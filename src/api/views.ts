@@ -1,8 +1,8 @@
 import type { FastifyRequest } from 'fastify';
 import type { Context } from '../context.ts';
-import { estimateTask, type TaskEstimate } from '../pipeline/estimate.ts';
+import { estimateOf, type TaskEstimate } from '../pipeline/estimate.ts';
 import { imagesOfTask, type ImageRow } from '../store/images.ts';
-import type { TaskRow } from '../store/tasks.ts';
+import type { TaskRow, TaskViewRow } from '../store/tasks.ts';
 
 export interface ImageView {
   index: number;
@@ -14,7 +14,7 @@ export interface ImageView {
   cached: boolean;
 }
 
-export interface TaskView {
+export interface TaskView extends TaskEstimate {
   id: string;
   user_id: string;
   order_id: string | null;
@@ -23,8 +23,6 @@ export interface TaskView {
   state: TaskRow['state'];
   stage: string | null;
   progress: { done: number; failed: number; total: number };
-  position: number;
-  eta_seconds: number | null;
   images: ImageView[];
   error: string | null;
   credits_charged: number;
@@ -51,9 +49,8 @@ export async function absoluteUrl(ctx: Context, request: RequestOrigin, key: str
 export async function taskView(
   ctx: Context,
   request: RequestOrigin,
-  task: TaskRow,
+  task: TaskViewRow,
   images: ImageRow[],
-  estimate: TaskEstimate,
 ): Promise<TaskView> {
   return {
     id: task.id,
@@ -64,8 +61,7 @@ export async function taskView(
     state: task.state,
     stage: task.stage,
     progress: { done: task.images_done, failed: task.images_failed, total: task.images_total },
-    position: estimate.position,
-    eta_seconds: estimate.eta_seconds,
+    ...estimateOf(task),
     images: await Promise.all(
       images.map(async (i) => ({
         index: i.index,
@@ -85,11 +81,7 @@ export async function taskView(
   };
 }
 
-/** The task object of every response: the row, its stored images and its queue estimate. */
-export async function viewOf(ctx: Context, request: RequestOrigin, task: TaskRow) {
-  const [images, estimate] = await Promise.all([
-    imagesOfTask(ctx.db, task.id),
-    estimateTask(ctx.db, ctx.config, task),
-  ]);
-  return taskView(ctx, request, task, images, estimate);
+/** The task object of every response: the row with its forecast (getTaskView), and its stored images. */
+export async function viewOf(ctx: Context, request: RequestOrigin, task: TaskViewRow): Promise<TaskView> {
+  return taskView(ctx, request, task, await imagesOfTask(ctx.db, task.id));
 }

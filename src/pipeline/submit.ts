@@ -10,16 +10,17 @@ import {
   tryLockIdempotencyKey,
 } from '../store/idempotency.ts';
 import { insertJobs } from '../store/jobs.ts';
+import { enterQueue, insertSubmitForecast, readSubmitBasis } from '../store/forecasts.ts';
 import { setTaskWebhook } from '../store/webhooks.ts';
 import {
-  countQueuedTasks,
   findActiveTaskForOrder,
+  getTaskView,
   insertTask,
   type TaskInputRef,
   type TaskRow,
 } from '../store/tasks.ts';
 import type { Db, Queryable } from '../store/db.ts';
-import { estimateTask } from './estimate.ts';
+import { estimateOf, submitEstimate, type TaskEstimate } from './estimate.ts';
 import { jobsForCallStep } from './plan-jobs.ts';
 
 export interface SubmitRequest {
@@ -41,11 +42,9 @@ export interface SubmitRequest {
   webhook?: { url: string; stages: boolean } | undefined;
 }
 
-export interface SubmitResponseBody {
+export interface SubmitResponseBody extends TaskEstimate {
   id: string;
   state: TaskRow['state'];
-  position: number;
-  eta_seconds: number | null;
   images_total: number;
   credits_charged: number;
   created_at: string;
@@ -98,18 +97,11 @@ export function checkTaskShape(config: Config, type: string, plan: string): void
     );
 }
 
-async function responseFor(
-  q: Queryable,
-  config: Config,
-  task: TaskRow,
-  deduplicated: boolean,
-): Promise<SubmitResponseBody> {
-  const estimate = await estimateTask(q, config, task);
+function responseFor(task: TaskRow, estimate: TaskEstimate, deduplicated: boolean): SubmitResponseBody {
   return {
     id: task.id,
     state: task.state,
-    position: estimate.position,
-    eta_seconds: estimate.eta_seconds,
+    ...estimate,
     images_total: task.images_total,
     credits_charged: task.credits_charged,
     created_at: task.created_at.toISOString(),
@@ -117,10 +109,18 @@ async function responseFor(
   };
 }
 
+/** The answer for an order's task that already exists: its stored estimate, as a read gives it. */
+async function existingResponse(q: Queryable, task: TaskRow): Promise<SubmitResponseBody> {
+  const view = await getTaskView(q, task.id);
+  if (!view) throw new AppError('internal', 'order deduplication lost its task; retry');
+  return responseFor(task, estimateOf(view), true);
+}
+
 /**
- * Submits a task in ONE transaction: idempotency key, order dedup, queue bound, credit charge,
- * task + first jobs + `queued` event. Any failure rolls all of it back: nothing stored, nothing
- * charged. The scheduler is woken by the NOTIFY that commits with it.
+ * Submits a task in ONE transaction: idempotency key, order dedup, credit charge, task + first
+ * jobs + `queued` event + its first estimate, and last the queue bound (src/store/forecasts.ts,
+ * enterQueue). Any failure rolls all of it back: nothing stored, nothing charged. The scheduler
+ * is woken by the NOTIFY that commits with it. Every statement is O(1) in the size of the queue.
  */
 export async function submitTask(db: Db, config: Config, req: SubmitRequest): Promise<SubmitResult> {
   checkTaskShape(config, req.type, req.plan);
@@ -149,18 +149,9 @@ export async function submitTask(db: Db, config: Config, req: SubmitRequest): Pr
 
     if (req.orderId !== undefined) {
       const existing = await findActiveTaskForOrder(tx, req.userId, req.orderId);
-      if (existing) return finish({ status: 200, body: await responseFor(tx, config, existing, true) });
+      if (existing) return finish({ status: 200, body: await existingResponse(tx, existing) });
     }
-    const queued = await countQueuedTasks(tx);
-    if (queued >= config.limits.maxQueuedTasks) {
-      throw new AppError(
-        'queue_full',
-        `the queue holds ${queued} tasks (limit ${config.limits.maxQueuedTasks}); try again later`,
-        {
-          retryAfterSeconds: 30,
-        },
-      );
-    }
+    const basis = await readSubmitBasis(tx);
     const first = pipeline.steps[0]!;
     const id = uuidv7();
     const task = await insertTask(tx, {
@@ -186,7 +177,7 @@ export async function submitTask(db: Db, config: Config, req: SubmitRequest): Pr
       // A concurrent submit for the same order committed first: answer with its task.
       const winner = await findActiveTaskForOrder(tx, req.userId, req.orderId!);
       if (!winner) throw new AppError('internal', 'order deduplication lost its task; retry');
-      return finish({ status: 200, body: await responseFor(tx, config, winner, true) });
+      return finish({ status: 200, body: await existingResponse(tx, winner) });
     }
     if (req.mayCreateUser !== false) await ensureUser(tx, req.userId, config.credits.initialGrant);
     if (!(await chargeTask(tx, req.userId, id, plan.credits))) {
@@ -208,6 +199,32 @@ export async function submitTask(db: Db, config: Config, req: SubmitRequest): Pr
     );
     await appendEvent(tx, id, req.userId, 'queued', { state: 'queued' });
     await tx.query(`SELECT pg_notify('darkroom_schedule', '')`);
-    return finish({ status: 202, body: await responseFor(tx, config, task, false) });
+    const estimate = submitEstimate(config, { type: req.type, plan: req.plan, images: plan.images }, basis);
+    await insertSubmitForecast(tx, id, estimate.position, estimate.startAtMs, estimate.finishAtMs);
+    const result = await finish({
+      status: 202,
+      body: responseFor(
+        task,
+        {
+          position: estimate.position,
+          eta_seconds: Math.max(0, Math.round((estimate.finishAtMs - basis.nowMs) / 1000)),
+          predicted_start_at: new Date(estimate.startAtMs).toISOString(),
+          predicted_finish_at: new Date(estimate.finishAtMs).toISOString(),
+          eta_basis: 'submit',
+          forecast_at: new Date(basis.nowMs).toISOString(),
+          forecast_stale: false,
+        },
+        false,
+      ),
+    });
+    // Last, so that the counter row stays locked only through the commit.
+    if ((await enterQueue(tx, config.limits.maxQueuedTasks)) === undefined) {
+      throw new AppError(
+        'queue_full',
+        `the queue holds ${config.limits.maxQueuedTasks} tasks, its limit; try again later`,
+        { retryAfterSeconds: 30 },
+      );
+    }
+    return result;
   });
 }

@@ -12,6 +12,7 @@ import { findExpiredQueuedTasks } from '../store/tasks.ts';
 import { pruneIdempotencyKeys } from '../store/idempotency.ts';
 import { deleteUpload, findExpiredUploads } from '../store/uploads.ts';
 import { pruneWorkers } from '../store/workers.ts';
+import { forecasterFor } from './forecaster.ts';
 import { createWakeup } from './wakeup.ts';
 
 const MIN_TICK_GAP_MS = 50;
@@ -131,6 +132,7 @@ export async function startScheduler(ctx: Context, candidateId: string): Promise
         const passStartedMs = performance.now();
         await tick();
         if (term !== undefined) ctx.telemetry?.schedulerPass((performance.now() - passStartedMs) / 1000);
+        if (term !== undefined) forecasterFor(ctx).afterPass();
         if (term === undefined) delay = Math.max(100, Math.floor(s.leaderLeaseMs / 3));
         else if (nextWakeFromNowMs !== undefined)
           delay = Math.min(delay, Math.max(10, nextWakeFromNowMs + 5));

@@ -1,5 +1,6 @@
 import type { Config, ResolvedPipeline, ResolvedStep } from '../config/load.ts';
 import { keyIsUsable } from '../config/load.ts';
+import { DEFAULT_CALL_MS, DEFAULT_STORE_MS, defaultStepMs } from '../pipeline/estimate.ts';
 import { serviceSeconds, waitSeconds, type ProviderThroughput } from '../policy/estimate.ts';
 import { Simulation } from './engine.ts';
 import type { Scenario } from './scenario.ts';
@@ -81,23 +82,21 @@ export interface ForecastOptions {
   maxSteps?: number | undefined;
   /** Seed of the run's random durations (default 1). */
   seed?: number | undefined;
+  /**
+   * Asked after every simulated instant: true ends the run there, like `maxSteps` (the caller's
+   * time budget; the tasks not finished get the first-come arithmetic, marked not simulated).
+   */
+  shouldStop?: (() => boolean) | undefined;
 }
 
-const DEFAULT_CALL_MS = 8000; // the source documents' measured batch latency
-const DEFAULT_STORE_MS = 500;
+export { defaultStepMs };
+
 const DEFAULT_MAX_STEPS = 20_000;
 /** A job running past its mean is expected to end soon: this share of the mean from now. */
 const OVERRUN_SHARE = 0.05;
 
 export function stepKey(pipeline: ResolvedPipeline, step: ResolvedStep): string {
   return `${pipeline.name}.${step.name}`;
-}
-
-/** A step's duration before any has been measured: the sim provider's latency, else 8 s; stores 500 ms. */
-export function defaultStepMs(config: Config, step: ResolvedStep): number {
-  if (step.kind === 'store') return DEFAULT_STORE_MS;
-  const p = config.providers[step.provider ?? ''];
-  return p?.type === 'sim' ? p.sim.latencyMs : DEFAULT_CALL_MS;
 }
 
 /** Spread assumed for a step with too few measurements: this share of its mean, as a deviation. */
@@ -356,6 +355,7 @@ export function forecast(
   const starts: Array<{ id: string; atMs: number }> = [];
   const seed = seedOf(config, state, durations);
   const focus = options.focus;
+  const shouldStop = options.shouldStop;
   let focusTask: SimTask | undefined;
   const sim = new Simulation(config, forecastScenario(config, durations, options.seed), {
     seed,
@@ -363,9 +363,11 @@ export function forecast(
     onDecision: (_input, decision, s) => {
       for (const a of decision.admissions) if (a.startsTask) starts.push({ id: a.taskId, atMs: s.now });
     },
-    ...(focus !== undefined
+    ...(focus !== undefined || shouldStop !== undefined
       ? {
           stopWhen: (s: Simulation) => {
+            if (shouldStop?.()) return true;
+            if (focus === undefined) return false;
             focusTask ??= s.task(focus);
             return focusTask !== undefined && focusTask.state !== 'queued' && focusTask.state !== 'running';
           },

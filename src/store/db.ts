@@ -33,6 +33,8 @@ export const Channels = {
   work: 'darkroom_work',
   /** A task changed: SSE streams should look. Payload: task id. */
   task: 'darkroom_task',
+  /** The leader wrote a new queue forecast: SSE streams re-read position and ETA. */
+  forecast: 'darkroom_forecast',
 } as const;
 
 /** SQLSTATEs after which a whole transaction can safely run again. */

@@ -1,49 +1,5 @@
 import type { Queryable } from './db.ts';
 
-/** Mean duration of the last successful jobs on a resource (ms); undefined with no history. */
-export async function meanJobMs(
-  q: Queryable,
-  resource: string,
-  kind: 'call' | 'store',
-): Promise<number | undefined> {
-  const { rows } = await q.query<{ ms: number | null }>(
-    `SELECT avg(ms)::float8 AS ms FROM (
-       SELECT extract(epoch FROM finished_at - started_at) * 1000 AS ms FROM jobs
-        WHERE resource = $1 AND state = 'succeeded' AND (kind = 'store') = $2
-        ORDER BY finished_at DESC LIMIT 100) recent`,
-    [resource, kind === 'store'],
-  );
-  const ms = rows[0]?.ms;
-  return ms === null || ms === undefined ? undefined : Number(ms);
-}
-
-export interface WorkAhead {
-  /** Active tasks ahead, by type and stage, with the images they have not finished. */
-  byStage: Array<{ type: string; stage: string | null; tasks: number; remaining: number }>;
-  queuedTasksAhead: number;
-}
-
-/** The work of the queued and running tasks created before `task` (one pass over active tasks). */
-export async function workAhead(q: Queryable, task: { id: string; created_at: Date }): Promise<WorkAhead> {
-  const stages = await q.query<{
-    type: string;
-    stage: string | null;
-    tasks: number;
-    remaining: number;
-    queued: number;
-  }>(
-    `SELECT type, stage, count(*)::int AS tasks, sum(images_total - images_done - images_failed)::int AS remaining,
-            count(*) FILTER (WHERE state = 'queued')::int AS queued
-       FROM tasks WHERE state IN ('queued', 'running') AND (created_at, id) < ($1::timestamptz, $2::text)
-      GROUP BY type, stage`,
-    [task.created_at, task.id],
-  );
-  return {
-    byStage: stages.rows.map(({ type, stage, tasks, remaining }) => ({ type, stage, tasks, remaining })),
-    queuedTasksAhead: stages.rows.reduce((n, r) => n + r.queued, 0),
-  };
-}
-
 /** A step whose job durations are measured: its resource and step name. */
 export interface StepRef {
   resource: string;
@@ -115,7 +71,7 @@ export interface QueueSnapshot {
     started_ms: number | null;
     deadline_ms: number | null;
   }>;
-  /** True when there were more active tasks than `maxTasks`: the newest are left out. */
+  /** True when more than `maxTasks` tasks were queued: the newest are left out. */
   truncated: boolean;
   /** Queued, admitted and running jobs of the running tasks. */
   jobs: Array<{
@@ -145,8 +101,8 @@ export interface QueueSnapshot {
 const MS = (expr: string) => `(extract(epoch FROM ${expr}) * 1000)::float8`;
 
 /**
- * The queue as the forecast needs it, in a few statements: active tasks oldest first (at most
- * `maxTasks`), the jobs of the running ones (queued tasks have exactly their first step's jobs),
+ * The queue as the forecast needs it, in a few statements: the running tasks and the oldest
+ * `maxTasks` queued ones (each on its index, tasks_active), the jobs of the running ones (queued tasks have exactly their first step's jobs),
  * the keys' request logs within the RPM window, AIMD and cool-downs, the live worker slots.
  */
 export async function readQueueSnapshot(
@@ -154,17 +110,18 @@ export async function readQueueSnapshot(
   opts: { maxTasks: number; windowMs: number; workerStaleMs: number },
 ): Promise<QueueSnapshot> {
   const now = await q.query<{ ms: number }>(`SELECT ${MS('clock_timestamp()')} AS ms`);
+  const columns = `id, user_id, type, plan, weight::float8 AS weight, state, images_total, images_done, images_failed,
+            cancel_requested, ${MS('created_at')} AS created_ms, ${MS('started_at')} AS started_ms,
+            ${MS('deadline_at')} AS deadline_ms`;
   const tasks = await q.query<QueueSnapshot['tasks'][number]>(
-    `SELECT id, user_id, type, plan, weight::float8 AS weight, state, images_total, images_done, images_failed, cancel_requested,
-            ${MS('created_at')} AS created_ms, ${MS('started_at')} AS started_ms, ${MS('deadline_at')} AS deadline_ms
-       FROM tasks
-      WHERE state IN ('queued', 'running') AND NOT (state = 'queued' AND cancel_requested)
-      ORDER BY created_at, id
-      LIMIT $1`,
+    `(SELECT ${columns} FROM tasks WHERE state = 'running' ORDER BY created_at, id)
+     UNION ALL
+     (SELECT ${columns} FROM tasks WHERE state = 'queued' AND NOT cancel_requested ORDER BY created_at, id LIMIT $1)`,
     [opts.maxTasks + 1],
   );
-  const truncated = tasks.rows.length > opts.maxTasks;
-  if (truncated) tasks.rows.length = opts.maxTasks;
+  const queuedRead = tasks.rows.reduce((n, t) => n + (t.state === 'queued' ? 1 : 0), 0);
+  const truncated = queuedRead > opts.maxTasks;
+  if (truncated) tasks.rows.length -= 1;
   const running = tasks.rows.filter((t) => t.state === 'running').map((t) => t.id);
   const jobs = running.length
     ? await q.query<QueueSnapshot['jobs'][number]>(

@@ -1,4 +1,5 @@
 import type { Queryable } from './db.ts';
+import type { ForecastBasis } from './forecasts.ts';
 
 export type TaskState = 'queued' | 'running' | 'succeeded' | 'partial' | 'failed' | 'canceled';
 export const ACTIVE_TASK_STATES: readonly TaskState[] = ['queued', 'running'];
@@ -105,26 +106,6 @@ export async function lockTask(tx: Queryable, id: string): Promise<TaskRow | und
   return rows[0];
 }
 
-export async function countQueuedTasks(q: Queryable): Promise<number> {
-  const { rows } = await q.query<{ n: number }>(
-    `SELECT count(*)::int AS n FROM tasks WHERE state = 'queued'`,
-  );
-  return rows[0]?.n ?? 0;
-}
-
-/** Queued tasks created before this one: a FIFO lower bound on the work ahead. */
-export async function countQueuedAhead(
-  q: Queryable,
-  task: Pick<TaskRow, 'id' | 'created_at'>,
-): Promise<number> {
-  const { rows } = await q.query<{ n: number }>(
-    `SELECT count(*)::int AS n FROM tasks
-      WHERE state = 'queued' AND (created_at, id) < ($1::timestamptz, $2::text)`,
-    [task.created_at, task.id],
-  );
-  return rows[0]?.n ?? 0;
-}
-
 export interface ListTasksFilter {
   userId?: string | undefined;
   state?: TaskState | undefined;
@@ -133,15 +114,54 @@ export interface ListTasksFilter {
   cursor?: string | undefined;
 }
 
-export async function listTasks(q: Queryable, f: ListTasksFilter): Promise<TaskRow[]> {
-  const { rows } = await q.query<TaskRow>(
-    `SELECT * FROM tasks
-      WHERE ($1::text IS NULL OR user_id = $1)
-        AND ($2::text IS NULL OR state = $2)
-        AND ($3::text IS NULL OR id < $3)
-      ORDER BY id DESC
-      LIMIT $4`,
-    [f.userId ?? null, f.state ?? null, f.cursor ?? null, f.limit],
+/** A task as its view shows it: the row without its request payload, plus its forecast. */
+export type TaskViewRow = Omit<TaskRow, 'prompt' | 'inputs' | 'params' | 'seed'> & {
+  fc_position: number | null;
+  fc_start_at: Date | null;
+  fc_finish_at: Date | null;
+  fc_basis: ForecastBasis | null;
+  fc_forecast_at: Date | null;
+  /** When the leader last confirmed its forecast current (null: no forecast yet). */
+  fc_checked_at: Date | null;
+  /** The database clock when read (epoch ms). */
+  now_ms: number;
+};
+
+// One row per task and the one summary row, through primary keys: O(1) in the queue.
+const TASK_VIEW_SELECT = /* sql */ `
+  SELECT t.id, t.user_id, t.order_id, t.type, t.plan, t.weight, t.state, t.stage, t.images_total,
+         t.images_done, t.images_failed, t.credits_charged, t.credits_refunded, t.cancel_requested,
+         t.error, t.deadline_at, t.created_at, t.started_at, t.finished_at,
+         f.position AS fc_position, f.start_at AS fc_start_at, f.finish_at AS fc_finish_at,
+         f.basis AS fc_basis, f.forecast_at AS fc_forecast_at, s.checked_at AS fc_checked_at,
+         (extract(epoch FROM now()) * 1000)::float8 AS now_ms
+    FROM tasks t
+    LEFT JOIN task_forecasts f ON f.task_id = t.id AND t.state IN ('queued', 'running')
+    LEFT JOIN forecast_state s ON s.id = 1`;
+
+export async function getTaskView(q: Queryable, id: string): Promise<TaskViewRow | undefined> {
+  const { rows } = await q.query<TaskViewRow>(`${TASK_VIEW_SELECT} WHERE t.id = $1`, [id]);
+  return rows[0];
+}
+
+/**
+ * Newest first. Only the filters given become conditions (not "$n IS NULL OR …"), so each shape
+ * is planned on its index: tasks_user_recent, tasks_state_recent, or the primary key.
+ */
+export async function listTasks(q: Queryable, f: ListTasksFilter): Promise<TaskViewRow[]> {
+  const params: unknown[] = [];
+  const where: string[] = [];
+  const condition = (sql: string, value: unknown) => {
+    params.push(value);
+    where.push(sql.replace('?', `$${params.length}`));
+  };
+  if (f.userId !== undefined) condition('t.user_id = ?', f.userId);
+  if (f.state !== undefined) condition('t.state = ?', f.state);
+  if (f.cursor !== undefined) condition('t.id < ?', f.cursor);
+  params.push(f.limit);
+  const { rows } = await q.query<TaskViewRow>(
+    `${TASK_VIEW_SELECT} ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY t.id DESC LIMIT $${params.length}`,
+    params,
   );
   return rows;
 }

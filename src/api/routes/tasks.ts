@@ -7,7 +7,7 @@ import { checkTaskParams } from '../../pipeline/params.ts';
 import { checkTaskShape, hashRequest, replayIdempotent, submitTask } from '../../pipeline/submit.ts';
 import { cancelTask } from '../../pipeline/transitions.ts';
 import { getBalance } from '../../store/credits.ts';
-import { getTask, listTasks, type TaskRow } from '../../store/tasks.ts';
+import { getTaskView, listTasks, type TaskViewRow } from '../../store/tasks.ts';
 import { scope } from '../auth/scope.ts';
 import { callerOf, canSeeUser, ownUserOf, type Caller } from '../caller.ts';
 import { parseBody } from '../validation.ts';
@@ -52,8 +52,8 @@ const listSchema = z.object({
   cursor: z.string().max(64).optional(),
 });
 
-async function visibleTask(ctx: Context, caller: Caller, id: string): Promise<TaskRow> {
-  const task = await getTask(ctx.db, id);
+async function visibleTask(ctx: Context, caller: Caller, id: string): Promise<TaskViewRow> {
+  const task = await getTaskView(ctx.db, id);
   if (!task || !canSeeUser(caller, task.user_id))
     throw new AppError('task_not_found', `task "${id}" does not exist`);
   return task;
@@ -139,8 +139,8 @@ export function registerTaskRoutes(app: FastifyInstance, ctx: Context): void {
       if (task.state !== 'queued' && task.state !== 'running') {
         throw new AppError('task_not_cancelable', `task "${task.id}" already ended (${task.state})`);
       }
-      const updated = await ctx.db.transaction((tx) => cancelTask(tx, task.id, 'canceled by request'));
-      return viewOf(ctx, request, updated ?? task);
+      await ctx.db.transaction((tx) => cancelTask(tx, task.id, 'canceled by request'));
+      return viewOf(ctx, request, (await getTaskView(ctx.db, task.id)) ?? task);
     },
   );
 

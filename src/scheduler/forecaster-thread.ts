@@ -1,0 +1,70 @@
+import { Worker } from 'node:worker_threads';
+import type { Config } from '../config/load.ts';
+import type { ForecastInput } from './forecast-input.ts';
+import type { ForecastOutput } from './forecast-run.ts';
+
+/** The forecast worker thread, one run at a time. */
+export interface ForecastThread {
+  run(input: ForecastInput, budgetMs: number): Promise<ForecastOutput>;
+  close(): Promise<void>;
+}
+
+type Reply = { ok: true; output: ForecastOutput } | { ok: false; message: string };
+
+/**
+ * Starts src/scheduler/forecaster-worker.ts in a worker thread on first use (and again after it
+ * died). darkroom runs its TypeScript through tsx, whose loader a worker thread does not inherit:
+ * the thread's entry registers it first, then imports the worker module.
+ */
+export function createForecastThread(config: Config): ForecastThread {
+  let worker: Worker | undefined;
+  let pending: { resolve: (o: ForecastOutput) => void; reject: (e: Error) => void } | undefined;
+
+  function fail(error: Error): void {
+    const p = pending;
+    pending = undefined;
+    worker = undefined;
+    p?.reject(error);
+  }
+
+  function spawn(): Worker {
+    const entry = new URL('./forecaster-worker.ts', import.meta.url).href;
+    const code = `import { register } from ${JSON.stringify(import.meta.resolve('tsx/esm/api'))};
+register();
+await import(${JSON.stringify(entry)});`;
+    const w = new Worker(new URL(`data:text/javascript,${encodeURIComponent(code)}`), {
+      workerData: { config },
+    });
+    w.unref();
+    w.on('message', (reply: Reply) => {
+      const p = pending;
+      pending = undefined;
+      if (!p) return;
+      if (reply.ok) p.resolve(reply.output);
+      else p.reject(new Error(`forecast failed: ${reply.message}`));
+    });
+    w.on('error', (error) => fail(error));
+    w.on('exit', (code) => {
+      if (worker === w) fail(new Error(`forecast thread exited (code ${code})`));
+    });
+    return w;
+  }
+
+  return {
+    run(input, budgetMs) {
+      if (pending) return Promise.reject(new Error('a forecast is already running'));
+      worker ??= spawn();
+      const w = worker;
+      return new Promise<ForecastOutput>((resolve, reject) => {
+        pending = { resolve, reject };
+        w.postMessage({ input, budgetMs });
+      });
+    },
+    async close() {
+      const w = worker;
+      worker = undefined;
+      if (w) await w.terminate();
+      fail(new Error('forecast thread closed'));
+    },
+  };
+}

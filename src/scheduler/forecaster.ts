@@ -1,0 +1,150 @@
+import type { Context } from '../context.ts';
+import { coerceError } from '../errors.ts';
+import { Channels } from '../store/db.ts';
+import { confirmForecast, deleteForecasts, queueFingerprint, writeForecast } from '../store/forecasts.ts';
+import { readForecastInput } from './forecast-input.ts';
+import type { ForecastOutput } from './forecast-run.ts';
+import { createForecastThread, type ForecastThread } from './forecaster-thread.ts';
+
+/**
+ * The leader owns the queue forecast. After an admission pass the scheduler calls `afterPass()`;
+ * at most once per interval the forecaster reads the queue (at most MAX_TASKS active tasks,
+ * oldest first), has the forecast worker thread simulate it with the real decide(), and writes
+ * every forecast task's position and predicted start and finish in one statement, then NOTIFYs
+ * the SSE streams. API reads take one row per task (src/pipeline/estimate.ts).
+ *
+ * Cost control: a pass starts at least MIN_INTERVAL_MS after the previous one ended, and at
+ * least DUTY_FACTOR × its duration, so a huge queue does not keep the leader busy; when the
+ * queue's fingerprint (newest event, queued count) has not moved, the queue is not read again,
+ * the summary is only confirmed (`checked_at`), and a full pass is redone every REFRESH_MS. The
+ * simulation stops at BUDGET_MS; what it did not simulate is written as `extrapolated`.
+ */
+const MIN_INTERVAL_MS = 1000;
+const DUTY_FACTOR = 4;
+const REFRESH_MS = 60_000;
+const CONFIRM_EVERY_MS = 5000;
+const BUDGET_MS = 500;
+export const FORECAST_MAX_TASKS = 20_000;
+
+export interface ForecastPass {
+  /** 'written': a new forecast; 'unchanged': nothing moved, the last one was confirmed. */
+  outcome: 'written' | 'unchanged';
+  tasks: number;
+  steps: number;
+  durationMs: number;
+}
+
+export interface Forecaster {
+  /** The scheduler's hook after an admission pass; returns at once. */
+  afterPass(): void;
+  /** Runs a full pass now (after any pass under way) and returns what it did (tests, benches). */
+  runNow(): Promise<ForecastPass>;
+  stop(): Promise<void>;
+}
+
+const forecasters = new WeakMap<Context, Forecaster>();
+
+/** The forecaster of this process's context (created on first use). */
+export function forecasterFor(ctx: Context): Forecaster {
+  let f = forecasters.get(ctx);
+  if (!f) forecasters.set(ctx, (f = createForecaster(ctx)));
+  return f;
+}
+
+export async function stopForecaster(ctx: Context): Promise<void> {
+  await forecasters.get(ctx)?.stop();
+  forecasters.delete(ctx);
+}
+
+export interface ForecasterOptions {
+  /** The simulation's time budget per pass (ms); default BUDGET_MS. */
+  budgetMs?: number;
+}
+
+export function createForecaster(ctx: Context, options: ForecasterOptions = {}): Forecaster {
+  const { db, config, log } = ctx;
+  const thread: ForecastThread = createForecastThread(config);
+  const budgetMs = options.budgetMs ?? BUDGET_MS;
+  let requested = false;
+  let running: Promise<ForecastPass> | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  let nextAllowedAt = 0;
+  let lastFingerprint: string | undefined;
+  let lastWrittenAt = 0;
+  let lastConfirmedAt = 0;
+  let forecastIds = new Set<string>();
+
+  async function pass(force: boolean): Promise<ForecastPass> {
+    const started = performance.now();
+    const fingerprint = await queueFingerprint(db);
+    if (!force && fingerprint === lastFingerprint && Date.now() - lastWrittenAt < REFRESH_MS) {
+      if (Date.now() - lastConfirmedAt >= CONFIRM_EVERY_MS) {
+        await confirmForecast(db);
+        lastConfirmedAt = Date.now();
+      }
+      return { outcome: 'unchanged', tasks: 0, steps: 0, durationMs: performance.now() - started };
+    }
+    const input = await readForecastInput(db, config, FORECAST_MAX_TASKS);
+    const output: ForecastOutput = await thread.run(input, budgetMs);
+    const ids = new Set(output.tasks.ids);
+    const ended = [...forecastIds].filter((id) => !ids.has(id));
+    await db.transaction(async (tx) => {
+      await writeForecast(tx, output.nowMs, output.tasks, output.summary);
+      await deleteForecasts(tx, ended);
+      await tx.query(`SELECT pg_notify($1, '')`, [Channels.forecast]);
+    });
+    forecastIds = ids;
+    lastFingerprint = fingerprint;
+    lastWrittenAt = lastConfirmedAt = Date.now();
+    return {
+      outcome: 'written',
+      tasks: ids.size,
+      steps: output.steps,
+      durationMs: performance.now() - started,
+    };
+  }
+
+  function start(force: boolean): Promise<ForecastPass> {
+    const startedAt = performance.now();
+    const p = pass(force).finally(() => {
+      const durationMs = performance.now() - startedAt;
+      nextAllowedAt = Date.now() + Math.max(MIN_INTERVAL_MS, DUTY_FACTOR * durationMs);
+      running = undefined;
+      kick();
+    });
+    running = p;
+    return p;
+  }
+
+  function kick(): void {
+    if (stopped || running || !requested) return;
+    const wait = nextAllowedAt - Date.now();
+    if (wait > 0) {
+      timer ??= setTimeout(() => {
+        timer = undefined;
+        kick();
+      }, wait).unref();
+      return;
+    }
+    requested = false;
+    start(false).catch((error: unknown) => log.warn({ err: coerceError(error) }, 'forecast pass failed'));
+  }
+
+  return {
+    afterPass() {
+      requested = true;
+      kick();
+    },
+    async runNow() {
+      while (running) await running.catch(() => {});
+      return start(true);
+    },
+    async stop() {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      await running?.catch(() => {});
+      await thread.close();
+    },
+  };
+}
