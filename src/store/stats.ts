@@ -109,7 +109,8 @@ export async function readQueueSnapshot(
   q: Queryable,
   opts: { maxTasks: number; windowMs: number; workerStaleMs: number },
 ): Promise<QueueSnapshot> {
-  const now = await q.query<{ ms: number }>(`SELECT ${MS('clock_timestamp()')} AS ms`);
+  // Whole milliseconds: the forecast's instant is stored and compared as such.
+  const now = await q.query<{ ms: number }>(`SELECT floor(${MS('clock_timestamp()')}) AS ms`);
   const columns = `id, user_id, type, plan, weight::float8 AS weight, state, images_total, images_done, images_failed,
             cancel_requested, ${MS('created_at')} AS created_ms, ${MS('started_at')} AS started_ms,
             ${MS('deadline_at')} AS deadline_ms`;
