@@ -87,11 +87,12 @@ describeEachDb('admin stats, providers and metrics after a run with known counts
     assert.equal(await finalState(base, partial), 'partial');
 
     const limited = await submit(base, { user_id: 'f', plan: 'free', prompt: 'z [sim:rate-limited=600000]' });
-    await waitFor('the 429 to be logged', async () => {
+    // The call log is written apart from (and may land before) the transaction that records the
+    // 429 and halves the AIMD concurrency: wait for both.
+    await waitFor('the 429 to be logged and recorded', async () => {
       const { body } = await getJson(base, '/v1/admin/providers');
-      const key = (body.providers as Array<{ keys: Array<{ rate_limited_last_minute: number }> }>)[0]!
-        .keys[0]!;
-      return key.rate_limited_last_minute === 1;
+      const p = (body.providers as ProviderView[])[0]!;
+      return p.keys[0]!.rate_limited_last_minute === 1 && p.effective_concurrency !== 20;
     });
     const providers = (await getJson(base, '/v1/admin/providers')).body.providers as ProviderView[];
     assert.equal(providers.length, 1);
