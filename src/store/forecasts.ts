@@ -1,7 +1,7 @@
 import type { Queryable } from './db.ts';
 
 /**
- * The queue forecast's storage (migration 0006): one row per forecast task, one row for the
+ * The queue forecast's storage (migration 0007): one row per forecast task, one row for the
  * forecast as a whole, and the queued-task counter behind the queue bound. The scheduler leader
  * writes the forecast set-based after its passes (src/scheduler/forecaster.ts); the API reads
  * one row per task.
