@@ -185,6 +185,7 @@ export function resolveConfig(
         .map((step) => ({
           where: `pipelines.${pipeline.name}.steps[${step.index}].params`,
           params: step.params,
+          batchSize: step.batchSize,
         })),
     );
     const check = checkOpenAIProvider(`providers.${p.name}`, p, steps);

@@ -31,6 +31,8 @@ export interface OpenAIImageModel {
   /** Legacy `style` (vivid | natural): likewise unsupported for GPT image models. */
   acceptsStyle: boolean;
   outputFormats: readonly OpenAIOutputFormat[];
+  /** `input_fidelity` values (edits); `[]`: "omit this parameter"; undefined: the SDK does not say. */
+  inputFidelity?: readonly string[];
   sizes: OpenAISizeRule;
   qualities: readonly string[];
 }
@@ -52,7 +54,12 @@ const QUALITIES = ['low', 'medium', 'high', 'auto'] as const;
 // "gpt-image-2.5-sunburst and gpt-image-2.5-flare, including their 2026-09-08 snapshots, also support xhigh and max."
 const QUALITIES_2_5 = [...QUALITIES, 'xhigh', 'max'] as const;
 
-function gptImage(id: string, sizes: OpenAISizeRule, qualities: readonly string[]): OpenAIImageModel {
+function gptImage(
+  id: string,
+  sizes: OpenAISizeRule,
+  qualities: readonly string[],
+  inputFidelity?: readonly string[],
+): OpenAIImageModel {
   return {
     id,
     status: 'current',
@@ -60,6 +67,7 @@ function gptImage(id: string, sizes: OpenAISizeRule, qualities: readonly string[
     acceptsResponseFormat: false,
     acceptsStyle: false,
     outputFormats: FORMATS,
+    ...(inputFidelity ? { inputFidelity } : {}),
     sizes,
     qualities,
   };
@@ -85,12 +93,14 @@ function ended(
 }
 
 const MODELS: readonly OpenAIImageModel[] = [
-  gptImage('gpt-image-1-mini', 'standard', QUALITIES),
-  gptImage('gpt-image-1.5', 'standard', QUALITIES),
+  // input_fidelity: "Supports high and low on gpt-image-1.5; gpt-image-1-mini supports only low.
+  // For gpt-image-2, omit this parameter."
+  gptImage('gpt-image-1-mini', 'standard', QUALITIES, ['low']),
+  gptImage('gpt-image-1.5', 'standard', QUALITIES, ['high', 'low']),
   gptImage('chatgpt-image-latest', 'standard', QUALITIES),
   // Arbitrary WIDTHxHEIGHT is documented for gpt-image-2, its snapshot, and the 2.5 family only.
-  gptImage('gpt-image-2', 'flexible', QUALITIES),
-  gptImage('gpt-image-2-2026-04-21', 'flexible', QUALITIES),
+  gptImage('gpt-image-2', 'flexible', QUALITIES, []),
+  gptImage('gpt-image-2-2026-04-21', 'flexible', QUALITIES, []),
   gptImage('gpt-image-2.5-sunburst', 'flexible', QUALITIES_2_5),
   gptImage('gpt-image-2.5-sunburst-2026-09-08', 'flexible', QUALITIES_2_5),
   gptImage('gpt-image-2.5-flare', 'flexible', QUALITIES_2_5),
@@ -143,21 +153,6 @@ export function sizeProblem(size: string, rule: OpenAISizeRule): string | undefi
   return undefined;
 }
 
-/**
- * Images one request may return: the model's `n` bound, 1 for SVG output ("SVG output requires
- * n=1"), and for ids the table does not know (relays) the configured `maxImagesPerRequest`, else 1.
- */
-export function openAIMaxImagesPerRequest(
-  model: string,
-  params: Record<string, unknown> = {},
-  configured?: number,
-): number {
-  if (params.output_format === 'svg') return 1;
-  const known = findOpenAIImageModel(model);
-  if (known && known.status === 'current') return Math.min(configured ?? OPENAI_MAX_N, OPENAI_MAX_N);
-  return configured ?? 1;
-}
-
 /** The parameters a model never accepts and the adapter therefore never sends to it. */
 export function unsupportedParams(model: string): readonly string[] {
   const known = findOpenAIImageModel(model);
@@ -188,7 +183,7 @@ export function checkOpenAIProvider(
     maxImagesPerRequest?: number | undefined;
     params: Record<string, unknown>;
   },
-  stepParams: ReadonlyArray<{ where: string; params: Record<string, unknown> }> = [],
+  stepParams: ReadonlyArray<{ where: string; params: Record<string, unknown>; batchSize?: number }> = [],
 ): OpenAIProviderCheck {
   const problems: string[] = [];
   const warnings: string[] = [];
@@ -247,6 +242,24 @@ export function checkOpenAIProvider(
     if (known && quality !== undefined && !known.qualities.includes(String(quality)))
       problems.push(
         `${at}.quality: ${model} accepts ${known.qualities.join(', ')}; got ${JSON.stringify(quality)}`,
+      );
+    const fidelity = params.input_fidelity;
+    if (known?.inputFidelity && fidelity !== undefined && !known.inputFidelity.includes(String(fidelity)))
+      problems.push(
+        known.inputFidelity.length === 0
+          ? `${at}.input_fidelity: ${model} takes no input_fidelity (the SDK: "omit this parameter"); remove it`
+          : `${at}.input_fidelity: ${model} accepts ${known.inputFidelity.join(', ')}; got ${JSON.stringify(fidelity)}`,
+      );
+  }
+  // Batches are split by the provider's params (capabilities.ts); an svg step would send n > 1.
+  for (const step of stepParams) {
+    if (
+      step.params.output_format === 'svg' &&
+      provider.params.output_format !== 'svg' &&
+      (step.batchSize ?? 1) > 1
+    )
+      problems.push(
+        `${step.where}.output_format: svg output takes one image per request ("SVG output requires n=1"); give this step batchSize 1, or set output_format: svg in ${where}.params`,
       );
   }
   return { problems, warnings };

@@ -206,4 +206,24 @@ describe('contract: the official openai client against the simulator', () => {
     );
     assert.deepEqual([legacy.status, legacy.code], [400, 'unknown_parameter']);
   });
+
+  it('takes input_fidelity where the SDK documents it', async () => {
+    // "Supports high and low on gpt-image-1.5; gpt-image-1-mini supports only low. For gpt-image-2, omit this parameter."
+    const edit = async (model: string, input_fidelity: 'high' | 'low') =>
+      client.images.edit({
+        model,
+        prompt: 'keep the face',
+        input_fidelity,
+        image: await toFile(await photo('#0a0'), 'person.png', { type: 'image/png' }),
+      });
+    assert.equal((await edit('gpt-image-1.5', 'high')).data?.length, 1);
+    assert.equal((await edit('gpt-image-1-mini', 'low')).data?.length, 1);
+    for (const [model, fidelity] of [
+      ['gpt-image-1-mini', 'high'],
+      ['gpt-image-2', 'low'],
+    ] as const) {
+      const error = await rejection(edit(model, fidelity));
+      assert.deepEqual([error.status, error.param], [400, 'input_fidelity'], model);
+    }
+  });
 });

@@ -6,7 +6,6 @@ import {
   DEFAULT_OPENAI_IMAGE_MODEL,
   findOpenAIImageModel,
   openAIImageModels,
-  openAIMaxImagesPerRequest,
   sizeProblem,
 } from '../../src/providers/openai-models.ts';
 
@@ -70,14 +69,6 @@ describe('OpenAI image models', () => {
     }
   });
 
-  it('bounds images per request by the model, svg output and the configured value', () => {
-    assert.equal(openAIMaxImagesPerRequest('gpt-image-2'), 10);
-    assert.equal(openAIMaxImagesPerRequest('gpt-image-2', {}, 4), 4);
-    assert.equal(openAIMaxImagesPerRequest('gpt-image-2', { output_format: 'svg' }), 1);
-    assert.equal(openAIMaxImagesPerRequest('relay-model'), 1);
-    assert.equal(openAIMaxImagesPerRequest('relay-model', {}, 6), 6);
-  });
-
   it('checks sizes as the SDK documents them', () => {
     assert.equal(sizeProblem('1536x1024', 'standard'), undefined);
     assert.equal(sizeProblem('auto', 'standard'), undefined);
@@ -139,6 +130,23 @@ describe('start-up checks of an openai provider', () => {
     }
     const newer = resolveConfig(openaiConfig({ model: 'gpt-image-3', maxImagesPerRequest: 10 }), {});
     assert.match(newer.warnings?.[0] ?? '', /"gpt-image-3" is not an OpenAI image model darkroom knows/);
+  });
+
+  it('refuses input_fidelity a model does not take, and svg output on a batching step', () => {
+    assert.match(
+      refusal(openaiConfig({ model: 'gpt-image-2', params: { input_fidelity: 'high' } })),
+      /providers\.openai\.params\.input_fidelity: gpt-image-2 takes no input_fidelity/,
+    );
+    assert.match(
+      refusal(openaiConfig({ model: 'gpt-image-1-mini' }, { input_fidelity: 'high' })),
+      /steps\[0\]\.params\.input_fidelity: gpt-image-1-mini accepts low/,
+    );
+    resolveConfig(openaiConfig({ model: 'gpt-image-1.5', params: { input_fidelity: 'high' } }), {});
+    assert.match(
+      refusal(openaiConfig({}, { output_format: 'svg' })),
+      /steps\[0\]\.params\.output_format: svg output takes one image per request/,
+    );
+    resolveConfig(openaiConfig({ params: { output_format: 'svg' } }), {});
   });
 
   it('accepts current models and relays, warning about ids it does not know', () => {

@@ -64,6 +64,7 @@ export interface RawImagesFields {
   style: unknown;
   background: unknown;
   frame_count: unknown;
+  input_fidelity: unknown;
 }
 
 const present = (value: unknown): boolean => value !== undefined && value !== null && value !== '';
@@ -144,6 +145,15 @@ function readGptRequest(fields: RawImagesFields, model: OpenAIImageModel): Image
     return invalid(
       `Transparent background requires output_format 'png' or 'webp', got '${outputFormat}'.`,
       'background',
+    );
+  // input_fidelity: high/low on gpt-image-1.5, low on gpt-image-1-mini, "For gpt-image-2, omit this parameter."
+  const fidelity = fields.input_fidelity;
+  if (present(fidelity) && model.inputFidelity && !model.inputFidelity.includes(String(fidelity)))
+    return invalid(
+      model.inputFidelity.length === 0
+        ? `'input_fidelity' is not supported for ${model.id}.`
+        : `Invalid value: '${String(fidelity)}'. Supported values are: ${model.inputFidelity.map((v) => `'${v}'`).join(', ')}.`,
+      'input_fidelity',
     );
   const frameCount = present(fields.frame_count) ? Number(fields.frame_count) : 9;
   // "Accepts integers from 2 through 16. Defaults to 9 when omitted. Only supported with output_format=gif."

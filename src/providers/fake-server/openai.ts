@@ -247,6 +247,7 @@ function fieldsOf(get: (name: keyof RawImagesFields) => unknown): RawImagesField
     style: get('style'),
     background: get('background'),
     frame_count: get('frame_count'),
+    input_fidelity: get('input_fidelity'),
   };
 }
 
