@@ -32,7 +32,9 @@ export const ErrorCodes = {
   input_url_forbidden: 422,
   webhook_url_forbidden: 422,
   queue_full: 429,
+  too_many_streams: 429,
   not_ready: 503,
+  server_busy: 503,
   internal: 500,
 } as const;
 

@@ -22,6 +22,28 @@ export interface AppOptions {
   now?: () => Date;
 }
 
+/**
+ * Fastify's and Node's timeouts, so slow or silent clients cannot hold sockets for long: the
+ * request must arrive within requestTimeoutMs (headers within headersTimeoutMs), idle keep-alive
+ * connections close after keepAliveTimeoutMs, any connection silent both ways after
+ * connectionTimeoutMs. Node checks the first two on a timer (default every 30 s): it runs here
+ * at a quarter of the shorter one.
+ */
+function serverTimeouts(server: Context['config']['server']) {
+  const request = server.requestTimeoutMs;
+  const headers = request > 0 ? Math.min(server.headersTimeoutMs, request) : server.headersTimeoutMs;
+  return {
+    requestTimeout: request,
+    keepAliveTimeout: server.keepAliveTimeoutMs,
+    connectionTimeout: server.connectionTimeoutMs,
+    http: {
+      requestTimeout: request,
+      headersTimeout: headers,
+      connectionsCheckingInterval: Math.min(30_000, Math.max(25, Math.floor(headers / 4))),
+    },
+  };
+}
+
 /** The HTTP API as a Fastify instance, not listening: tests use inject(), `serve` listens. */
 export async function buildApp(ctx: Context, options: AppOptions): Promise<FastifyInstance> {
   const app = Fastify({
@@ -34,6 +56,7 @@ export async function buildApp(ctx: Context, options: AppOptions): Promise<Fasti
     routerOptions: { maxParamLength: 256 },
     frameworkErrors,
     clientErrorHandler,
+    ...serverTimeouts(ctx.config.server),
   });
   installErrorHandler(app);
   app.addHook('preValidation', refuseUnstorableInput);

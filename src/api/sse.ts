@@ -5,6 +5,7 @@ import { createWakeup } from '../scheduler/wakeup.ts';
 import { Channels } from '../store/db.ts';
 import { eventsAfter, lastEventId } from '../store/events.ts';
 import { getTaskView, type TaskRow } from '../store/tasks.ts';
+import { admitStream } from './stream-limit.ts';
 import { viewOf } from './views.ts';
 
 const POLL_MS = 1000; // covers lost notifications
@@ -23,6 +24,20 @@ function isFinal(state: TaskRow['state']): boolean {
  * it, one row: src/scheduler/forecaster.ts). A slow poll covers lost notifications.
  */
 export async function streamTaskEvents(
+  ctx: Context,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  task: Pick<TaskRow, 'id' | 'user_id'>,
+): Promise<void> {
+  const release = admitStream(ctx, task.user_id);
+  try {
+    await runStream(ctx, request, reply, task);
+  } finally {
+    release();
+  }
+}
+
+async function runStream(
   ctx: Context,
   request: FastifyRequest,
   reply: FastifyReply,

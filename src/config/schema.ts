@@ -142,6 +142,18 @@ export const configSchema = z
         /** Absolute base for URLs in responses; default: from the request's Host. */
         publicUrl: z.url().optional(),
         bodyLimitBytes: positiveInt.default(1024 * 1024), // 1 MiB of JSON
+        /** The whole request (line, headers, body) must arrive within this; 0 turns it off. */
+        requestTimeoutMs: nonNegativeInt.default(60_000), // 1 min
+        /** The request line and headers must arrive within this. */
+        headersTimeoutMs: positiveInt.default(15_000), // 15 s
+        /** An idle keep-alive connection is closed after this. */
+        keepAliveTimeoutMs: positiveInt.default(5_000), // 5 s
+        /** A connection with no traffic either way is closed after this (SSE sends a keep-alive every 15 s). */
+        connectionTimeoutMs: positiveInt.default(120_000), // 2 min
+        /** SSE streams open at once in one API process. */
+        maxEventStreams: positiveInt.default(1_000),
+        /** SSE streams open at once for one user's tasks, per API process. */
+        maxEventStreamsPerUser: positiveInt.default(10),
         logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
       })
       .strict()
