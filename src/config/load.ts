@@ -2,6 +2,8 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import type { z } from 'zod';
+import { checkCapabilityOverride } from '../providers/capabilities.ts';
+import { checkBatchFits } from './batch-fit.ts';
 import { checkOpenAIProvider } from '../providers/openai-models.ts';
 import { defaultPipelines, defaultPlans, defaultProviders } from './defaults.ts';
 import {
@@ -168,6 +170,8 @@ export function resolveConfig(
       problems.push(`providers.${name}.workflow: a comfyui provider needs a workflow template file`);
     if (p.type === 'comfyui' && !p.baseUrl)
       problems.push(`providers.${name}.baseUrl: a comfyui provider needs the ComfyUI server's URL`);
+    const overrideProblem = checkCapabilityOverride(p, `providers.${name}`);
+    if (overrideProblem) problems.push(overrideProblem);
     providers[name] = { ...p, name, keys: p.keys.map((k) => resolveKey(k, env)) };
   }
   const pipelines: Record<string, ResolvedPipeline> = {};
@@ -318,6 +322,11 @@ function resolvePipeline(
   if (steps.some((s, i) => s.kind === 'transform' && i > generateAt && generateAt >= 0)) {
     problems.push(`pipelines.${name}.steps: transform steps must come before the generate step`);
   }
+  steps.forEach((s, i) => {
+    const provider = s.provider ? providers[s.provider] : undefined;
+    const problem = s.kind === 'generate' && provider ? checkBatchFits(provider, s.batchSize) : undefined;
+    if (problem) problems.push(`${where(i, 'batchSize')}: ${problem}`);
+  });
   steps.forEach((s, i) => {
     if (s.kind === 'store' && s.cache)
       problems.push(`${where(i, 'cache')}: only provider steps have results to cache`);

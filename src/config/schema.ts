@@ -50,7 +50,12 @@ const providerSchema = z
     /** Endpoint: the provider's API, a relay, a ComfyUI server, or `darkroom fake-provider`. */
     baseUrl: z.url().optional(),
     model: z.string().optional(),
-    /** Images one request may return; needed to batch on a model darkroom does not know (e.g. a relay's). */
+    /**
+     * Images one request may ask for. Defaults to what the model supports (src/providers/capabilities.ts:
+     * Gemini image models 1, known OpenAI models their `n` bound); may lower it, never raise it; needed to
+     * batch on a model darkroom does not know (e.g. a relay's). A batch larger than this is split into
+     * parallel requests, each counted against the key's limits.
+     */
     maxImagesPerRequest: positiveInt.optional(),
     /** ComfyUI workflow template (JSON file path). */
     workflow: z.string().optional(),
@@ -222,6 +227,12 @@ export const configSchema = z
         maxAttempts: positiveInt.default(3),
         backoffBaseMs: positiveInt.default(1_000),
         backoffMaxMs: positiveInt.default(60_000),
+        /**
+         * Rate-limited attempts spend no attempt; past this many (or maxRateLimitedWaitMs since the
+         * first) the job fails as `provider_rate_limited` and its images are refunded.
+         */
+        maxRateLimitedRetries: positiveInt.default(20),
+        maxRateLimitedWaitMs: positiveInt.default(1_800_000), // 30 min
         /** On SIGTERM: finish running jobs for this long, then release them. */
         shutdownGraceMs: positiveInt.default(20_000),
         pollMs: positiveInt.default(1_000),

@@ -1,6 +1,6 @@
-import type { Config, ResolvedPipeline } from '../config/load.ts';
+import { keyIsUsable, type Config, type ResolvedPipeline } from '../config/load.ts';
 import { aimdOnRateLimit, aimdOnSuccess, decideRetry, finalStateFor, refundFor } from '../policy/index.ts';
-import type { OutcomeKind } from '../policy/index.ts';
+import type { OutcomeKind, RateLimitHistory } from '../policy/index.ts';
 import { refundTask } from '../store/credits.ts';
 import type { Queryable } from '../store/db.ts';
 import { appendEvent } from '../store/events.ts';
@@ -13,11 +13,19 @@ import {
   failJob,
   insertJobs,
   lockRunningJob,
+  noteRateLimited,
   requeueJob,
+  shrinkJob,
   stepOutputs,
   type JobRow,
 } from '../store/jobs.ts';
-import { recordProviderRateLimit, recordProviderSuccess } from '../store/provider-state.ts';
+import {
+  keysFreeAt,
+  recordProviderRateLimit,
+  recordProviderSuccess,
+  unhintedStreak,
+} from '../store/provider-state.ts';
+import { unhintedRestMs } from '../policy/rests.ts';
 import { addUnits, finishTask, lockTask, setStage, type TaskRow } from '../store/tasks.ts';
 import { jobsForCallStep, jobsForStoreStep } from './plan-jobs.ts';
 
@@ -71,6 +79,7 @@ export async function recordCallSuccess(
           decreaseFactor: config.scheduler.aimdDecreaseFactor,
         }),
       provider.concurrency,
+      row.key_id,
     );
   }
 
@@ -144,7 +153,12 @@ export interface FailureInfo {
   kind: FailureKind;
   message: string;
   retryAfterMs?: number | undefined;
+  /** Rate limits: why the key rests longer than a short cool-down (a per-day quota). */
+  rest?: string | undefined;
 }
+
+/** The stable code a job's error starts with when the rate-limit bound gave up on it (docs/errors.md). */
+export const RATE_LIMIT_GIVE_UP = 'provider_rate_limited';
 
 /**
  * A failed attempt: retried (with backoff; a 429 without spending an attempt and with the key
@@ -161,27 +175,45 @@ export async function recordJobFailure(
   if (!row) return { recorded: false, retried: false };
   const task = await lockTask(tx, row.task_id);
   const provider = config.providers[row.resource];
-  if (failure.kind === 'rate_limited' && provider && row.key_id) {
-    await recordProviderRateLimit(
-      tx,
-      row.resource,
-      row.key_id,
-      failure.retryAfterMs ?? provider.defaultRetryAfterMs,
-      (s) =>
-        aimdOnRateLimit(s, {
-          cap: provider.concurrency,
-          increaseAfter: config.scheduler.aimdIncreaseAfter,
-          decreaseFactor: config.scheduler.aimdDecreaseFactor,
-        }),
-      provider.concurrency,
-    );
+  let rateLimits: RateLimitHistory | undefined;
+  if (failure.kind === 'rate_limited') {
+    if (provider && row.key_id) {
+      const unhinted = failure.retryAfterMs === undefined;
+      const streak = unhinted ? await unhintedStreak(tx, row.resource, row.key_id) : 0;
+      const restMs = failure.retryAfterMs ?? unhintedRestMs(streak, provider.defaultRetryAfterMs);
+      await recordProviderRateLimit(
+        tx,
+        row.resource,
+        row.key_id,
+        restMs,
+        (s) =>
+          aimdOnRateLimit(s, {
+            cap: provider.concurrency,
+            increaseAfter: config.scheduler.aimdIncreaseAfter,
+            decreaseFactor: config.scheduler.aimdDecreaseFactor,
+          }),
+        provider.concurrency,
+        failure.rest ??
+          (unhinted
+            ? `${streak + 1} rate limit(s) in a row without a retry hint: resting ${restMs} ms`
+            : undefined),
+        unhinted,
+      );
+    }
+    rateLimits = await rateLimitHistory(tx, config, row);
   }
-  const decision = decideRetry(failure.kind, row.attempts, row.max_attempts, {
-    baseMs: config.worker.backoffBaseMs,
-    maxMs: config.worker.backoffMaxMs,
-    random,
-    retryAfterMs: failure.kind === 'rate_limited' ? undefined : failure.retryAfterMs,
-  });
+  const decision = decideRetry(
+    failure.kind,
+    row.attempts,
+    row.max_attempts,
+    {
+      baseMs: config.worker.backoffBaseMs,
+      maxMs: config.worker.backoffMaxMs,
+      random,
+      retryAfterMs: failure.kind === 'rate_limited' ? undefined : failure.retryAfterMs,
+    },
+    rateLimits,
+  );
   if (decision.action === 'retry' && task && !isSettled(task)) {
     await requeueJob(
       tx,
@@ -193,10 +225,80 @@ export async function recordJobFailure(
     await tx.query(`SELECT pg_notify('darkroom_schedule', '')`);
     return { recorded: true, retried: true };
   }
-  await failJob(tx, row.id, `${failure.kind}: ${failure.message}`);
-  await failUnitsOf(tx, row, `${row.step_name} failed: ${failure.message}`);
+  const message =
+    decision.action === 'fail' && decision.reason === 'rate_limit_bound'
+      ? `${RATE_LIMIT_GIVE_UP}: gave up after ${rateLimits?.count ?? 0} rate-limited attempts over ${Math.round((rateLimits?.sinceFirstMs ?? 0) / 1000)} s on provider "${row.resource}" (bounds: worker.maxRateLimitedRetries ${config.worker.maxRateLimitedRetries}, worker.maxRateLimitedWaitMs ${config.worker.maxRateLimitedWaitMs}); last: ${failure.message}`
+      : `${failure.kind}: ${failure.message}`;
+  await failJob(tx, row.id, message);
+  await failUnitsOf(tx, row, `${row.step_name} failed: ${message}`);
   await finishIfDone(tx, row.task_id);
   return { recorded: true, retried: false };
+}
+
+/**
+ * The job's rate-limit history for the bound. When every usable key of the provider rests longer
+ * than the job may still wait (a daily quota on each), waiting is pointless: the history says the
+ * wait is already spent, so the job fails now instead of sitting in the queue until the reset.
+ */
+async function rateLimitHistory(tx: Queryable, config: Config, row: JobRow): Promise<RateLimitHistory> {
+  const noted = await noteRateLimited(tx, row.id);
+  const bounds = {
+    maxRetries: config.worker.maxRateLimitedRetries,
+    maxWaitMs: config.worker.maxRateLimitedWaitMs,
+  };
+  const provider = config.providers[row.resource];
+  if (!provider) return { ...noted, ...bounds };
+  const usable = provider.keys.filter((k) => keyIsUsable(provider, k)).map((k) => k.id);
+  const freeAt = await keysFreeAt(tx, provider.name, usable);
+  if (freeAt) {
+    const { rows } = await tx.query<{ wait_ms: number }>(
+      `SELECT (extract(epoch FROM $1::timestamptz - now()) * 1000)::float8 AS wait_ms`,
+      [freeAt],
+    );
+    const waitMs = rows[0]?.wait_ms ?? 0;
+    if (noted.sinceFirstMs + waitMs > bounds.maxWaitMs)
+      return { ...noted, sinceFirstMs: noted.sinceFirstMs + waitMs, ...bounds };
+  }
+  return { ...noted, ...bounds };
+}
+
+/**
+ * A call that returned only some of its images (a batch split into several requests, some of
+ * which failed): the images that came back are kept and stored, the job shrinks to the images
+ * still owed, and that remainder is treated as the failure says (retried, or failed and refunded).
+ */
+export async function recordPartialSuccess(
+  tx: Queryable,
+  config: Config,
+  job: Pick<JobRow, 'id' | 'lease_token'>,
+  stagedKeys: string[],
+  failure: FailureInfo,
+  random: number,
+): Promise<{ recorded: boolean; retried: boolean }> {
+  const row = await lockRunningJob(tx, job.id, job.lease_token);
+  if (!row) return { recorded: false, retried: false };
+  const task = (await lockTask(tx, row.task_id))!;
+  const pipeline = pipelineOf(config, task);
+  const store = pipeline.steps.find((s) => s.kind === 'store');
+  if (store && !isSettled(task) && stagedKeys.length > 0) {
+    await insertJobs(
+      tx,
+      jobsForStoreStep(
+        { id: task.id, userId: task.user_id, imagesTotal: task.images_total },
+        pipeline,
+        store,
+        row.first_index,
+        stagedKeys,
+        config.worker.maxAttempts,
+      ),
+    );
+    if (task.stage !== store.name) {
+      await setStage(tx, task.id, store.name);
+      await appendEvent(tx, task.id, task.user_id, 'stage', { stage: store.name });
+    }
+  }
+  await shrinkJob(tx, row.id, stagedKeys.length);
+  return recordJobFailure(tx, config, job, failure, random);
 }
 
 /** Marks the images a finally-failed job stood for as failed. */

@@ -19,9 +19,12 @@ import type {
  *
  * 1. Limits are never exceeded. Admissions never take the running tasks past
  *    `maxRunningTasks`, a user's running tasks past `perUserRunningTasks`, a provider past its
- *    AIMD effective concurrency (⌊effective⌋, at least 1), a key past its `concurrency`, a key
- *    past `rpm` requests in any `rpmWindowMs` window (admission times of requests not started
- *    yet count too), a store step past its `concurrency`, or the workers past their free slots.
+ *    AIMD effective concurrency (⌊effective⌋, at least 1; an idle provider may take one job of
+ *    more requests, up to its configured cap), a key past its `concurrency`, a key past `rpm`
+ *    requests in any `rpmWindowMs` window (admission times of requests not started yet count
+ *    too), a store step past its `concurrency`, or the workers past their free slots. Limits
+ *    count requests: a job of `requests` requests (a batch split into one call per image on a
+ *    model that returns one image per request) takes that many, all on one key.
  *    A key that is unusable (disabled, no secret) or cooling down after a 429 is never chosen.
  *
  * 2. Work-conserving: when `decide` returns, no ready job left in the queue could be admitted
@@ -121,8 +124,9 @@ export function decide(input: PolicyInput): Decision {
 
   // Resources found full stay full for the rest of this decision: counts only go up.
   const full = new Set<string>();
-  // Providers that had room but no key that could start now: time alone can free them.
-  const keyBlocked = new Set<string>();
+  // Providers that had room but no key that could start a job's requests now, with the fewest
+  // requests such a job needed: time alone can free them.
+  const keyBlocked = new Map<string, number>();
   const admissions: Admission[] = [];
   // Only the picked user's score changes during a decision, so a heap orders the users.
   const scoreOf = (user: string): number => {
@@ -146,6 +150,7 @@ export function decide(input: PolicyInput): Decision {
     for (let i = 0; i < queue.length; i++) {
       const job = queue[i]!;
       const task = tasks.get(job.taskId)!;
+      const requests = job.kind === 'store' ? 0 : Math.max(1, job.requests ?? 1);
       if (!task.running) {
         if (runningTasks >= input.limits.maxRunningTasks) continue;
         if ((userRunning.get(user) ?? 0) >= input.limits.perUserRunningTasks) continue;
@@ -165,14 +170,16 @@ export function decide(input: PolicyInput): Decision {
           full.add(job.resource);
           continue;
         }
-        const key = chooseKey(provider.keys, now, windowMs);
+        // A smaller job may still fit where this one does not: only "not even one" marks full.
+        if (!providerFits(provider, requests)) continue;
+        const key = chooseKey(provider.keys, now, windowMs, requests);
         if (!key) {
-          full.add(job.resource);
-          keyBlocked.add(job.resource);
+          if (requests === 1) full.add(job.resource);
+          keyBlocked.set(job.resource, Math.min(keyBlocked.get(job.resource) ?? requests, requests));
           continue;
         }
-        recordStart(key, now);
-        provider.inFlight++;
+        recordStart(key, now, requests);
+        provider.inFlight += requests;
         keyId = key.id;
       }
       const startsTask = !task.running;
@@ -188,7 +195,7 @@ export function decide(input: PolicyInput): Decision {
         taskId: job.taskId,
         resource: job.resource,
         startsTask,
-        ...(keyId ? { keyId } : {}),
+        ...(keyId ? { keyId, requests } : {}),
       });
       queue.splice(i, 1);
       admitted = true;
@@ -198,10 +205,10 @@ export function decide(input: PolicyInput): Decision {
   }
 
   // Time alone frees a key: its RPM window slides or its cool-down ends.
-  for (const name of keyBlocked) {
+  for (const [name, requests] of keyBlocked) {
     for (const key of providers.get(name)!.keys) {
-      if (key.inFlight >= key.concurrency) continue;
-      const at = keyAvailableAtMs(key, now, windowMs);
+      if (key.inFlight + requests > key.concurrency) continue;
+      const at = keyAvailableAtMs(key, now, windowMs, requests);
       if (at > now && Number.isFinite(at)) nextWakeAtMs = Math.min(nextWakeAtMs, at);
     }
   }
@@ -211,6 +218,19 @@ export function decide(input: PolicyInput): Decision {
 /** Calls a provider may have in flight now: its AIMD-effective concurrency, at least one. */
 export function providerLimit(provider: Pick<ProviderView, 'effectiveConcurrency' | 'concurrency'>): number {
   return Math.max(1, Math.floor(Math.min(provider.concurrency, provider.effectiveConcurrency)));
+}
+
+/**
+ * Whether a provider can take a job of `requests` requests now. An idle provider takes one job
+ * larger than its AIMD-effective concurrency (never past the configured cap), so a concurrency
+ * shrunk by 429s below a batch's size cannot stop the provider for good.
+ */
+export function providerFits(
+  provider: Pick<ProviderView, 'effectiveConcurrency' | 'concurrency' | 'inFlight'>,
+  requests: number,
+): boolean {
+  if (provider.inFlight + requests <= providerLimit(provider)) return true;
+  return provider.inFlight === 0 && requests <= provider.concurrency;
 }
 
 /** True when a task that has not started could not start before its deadline if admitted now. */

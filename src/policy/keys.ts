@@ -9,37 +9,45 @@ export function requestsInWindow(key: KeyView, nowMs: number, windowMs: number):
   return n;
 }
 
-/** When this key could next start a request, or `nowMs` if it can now. Infinity when unusable. */
-export function keyAvailableAtMs(key: KeyView, nowMs: number, windowMs: number): number {
-  if (!key.usable) return Number.POSITIVE_INFINITY;
+/**
+ * When this key could next start `requests` requests at once, or `nowMs` if it can now. Infinity
+ * when unusable or when `requests` exceeds its rpm (it never could).
+ */
+export function keyAvailableAtMs(key: KeyView, nowMs: number, windowMs: number, requests = 1): number {
+  if (!key.usable || requests > key.rpm) return Number.POSITIVE_INFINITY;
   let at = Math.max(nowMs, key.cooldownUntilMs);
-  if (key.recentStartsMs.length >= key.rpm) {
-    // The (n - rpm + 1)-th newest request must leave the window first.
-    const times = key.recentStartsMs;
-    const blocking = times[times.length - key.rpm];
+  const times = key.recentStartsMs;
+  if (times.length + requests > key.rpm) {
+    // The (rpm - requests + 1)-th newest request must leave the window first.
+    const blocking = times[times.length - key.rpm + requests - 1];
     if (blocking !== undefined) at = Math.max(at, blocking + windowMs);
   }
   return at;
 }
 
-export function keyCanStartNow(key: KeyView, nowMs: number, windowMs: number): boolean {
+export function keyCanStartNow(key: KeyView, nowMs: number, windowMs: number, requests = 1): boolean {
   return (
     key.usable &&
-    key.inFlight < key.concurrency &&
+    key.inFlight + requests <= key.concurrency &&
     key.cooldownUntilMs <= nowMs &&
-    requestsInWindow(key, nowMs, windowMs) < key.rpm
+    requestsInWindow(key, nowMs, windowMs) + requests <= key.rpm
   );
 }
 
 /**
- * The key pool rule: of the keys that can start now, the one with the most RPM headroom,
- * then the fewest requests in flight, then the lowest id (deterministic). Never random.
+ * The key pool rule: of the keys that can start `requests` requests now, the one with the most
+ * RPM headroom, then the fewest requests in flight, then the lowest id (deterministic). Never random.
  */
-export function chooseKey(keys: KeyView[], nowMs: number, windowMs: number): KeyView | undefined {
+export function chooseKey(
+  keys: KeyView[],
+  nowMs: number,
+  windowMs: number,
+  requests = 1,
+): KeyView | undefined {
   let best: KeyView | undefined;
   let bestHeadroom = -1;
   for (const key of keys) {
-    if (!keyCanStartNow(key, nowMs, windowMs)) continue;
+    if (!keyCanStartNow(key, nowMs, windowMs, requests)) continue;
     const headroom = key.rpm - requestsInWindow(key, nowMs, windowMs);
     if (
       !best ||
@@ -54,8 +62,8 @@ export function chooseKey(keys: KeyView[], nowMs: number, windowMs: number): Key
   return best;
 }
 
-/** Records a request start on a key (mutates the view: used inside one decision). */
-export function recordStart(key: KeyView, nowMs: number): void {
-  key.inFlight += 1;
-  key.recentStartsMs.push(nowMs);
+/** Records `requests` request starts on a key (mutates the view: used inside one decision). */
+export function recordStart(key: KeyView, nowMs: number, requests = 1): void {
+  key.inFlight += requests;
+  for (let i = 0; i < requests; i++) key.recentStartsMs.push(nowMs);
 }

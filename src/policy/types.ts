@@ -38,12 +38,19 @@ export interface JobView {
   order: number;
   /** Provider calls: expected duration (informational; ETA estimates use it). */
   expectedMs?: number;
+  /**
+   * Provider calls: the requests this job makes (a batch on a model that returns fewer images per
+   * request than the batch holds is several parallel requests). Each counts against the key's RPM
+   * window and in-flight limit and the provider's concurrency. Default 1.
+   */
+  requests?: number | undefined;
 }
 
 export interface KeyView {
   id: string;
   rpm: number;
   concurrency: number;
+  /** Requests in flight (a job of several requests counts each). */
   inFlight: number;
   /** False when disabled or its secret is missing: never chosen. */
   usable: boolean;
@@ -62,6 +69,7 @@ export interface ProviderView {
   concurrency: number;
   /** AIMD-adjusted concurrency (≤ cap, ≥ 1). */
   effectiveConcurrency: number;
+  /** Requests in flight across its keys. */
   inFlight: number;
   keys: KeyView[];
 }
@@ -125,6 +133,8 @@ export interface Admission {
   keyId?: string;
   /** True when this admission starts the task (it takes a running-task slot). */
   startsTask: boolean;
+  /** Provider calls: the requests recorded against the key (the job's `requests`). */
+  requests?: number;
 }
 
 export interface Decision {

@@ -1,8 +1,10 @@
 /**
  * Gemini native image generation (`models/{model}:generateContent`, e.g. gemini-2.5-flash-image).
- * One call is one request: `count` images are asked for as `generationConfig.candidateCount`, so the
- * scheduler's one-request-per-call accounting of the key's rpm stays true. Models that refuse more than
- * one candidate need a batch size of 1 in the pipeline config.
+ * One call of this adapter is one request for one image: Gemini image models refuse
+ * `generationConfig.candidateCount` > 1 (400 INVALID_ARGUMENT "Multiple candidates is not enabled
+ * for models/…", google-gemini/gemini-cli#10370, googleapis/js-genai#1609), so
+ * src/providers/capabilities.ts gives them one image per request and src/providers/fan-out.ts
+ * sends a batch of N as N parallel calls, each counted by the scheduler against the key's limits.
  */
 import { fetch } from 'undici';
 import {
@@ -18,6 +20,8 @@ import {
   parseRetryAfterMs,
   snippet,
 } from './http-util.ts';
+import { nextPacificMidnightMs } from '../policy/rests.ts';
+import { geminiModelResource } from './capabilities.ts';
 import type { ProviderAdapter, ProviderCall, ProviderOutcome } from './types.ts';
 
 export interface GeminiProviderOptions {
@@ -43,12 +47,24 @@ const REFUSAL_REASONS = new Set([
 ]);
 
 export function createGeminiProvider(options: GeminiProviderOptions): ProviderAdapter {
-  const baseUrl = (options.baseUrl ?? 'https://generativelanguage.googleapis.com').replace(/\/+$/, '');
-  const url = `${baseUrl}/v1beta/models/${encodeURIComponent(options.model)}:generateContent`;
+  const url = generateContentUrl(
+    options.baseUrl ?? 'https://generativelanguage.googleapis.com',
+    options.model,
+  );
   return {
     type: 'gemini',
     call: guardAdapter('gemini', (call) => callGemini(url, options, call)),
   };
+}
+
+/**
+ * `{base}/v1beta/{model}:generateContent` with the model as @google/genai's `tModel` names it
+ * (`models/x` or `tunedModels/x`; a bare id gets `models/`): the slash between collection and id
+ * stays a slash, each segment is escaped on its own.
+ */
+export function generateContentUrl(baseUrl: string, model: string): string {
+  const resource = geminiModelResource(model).split('/').map(encodeURIComponent).join('/');
+  return `${baseUrl.replace(/\/+$/, '')}/v1beta/${resource}:generateContent`;
 }
 
 function requestBody(options: GeminiProviderOptions, call: ProviderCall): unknown {
@@ -84,7 +100,8 @@ async function callGemini(
       signal: deadline.signal,
     });
     const text = await response.text();
-    if (!response.ok) return classifyGeminiError(response.status, text, response.headers.get('retry-after'));
+    if (!response.ok)
+      return classifyGeminiError(response.status, text, response.headers.get('retry-after'), Date.now());
     const parsed = parseJsonText(text);
     if (!parsed.ok)
       return {
@@ -114,6 +131,24 @@ function retryDelayMs(details: unknown): number | undefined {
   return undefined;
 }
 
+/**
+ * The per-day quota a 429 names, if any: `google.rpc.QuotaFailure` violations carry a `quotaId`
+ * such as `GenerateRequestsPerDayPerProjectPerModel-FreeTier` (google-gemini/gemini-cli#8437 shows
+ * the body; https://ai.google.dev/gemini-api/docs/rate-limits lists RPM, TPM and RPD quotas).
+ */
+function dailyQuotaId(details: unknown): string | undefined {
+  if (!Array.isArray(details)) return undefined;
+  for (const detail of details) {
+    if (!isRecord(detail) || !String(detail['@type']).endsWith('google.rpc.QuotaFailure')) continue;
+    const violations = Array.isArray(detail.violations) ? detail.violations.filter(isRecord) : [];
+    for (const v of violations) {
+      const id = typeof v.quotaId === 'string' ? v.quotaId : '';
+      if (/PerDay/i.test(id)) return id;
+    }
+  }
+  return undefined;
+}
+
 function errorInfoReason(details: unknown): string | undefined {
   if (!Array.isArray(details)) return undefined;
   for (const detail of details) {
@@ -128,20 +163,37 @@ function errorInfoReason(details: unknown): string | undefined {
   return undefined;
 }
 
-/** Classifies a non-2xx answer from the Gemini API (`{ error: { code, status, message, details } }`). */
+/**
+ * Classifies a non-2xx answer from the Gemini API (`{ error: { code, status, message, details } }`).
+ * A 429 naming a per-day quota rests the key until the quota resets at midnight Pacific time; one
+ * with RetryInfo waits its retryDelay; one with neither carries no hint (the key's rest then grows
+ * with each such 429 in a row: src/policy/rests.ts).
+ */
 export function classifyGeminiError(
   status: number,
   text: string,
   retryAfterHeader: string | null,
+  nowMs: number,
 ): ProviderOutcome {
   const parsed = parseJsonText(text);
   const error =
     parsed.ok && isRecord(parsed.value) && isRecord(parsed.value.error) ? parsed.value.error : undefined;
   const statusName = typeof error?.status === 'string' ? error.status : `HTTP ${status}`;
   const message = `gemini ${status} ${statusName}: ${snippet(typeof error?.message === 'string' ? error.message : text)}`;
-  const retryAfterMs = retryDelayMs(error?.details) ?? parseRetryAfterMs(retryAfterHeader);
-  if (status === 429)
+  const retryAfterMs = retryDelayMs(error?.details) ?? parseRetryAfterMs(retryAfterHeader, nowMs);
+  if (status === 429) {
+    const daily = dailyQuotaId(error?.details);
+    if (daily) {
+      const resetAt = nextPacificMidnightMs(nowMs);
+      return {
+        kind: 'rate_limited',
+        message,
+        retryAfterMs: resetAt - nowMs,
+        rest: `daily quota ${daily} exhausted; resets at midnight Pacific time (${new Date(resetAt).toISOString()})`,
+      };
+    }
     return { kind: 'rate_limited', message, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) };
+  }
   if (isRetryableStatus(status))
     return { kind: 'transient', message, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) };
   const reason =

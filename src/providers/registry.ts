@@ -1,7 +1,9 @@
 import { readFileSync } from 'node:fs';
 import type { Config, ResolvedProvider } from '../config/load.ts';
 import { ConfigError } from '../config/load.ts';
+import { DEFAULT_GEMINI_MODEL, resolveCapabilities } from './capabilities.ts';
 import { createComfyUIProvider } from './comfyui.ts';
+import { withRequestLimit } from './fan-out.ts';
 import { createGeminiProvider } from './gemini.ts';
 import { createOpenAIProvider } from './openai.ts';
 import { DEFAULT_OPENAI_IMAGE_MODEL, SIMULATOR_IMAGE_MODEL } from './openai-models.ts';
@@ -14,6 +16,10 @@ import type { ProviderAdapter } from './types.ts';
  * wire format (the fake serves every sim provider of the config under `/p/<name>`).
  */
 export function createProviderAdapter(p: ResolvedProvider, seed: number): ProviderAdapter {
+  return withRequestLimit(createSingleAdapter(p, seed), resolveCapabilities(p).maxImagesPerRequest);
+}
+
+function createSingleAdapter(p: ResolvedProvider, seed: number): ProviderAdapter {
   const model = p.model;
   switch (p.type) {
     case 'sim':
@@ -32,7 +38,7 @@ export function createProviderAdapter(p: ResolvedProvider, seed: number): Provid
     case 'gemini':
       return createGeminiProvider({
         ...(p.baseUrl ? { baseUrl: p.baseUrl } : {}),
-        model: model ?? 'gemini-2.5-flash-image',
+        model: model ?? DEFAULT_GEMINI_MODEL,
         timeoutMs: p.timeoutMs,
       });
     case 'openai':

@@ -55,12 +55,29 @@ export interface ProviderCall {
   saveRemoteRef?: (ref: string) => Promise<void>;
 }
 
-export type ProviderOutcome =
-  | { kind: 'success'; images: ProviderImage[] }
-  | { kind: 'rate_limited'; message: string; retryAfterMs?: number }
+export type ProviderFailure =
+  | {
+      kind: 'rate_limited';
+      message: string;
+      retryAfterMs?: number;
+      /** Set when the key must rest longer than a short cool-down (a per-day quota), saying why. */
+      rest?: string;
+    }
   | { kind: 'transient'; message: string; retryAfterMs?: number }
   | { kind: 'permanent'; message: string; reason?: string }
   | { kind: 'timeout'; message: string };
+
+export type ProviderOutcome =
+  | {
+      kind: 'success';
+      images: ProviderImage[];
+      /**
+       * A partial success: fewer images than asked came back because some of the call's requests
+       * failed (src/providers/fan-out.ts); this classifies the images still owed.
+       */
+      shortfall?: ProviderFailure;
+    }
+  | ProviderFailure;
 
 export type ProviderOutcomeKind = ProviderOutcome['kind'];
 

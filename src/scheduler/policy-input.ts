@@ -2,6 +2,7 @@ import { keyIsUsable, type Config } from '../config/load.ts';
 import { storeResource } from '../pipeline/plan-jobs.ts';
 import { forgetIdle, lastServedFor, noteInFlight, type ServiceMemory } from '../policy/service-memory.ts';
 import type { JobView, KeyView, PolicyInput, ProviderView, StoreView, TaskView } from '../policy/types.ts';
+import { requestsFor, resolveCapabilities } from '../providers/capabilities.ts';
 import type { ScheduleSnapshot } from '../store/schedule.ts';
 
 /**
@@ -18,6 +19,14 @@ export function buildPolicyInput(config: Config, snap: ScheduleSnapshot, rpmWind
     snap.inFlight
       .filter((r) => r.resource === resource && (keyId === undefined || r.key_id === keyId))
       .reduce((n, r) => n + r.n, 0);
+  // Provider limits count requests: a job of several requests holds several slots.
+  const requestsInFlight = (resource: string, keyId?: string) =>
+    snap.inFlight
+      .filter((r) => r.resource === resource && (keyId === undefined || r.key_id === keyId))
+      .reduce((n, r) => n + (r.requests ?? r.n), 0);
+  const imagesPerRequest = new Map(
+    Object.values(config.providers).map((p) => [p.name, resolveCapabilities(p).maxImagesPerRequest]),
+  );
 
   const providers: ProviderView[] = Object.values(config.providers).map((p) => {
     const aimd = snap.providerState.find((s) => s.provider === p.name && s.key_id === '');
@@ -27,7 +36,7 @@ export function buildPolicyInput(config: Config, snap: ScheduleSnapshot, rpmWind
         id: k.id,
         rpm: k.rpm,
         concurrency: k.concurrency,
-        inFlight: inFlightBy(p.name, k.id),
+        inFlight: requestsInFlight(p.name, k.id),
         usable: keyIsUsable(p, k),
         cooldownUntilMs: state?.cooldown_ms ?? 0,
         recentStartsMs: snap.keyRequests
@@ -39,7 +48,7 @@ export function buildPolicyInput(config: Config, snap: ScheduleSnapshot, rpmWind
       name: p.name,
       concurrency: p.concurrency,
       effectiveConcurrency: Math.min(p.concurrency, aimd?.effective_concurrency ?? p.concurrency),
-      inFlight: inFlightBy(p.name),
+      inFlight: requestsInFlight(p.name),
       keys,
     };
   });
@@ -70,6 +79,9 @@ export function buildPolicyInput(config: Config, snap: ScheduleSnapshot, rpmWind
     resource: j.resource,
     readyAtMs: j.ready_ms,
     order: j.order,
+    ...(j.kind === 'store'
+      ? {}
+      : { requests: requestsFor(j.count ?? 1, imagesPerRequest.get(j.resource) ?? 1) }),
   }));
   const userInFlight: Record<string, number> = {};
   let totalInFlight = 0;

@@ -110,6 +110,7 @@ export async function startScheduler(ctx: Context, candidateId: string): Promise
           jobId: a.jobId,
           keyId: a.keyId,
           provider: a.keyId ? a.resource : undefined,
+          requests: a.requests,
         })),
       );
       for (const t of result?.startedTasks ?? [])

@@ -1,5 +1,6 @@
 import type { Config, ResolvedStep } from '../config/load.ts';
 import { jobsForCallStep, jobsForStoreStep, stagedKey, storeResource } from '../pipeline/plan-jobs.ts';
+import { requestsFor, resolveCapabilities } from '../providers/capabilities.ts';
 import { decide } from '../policy/admission.ts';
 import { aimdOnRateLimit, aimdOnSuccess } from '../policy/aimd.ts';
 import { finalStateFor } from '../policy/credits.ts';
@@ -424,16 +425,17 @@ export class Simulation {
         const provider = this.providers.get(job.resource)!;
         const key = provider.keys.find((k) => k.id === f.keyId) ?? provider.keys[0]!;
         keyId = key.id;
-        provider.inFlight++;
-        key.inFlight++;
-        key.side.inFlight++;
-        provider.side.inFlight++;
+        provider.inFlight += job.requests;
+        key.inFlight += job.requests;
+        key.side.inFlight += job.requests;
+        provider.side.inFlight += job.requests;
       }
       const flight: Flight = {
         job,
         keyId,
         startAtMs: f.startedAtMs,
         accepted: true,
+        acceptedRequests: job.requests,
         outcome: { kind: 'success' },
       };
       this.heap.push({ at: Math.max(this.now, f.endsAtMs), kind: 'end', flight });
@@ -574,7 +576,16 @@ export class Simulation {
       maxAttempts,
       readyAtMs,
       order: step.index * 100000 + firstIndex,
+      requests: step.kind === 'store' ? 0 : this.requestsOf(step.provider!, count),
+      rateLimited: 0,
+      firstRateLimitedAtMs: undefined,
     };
+  }
+
+  /** Requests a call of `count` images makes on this provider, as its adapter splits it. */
+  private requestsOf(provider: string, count: number): number {
+    const cfg = this.config.providers[provider];
+    return cfg ? requestsFor(count, resolveCapabilities(cfg).maxImagesPerRequest) : 1;
   }
 
   private requeue(job: SimJob, readyAtMs: number): void {
@@ -651,15 +662,16 @@ export class Simulation {
       } else {
         const provider = this.providers.get(job.resource)!;
         const key = provider.keys.find((k) => k.id === a.keyId)!;
-        provider.inFlight++;
-        key.inFlight++;
-        key.starts.push(this.now);
+        provider.inFlight += job.requests;
+        key.inFlight += job.requests;
+        for (let i = 0; i < job.requests; i++) key.starts.push(this.now);
       }
       const flight: Flight = {
         job,
         keyId: a.keyId,
         startAtMs: this.now + dispatch,
         accepted: true,
+        acceptedRequests: 0,
         outcome: { kind: 'success' },
       };
       if (dispatch > 0) this.heap.push({ at: this.now + dispatch, kind: 'start', flight });
@@ -704,24 +716,36 @@ export class Simulation {
     }
     const provider = this.providers.get(job.resource)!;
     const key = provider.keys.find((k) => k.id === flight.keyId)!;
-    key.rec.requests++;
     provider.rec.calls++;
-    const retryAfterMs = providerRejects(provider, key, this.now);
-    this.options.onCallStart?.({
-      atMs: this.now,
-      provider: provider.cfg.name,
-      keyId: key.id,
-      accepted: retryAfterMs === undefined,
-    });
-    if (retryAfterMs !== undefined) {
-      flight.accepted = false;
-      flight.outcome = { kind: 'rate_limited', retryAfterMs };
+    // The adapter sends the job's requests at once; each is accepted or refused on its own.
+    let retryAfterMs: number | undefined;
+    for (let i = 0; i < job.requests; i++) {
+      key.rec.requests++;
+      provider.rec.requests++;
+      const refused = providerRejects(provider, key, this.now);
+      this.options.onCallStart?.({
+        atMs: this.now,
+        provider: provider.cfg.name,
+        keyId: key.id,
+        accepted: refused === undefined,
+      });
+      if (refused === undefined) {
+        providerAccepts(provider, key, this.now);
+        flight.acceptedRequests++;
+        continue;
+      }
       key.rec.rateLimited++;
       provider.rec.rateLimited++;
+      retryAfterMs = Math.max(retryAfterMs ?? 0, refused);
+    }
+    if (retryAfterMs !== undefined) {
+      // Simplification: a call with any refused request is retried whole (the real adapter keeps
+      // the images that came back); accepted requests still held their slots and window places.
+      flight.accepted = false;
+      flight.outcome = { kind: 'rate_limited', retryAfterMs };
       this.heap.push({ at: this.now + ms(this.scenario.rateLimitLatencyMs), kind: 'end', flight });
       return;
     }
-    providerAccepts(provider, key, this.now);
     flight.outcome = drawOutcome(this.scenario, job.step, rng);
     const duration =
       flight.outcome.kind === 'timeout' ? provider.cfg.timeoutMs : ms(sampleLatency(latency, rng));
@@ -744,10 +768,10 @@ export class Simulation {
     } else {
       const provider = this.providers.get(job.resource)!;
       const key = provider.keys.find((k) => k.id === flight.keyId)!;
-      provider.inFlight--;
-      key.inFlight--;
+      provider.inFlight -= job.requests;
+      key.inFlight -= job.requests;
+      for (let i = 0; i < flight.acceptedRequests; i++) providerReleases(provider, key);
       if (flight.accepted) {
-        providerReleases(provider, key);
         key.rec.busyMs += busy;
         provider.rec.busyMs += busy;
       }
@@ -807,11 +831,22 @@ export class Simulation {
   private fail(job: SimJob, kind: Exclude<OutcomeKind, 'success'>): void {
     if (kind !== 'rate_limited') this.errors[kind]++;
     const w = this.config.worker;
-    const decision = decideRetry(kind, job.attempts, job.maxAttempts, {
-      baseMs: w.backoffBaseMs,
-      maxMs: w.backoffMaxMs,
-      random: this.rng.retries.uniform(),
-    });
+    if (kind === 'rate_limited') {
+      job.rateLimited++;
+      job.firstRateLimitedAtMs ??= this.now;
+    }
+    const decision = decideRetry(
+      kind,
+      job.attempts,
+      job.maxAttempts,
+      { baseMs: w.backoffBaseMs, maxMs: w.backoffMaxMs, random: this.rng.retries.uniform() },
+      {
+        count: job.rateLimited,
+        sinceFirstMs: this.now - (job.firstRateLimitedAtMs ?? this.now),
+        maxRetries: w.maxRateLimitedRetries,
+        maxWaitMs: w.maxRateLimitedWaitMs,
+      },
+    );
     const task = job.task;
     if (decision.action === 'retry' && !this.settled(task)) {
       if (!decision.spendsAttempt) job.attempts = Math.max(0, job.attempts - 1);

@@ -64,6 +64,7 @@ export function createProviderState(p: ResolvedProvider, config: Config, scenari
       name: p.name,
       capacity: Math.min(p.concurrency, usableConcurrency),
       calls: 0,
+      requests: 0,
       rateLimited: 0,
       busyMs: 0,
       minEffectiveConcurrency: p.concurrency,

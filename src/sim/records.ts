@@ -21,7 +21,7 @@ export interface KeyRecord {
   id: string;
   rpm: number;
   concurrency: number;
-  /** Calls sent with this key (accepted or not). */
+  /** Requests sent with this key (accepted or not). */
   requests: number;
   rateLimited: number;
   busyMs: number;
@@ -34,7 +34,10 @@ export interface ProviderRecord {
   name: string;
   /** Calls it can run at once: min(concurrency, Σ usable keys' concurrency). */
   capacity: number;
+  /** Jobs run on it (a batch is one call). */
   calls: number;
+  /** HTTP requests those calls made (a batch on a one-image-per-request model makes one per image). */
+  requests: number;
   rateLimited: number;
   busyMs: number;
   minEffectiveConcurrency: number;

@@ -19,6 +19,11 @@ export interface SimJob {
   maxAttempts: number;
   readyAtMs: number;
   order: number;
+  /** Provider calls: requests the adapter makes for it (src/providers/capabilities.ts); 0 for store jobs. */
+  requests: number;
+  /** Rate-limited outcomes so far, and when the first came (the rate-limit bound). */
+  rateLimited: number;
+  firstRateLimitedAtMs: number | undefined;
 }
 
 export interface SimTask {
@@ -98,6 +103,8 @@ export interface Flight {
   keyId: string | undefined;
   startAtMs: number;
   accepted: boolean;
+  /** Requests of this call the provider accepted (each holds one of its in-flight slots). */
+  acceptedRequests: number;
   outcome: Outcome;
 }
 
@@ -110,6 +117,7 @@ export function jobView(j: SimJob): JobView {
     resource: j.resource,
     readyAtMs: j.readyAtMs,
     order: j.order,
+    ...(j.kind === 'store' ? {} : { requests: j.requests }),
   };
 }
 

@@ -175,11 +175,13 @@ function addTask(
     for (const j of task.queued) jobs.push(jobView(j));
     return;
   }
+  // Cut per resource and request cost: whether a call fits depends only on its requests (fewer
+  // always fit where more do), so a later, smaller job can be admitted where the first ones cannot.
   const perResource = new Map<string, ResourceCut>();
   for (const j of task.queued) {
-    let r = perResource.get(j.resource);
-    if (!r)
-      perResource.set(j.resource, (r = { taken: 0, limit: admissible(j.resource), oldestTaken: false }));
+    const group = `${j.resource}\0${j.requests}`;
+    let r = perResource.get(group);
+    if (!r) perResource.set(group, (r = { taken: 0, limit: admissible(j.resource), oldestTaken: false }));
     if (j.readyAtMs > now) {
       if (!r.soonest || j.readyAtMs < r.soonest.readyAtMs) r.soonest = j;
       continue;

@@ -179,6 +179,28 @@ export async function failJob(tx: Queryable, id: string, error: string): Promise
   );
 }
 
+/** Counts a rate-limited outcome of a job: how many so far, and ms since the first. */
+export async function noteRateLimited(
+  tx: Queryable,
+  id: string,
+): Promise<{ count: number; sinceFirstMs: number }> {
+  const { rows } = await tx.query<{ count: number; since_ms: number }>(
+    `UPDATE jobs SET rate_limited = rate_limited + 1, first_rate_limited_at = COALESCE(first_rate_limited_at, now())
+      WHERE id = $1
+      RETURNING rate_limited AS count, (extract(epoch FROM now() - first_rate_limited_at) * 1000)::float8 AS since_ms`,
+    [id],
+  );
+  return { count: rows[0]?.count ?? 1, sinceFirstMs: rows[0]?.since_ms ?? 0 };
+}
+
+/** Shrinks a call job to the images still owed after a partial success: the first `done` are delivered. */
+export async function shrinkJob(tx: Queryable, id: string, done: number): Promise<void> {
+  await tx.query('UPDATE jobs SET first_index = first_index + $2, count = count - $2 WHERE id = $1', [
+    id,
+    done,
+  ]);
+}
+
 /** Back to the queue: a retry after `delayMs`, or (rate limited / released) without spending the attempt. */
 export async function requeueJob(
   tx: Queryable,

@@ -7,6 +7,8 @@ export interface ProviderStateRow {
   effective_concurrency: number | null;
   success_streak: number;
   cooldown_until: Date | null;
+  /** Why the key rests until cooldown_until when it is more than a short cool-down (a per-day quota). */
+  cooldown_reason: string | null;
   rate_limited_total: number;
 }
 
@@ -33,12 +35,28 @@ async function saveProviderRow(tx: Queryable, provider: string, s: AimdState): P
   );
 }
 
+/** 429s without a retry hint in a row on this key so far. */
+export async function unhintedStreak(q: Queryable, provider: string, keyId: string): Promise<number> {
+  const { rows } = await q.query<{ n: number }>(
+    `SELECT unhinted_streak AS n FROM provider_state WHERE provider = $1 AND key_id = $2`,
+    [provider, keyId],
+  );
+  return rows[0]?.n ?? 0;
+}
+
 export async function recordProviderSuccess(
   tx: Queryable,
   provider: string,
   next: (s: AimdState) => AimdState,
   cap: number,
+  keyId?: string | null,
 ): Promise<void> {
+  if (keyId) {
+    await tx.query(
+      `UPDATE provider_state SET unhinted_streak = 0 WHERE provider = $1 AND key_id = $2 AND unhinted_streak > 0`,
+      [provider, keyId],
+    );
+  }
   const current = await lockProviderRow(tx, provider, cap);
   const updated = next(current);
   if (
@@ -49,7 +67,11 @@ export async function recordProviderSuccess(
   }
 }
 
-/** A 429: the key cools down for `retryAfterMs`, the provider's concurrency shrinks. */
+/**
+ * A 429: the key cools down for `retryAfterMs` (a daily quota rests it until the quota resets, with
+ * `reason` saying so), the provider's concurrency shrinks. The later of two cool-downs wins, and
+ * its reason with it.
+ */
 export async function recordProviderRateLimit(
   tx: Queryable,
   provider: string,
@@ -57,17 +79,60 @@ export async function recordProviderRateLimit(
   retryAfterMs: number,
   next: (s: AimdState) => AimdState,
   cap: number,
+  reason?: string | undefined,
+  unhinted = false,
 ): Promise<void> {
   await tx.query(
-    `INSERT INTO provider_state (provider, key_id, cooldown_until, rate_limited_total)
-     VALUES ($1, $2, now() + $3::int * interval '1 millisecond', 1)
+    `INSERT INTO provider_state (provider, key_id, cooldown_until, cooldown_reason, rate_limited_total, unhinted_streak)
+     VALUES ($1, $2, now() + $3::bigint * interval '1 millisecond', $4, 1, CASE WHEN $5 THEN 1 ELSE 0 END)
      ON CONFLICT (provider, key_id) DO UPDATE
-        SET cooldown_until = GREATEST(COALESCE(provider_state.cooldown_until, now()), EXCLUDED.cooldown_until),
+        SET unhinted_streak = CASE WHEN $5 THEN provider_state.unhinted_streak + 1 ELSE 0 END,
+            cooldown_reason = CASE WHEN EXCLUDED.cooldown_until >= COALESCE(provider_state.cooldown_until, now())
+                                   THEN EXCLUDED.cooldown_reason ELSE provider_state.cooldown_reason END,
+            cooldown_until = GREATEST(COALESCE(provider_state.cooldown_until, now()), EXCLUDED.cooldown_until),
             rate_limited_total = provider_state.rate_limited_total + 1, updated_at = now()`,
-    [provider, keyId, Math.max(0, Math.round(retryAfterMs))],
+    [provider, keyId, Math.max(0, Math.round(retryAfterMs)), reason ?? null, unhinted],
   );
   const current = await lockProviderRow(tx, provider, cap);
   await saveProviderRow(tx, provider, next(current));
+}
+
+/**
+ * When the first of these keys is free of its cool-down: undefined when one is free now. For the
+ * rate-limit bound: a job whose every key rests longer than it may wait fails instead of waiting.
+ */
+export async function keysFreeAt(
+  q: Queryable,
+  provider: string,
+  keyIds: string[],
+): Promise<Date | undefined> {
+  if (keyIds.length === 0) return undefined;
+  const { rows } = await q.query<{ key_id: string; cooldown_until: Date | null; resting: boolean }>(
+    `SELECT key_id, cooldown_until, cooldown_until > now() AS resting FROM provider_state
+      WHERE provider = $1 AND key_id = ANY($2::text[])`,
+    [provider, keyIds],
+  );
+  if (rows.length < keyIds.length || rows.some((r) => !r.resting)) return undefined;
+  return new Date(Math.min(...rows.map((r) => r.cooldown_until!.getTime())));
+}
+
+/**
+ * Each key's rest as /v1/admin/providers shows it: until when and why (a per-day quota says so),
+ * only for keys resting now.
+ */
+export async function keyRests(
+  q: Queryable,
+): Promise<Array<{ provider: string; key_id: string; rest_until: Date; reason: string | null }>> {
+  const { rows } = await q.query<{
+    provider: string;
+    key_id: string;
+    rest_until: Date;
+    reason: string | null;
+  }>(
+    `SELECT provider, key_id, cooldown_until AS rest_until, cooldown_reason AS reason FROM provider_state
+      WHERE key_id <> '' AND cooldown_until > now() ORDER BY provider, key_id`,
+  );
+  return rows;
 }
 
 export async function providerStates(q: Queryable): Promise<ProviderStateRow[]> {

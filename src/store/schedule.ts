@@ -21,8 +21,11 @@ export interface ScheduleSnapshot {
     resource: string;
     ready_ms: number;
     order: number;
+    /** Images the job stands for; with the provider's capabilities, the requests it makes. */
+    count: number;
   }>;
-  inFlight: Array<{ resource: string; key_id: string | null; user_id: string; n: number }>;
+  /** `n` jobs in flight making `requests` requests. */
+  inFlight: Array<{ resource: string; key_id: string | null; user_id: string; n: number; requests: number }>;
   keyRequests: Array<{ provider: string; key_id: string; t_ms: number }>;
   providerState: Array<{
     provider: string;
@@ -41,8 +44,8 @@ export async function readScheduleSnapshot(
   // Each user's first jobs in task order: one tick never admits more than the free worker
   // slots, so a bounded head per user is all the policy needs, however long the backlog.
   const jobs = await q.query<ScheduleSnapshot['jobs'][number]>(
-    `SELECT id, task_id, user_id, kind, resource, ready_ms, "order" FROM (
-       SELECT j.id, j.task_id, j.user_id, j.kind, j.resource, (extract(epoch FROM j.run_after) * 1000)::float8 AS ready_ms,
+    `SELECT id, task_id, user_id, kind, resource, ready_ms, "order", count FROM (
+       SELECT j.id, j.task_id, j.user_id, j.kind, j.resource, j.count, (extract(epoch FROM j.run_after) * 1000)::float8 AS ready_ms,
               (j.step_index * 100000 + j.first_index)::int AS "order",
               row_number() OVER (PARTITION BY j.user_id ORDER BY t.state = 'running' DESC, t.created_at, j.task_id, (j.kind = 'store') DESC, j.step_index, j.first_index) AS rn
          FROM jobs j JOIN tasks t ON t.id = j.task_id
@@ -62,7 +65,8 @@ export async function readScheduleSnapshot(
     [[...new Set(jobs.rows.map((j) => j.task_id))]],
   );
   const inFlight = await q.query<ScheduleSnapshot['inFlight'][number]>(
-    `SELECT resource, key_id, user_id, count(*)::int AS n FROM jobs WHERE state IN ('admitted', 'running')
+    `SELECT resource, key_id, user_id, count(*)::int AS n, sum(requests)::int AS requests
+       FROM jobs WHERE state IN ('admitted', 'running')
       GROUP BY resource, key_id, user_id`,
   );
   // Started requests count by start time within the window; requests not started yet always count.
@@ -96,8 +100,10 @@ export async function readScheduleSnapshot(
 export interface AdmissionWrite {
   jobId: string;
   keyId: string | undefined;
-  /** Provider name for calls (a key_requests row is logged); undefined for store jobs. */
+  /** Provider name for calls (a key_requests row is logged per request); undefined for store jobs. */
   provider: string | undefined;
+  /** Requests the call makes (default 1). */
+  requests?: number | undefined;
 }
 
 /**
@@ -113,7 +119,12 @@ export async function writeAdmissions(
   if (!(await holdsTerm(tx, candidate, term))) return undefined;
   if (admissions.length === 0) return { admitted: 0, startedTasks: [] };
   const payload = JSON.stringify(
-    admissions.map((a) => ({ id: a.jobId, key_id: a.keyId ?? null, provider: a.provider ?? null })),
+    admissions.map((a) => ({
+      id: a.jobId,
+      key_id: a.keyId ?? null,
+      provider: a.provider ?? null,
+      requests: Math.max(1, a.requests ?? 1),
+    })),
   );
   const admitted = await tx.query<{
     id: string;
@@ -121,19 +132,26 @@ export async function writeAdmissions(
     key_id: string | null;
     resource: string;
     kind: string;
+    requests: number;
   }>(
-    `UPDATE jobs SET state = 'admitted', key_id = x.key_id, admitted_at = now(), admitted_term = $2
-       FROM jsonb_to_recordset($1::jsonb) AS x(id text, key_id text, provider text)
+    `UPDATE jobs SET state = 'admitted', key_id = x.key_id, admitted_at = now(), admitted_term = $2, requests = x.requests
+       FROM jsonb_to_recordset($1::jsonb) AS x(id text, key_id text, provider text, requests int)
       WHERE jobs.id = x.id AND jobs.state = 'queued'
-      RETURNING jobs.id, jobs.task_id, jobs.key_id, jobs.resource, jobs.kind`,
+      RETURNING jobs.id, jobs.task_id, jobs.key_id, jobs.resource, jobs.kind, jobs.requests`,
     [payload, term],
   );
   const calls = admitted.rows.filter((r) => r.kind !== 'store' && r.key_id);
   if (calls.length > 0) {
     await tx.query(
       `INSERT INTO key_requests (provider, key_id, job_id, admitted_at)
-       SELECT x.provider, x.key_id, x.job_id, now() FROM jsonb_to_recordset($1::jsonb) AS x(provider text, key_id text, job_id text)`,
-      [JSON.stringify(calls.map((r) => ({ provider: r.resource, key_id: r.key_id, job_id: r.id })))],
+       SELECT x.provider, x.key_id, x.job_id, now()
+         FROM jsonb_to_recordset($1::jsonb) AS x(provider text, key_id text, job_id text, requests int),
+              generate_series(1, x.requests)`,
+      [
+        JSON.stringify(
+          calls.map((r) => ({ provider: r.resource, key_id: r.key_id, job_id: r.id, requests: r.requests })),
+        ),
+      ],
     );
   }
   const taskIds = [...new Set(admitted.rows.map((r) => r.task_id))];

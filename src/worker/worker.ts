@@ -8,10 +8,17 @@ import {
   pipelineOf,
   recordCallSuccess,
   recordJobFailure,
+  recordPartialSuccess,
   recordStoreSuccess,
   type FailureInfo,
 } from '../pipeline/transitions.ts';
-import { CallAborted, wasCanceled, type InputImage, type ProviderOutcome } from '../providers/types.ts';
+import {
+  CallAborted,
+  wasCanceled,
+  type InputImage,
+  type ProviderFailure,
+  type ProviderOutcome,
+} from '../providers/types.ts';
 import { Channels } from '../store/db.ts';
 import { appendEvent } from '../store/events.ts';
 import { findCachedResult, releaseKeyReservation, saveCachedResult } from '../store/cache.ts';
@@ -53,6 +60,15 @@ const MIME_BY_EXT: Record<string, string> = {
   gif: 'image/gif',
   svg: 'image/svg+xml',
 };
+
+function failureOf(outcome: ProviderFailure): FailureInfo {
+  return {
+    kind: outcome.kind,
+    message: outcome.message,
+    retryAfterMs: 'retryAfterMs' in outcome ? outcome.retryAfterMs : undefined,
+    rest: outcome.kind === 'rate_limited' ? outcome.rest : undefined,
+  };
+}
 
 function mimeOfKey(key: string): string {
   return MIME_BY_EXT[key.slice(key.lastIndexOf('.') + 1).toLowerCase()] ?? 'application/octet-stream';
@@ -187,11 +203,7 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
       message: outcome.kind === 'success' ? undefined : outcome.message,
     });
     if (outcome.kind !== 'success') {
-      const failure: FailureInfo = {
-        kind: outcome.kind,
-        message: outcome.message,
-        retryAfterMs: 'retryAfterMs' in outcome ? outcome.retryAfterMs : undefined,
-      };
+      const failure = failureOf(outcome);
       const result = await db.transaction((tx) => recordJobFailure(tx, config, job, failure, ctx.random()));
       log.info(
         { jobId: job.id, taskId: task.id, kind: outcome.kind, retried: result.retried },
@@ -205,6 +217,18 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
       const k = stagedKey(task.id, step.name, job.first_index + i, extensionFor(image.mime));
       await ctx.storage.put(k, image.data, image.mime);
       keys.push(k);
+    }
+    if (outcome.shortfall && keys.length < job.count && step.kind === 'generate') {
+      // Some requests of a split batch failed: keep what came back, retry or fail the rest.
+      const failure = failureOf(outcome.shortfall);
+      const result = await db.transaction((tx) =>
+        recordPartialSuccess(tx, config, job, keys, failure, ctx.random()),
+      );
+      log.info(
+        { jobId: job.id, taskId: task.id, kept: keys.length, kind: failure.kind, retried: result.retried },
+        `provider call partly failed: ${failure.message}`,
+      );
+      return;
     }
     const recorded = await db.transaction((tx) => recordCallSuccess(tx, config, job, keys));
     if (!recorded) log.warn({ jobId: job.id }, 'stale attempt: outcome discarded');

@@ -46,7 +46,25 @@ const provider = fc.record({
   concurrency: fc.integer({ min: 1, max: 8 }),
   keys,
   defaultRetryAfterMs: fc.integer({ min: 500, max: 20_000 }),
+  // A model that returns fewer images per request than a batch holds: jobs of several requests.
+  maxImagesPerRequest: fc.option(fc.integer({ min: 1, max: 3 }), { nil: undefined }),
 });
+
+/** Drops an images-per-request limit under which a batch could never fit the provider's limits. */
+function fitting<
+  P extends {
+    maxImagesPerRequest: number | undefined;
+    concurrency: number;
+    keys: Array<{ concurrency: number; rpm: number; disabled: boolean }>;
+  },
+>(p: P, batchSize: number): P {
+  if (p.maxImagesPerRequest === undefined) return p;
+  const requests = Math.ceil(batchSize / p.maxImagesPerRequest);
+  const enabled = p.keys.filter((k) => !k.disabled);
+  const fits =
+    requests <= p.concurrency && enabled.some((k) => k.concurrency >= requests && k.rpm >= requests);
+  return fits ? p : { ...p, maxImagesPerRequest: undefined };
+}
 
 const errorRates = fc.record({
   transient: fc.double({ min: 0, max: 0.2, noNaN: true }),
@@ -132,7 +150,10 @@ export function arbitraryPlan(options: GenerateOptions = {}): fc.Arbitrary<Gener
             backoffMaxMs: 5000,
           },
           plans: { free: withDeadline(g.free), pro: withDeadline(g.pro) },
-          providers: { p0: g.p0, ...(g.twoProviders ? { p1: g.p1 } : {}) },
+          providers: {
+            p0: stripUndefined(fitting(g.p0, g.batchSize)),
+            ...(g.twoProviders ? { p1: stripUndefined(fitting(g.p1, g.batchSize)) } : {}),
+          },
           pipelines: {
             photography: {
               steps: [
@@ -180,6 +201,6 @@ export function arbitraryPlan(options: GenerateOptions = {}): fc.Arbitrary<Gener
     });
 }
 
-function stripUndefined(o: Record<string, unknown>): Record<string, unknown> {
+function stripUndefined(o: object): Record<string, unknown> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
 }

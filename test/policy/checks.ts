@@ -9,6 +9,9 @@ function providerCap(p: ProviderView): number {
   return Math.max(1, Math.floor(Math.min(p.concurrency, p.effectiveConcurrency)));
 }
 
+/** Requests a provider call makes (JobView.requests, default 1). */
+const requestsOf = (job: JobView): number => (job.kind === 'store' ? 0 : (job.requests ?? 1));
+
 function inWindow(key: KeyView, now: number, windowMs: number, extra: number[]): number {
   return [...key.recentStartsMs, ...extra].filter((t) => t + windowMs > now).length;
 }
@@ -17,6 +20,8 @@ interface After {
   running: Set<string>;
   userRunning: Map<string, number>;
   providerInFlight: Map<string, number>;
+  /** Jobs admitted per provider by the decision. */
+  providerJobs: Map<string, number>;
   keyInFlight: Map<string, number>;
   keyStarts: Map<string, number[]>;
   storeInFlight: Map<string, number>;
@@ -74,6 +79,8 @@ export function limitViolations(input: PolicyInput, decision: Decision): string[
       const k = p?.keys.find((x) => x.id === a.keyId);
       if (!p || !k) out.push(`call ${a.jobId} on ${job.resource} got no valid key (${a.keyId})`);
       else {
+        if ((a.requests ?? 1) !== requestsOf(job))
+          out.push(`${a.jobId}: admission records ${a.requests} requests, the job makes ${requestsOf(job)}`);
         if (!k.usable) out.push(`${a.jobId} used unusable key ${k.id}`);
         if (k.cooldownUntilMs > now) out.push(`${a.jobId} used key ${k.id} during its cool-down`);
       }
@@ -91,7 +98,9 @@ export function limitViolations(input: PolicyInput, decision: Decision): string[
   }
   for (const p of input.providers) {
     const n = after.providerInFlight.get(p.name)!;
-    if (n > p.inFlight && n > providerCap(p))
+    // An idle provider may take one job larger than its effective concurrency, up to its cap.
+    const idleOversize = p.inFlight === 0 && after.providerJobs.get(p.name) === 1 && n <= p.concurrency;
+    if (n > p.inFlight && n > providerCap(p) && !idleOversize)
       out.push(`provider ${p.name}: ${n} in flight > effective ${providerCap(p)}`);
     for (const k of p.keys) {
       const id = keyOf(p.name, k.id);
@@ -117,6 +126,7 @@ function stateAfter(input: PolicyInput, decision: Decision): After {
     running: new Set(input.tasks.filter((t) => t.running).map((t) => t.id)),
     userRunning: new Map(),
     providerInFlight: new Map(input.providers.map((p) => [p.name, p.inFlight])),
+    providerJobs: new Map(),
     keyInFlight: new Map(
       input.providers.flatMap((p) => p.keys.map((k) => [keyOf(p.name, k.id), k.inFlight] as const)),
     ),
@@ -133,10 +143,12 @@ function stateAfter(input: PolicyInput, decision: Decision): After {
     if (job.kind === 'store')
       after.storeInFlight.set(job.resource, (after.storeInFlight.get(job.resource) ?? 0) + 1);
     else {
-      after.providerInFlight.set(job.resource, (after.providerInFlight.get(job.resource) ?? 0) + 1);
+      const r = requestsOf(job);
+      after.providerInFlight.set(job.resource, (after.providerInFlight.get(job.resource) ?? 0) + r);
+      after.providerJobs.set(job.resource, (after.providerJobs.get(job.resource) ?? 0) + 1);
       const id = keyOf(job.resource, a.keyId ?? '');
-      after.keyInFlight.set(id, (after.keyInFlight.get(id) ?? 0) + 1);
-      after.keyStarts.get(id)?.push(input.nowMs);
+      after.keyInFlight.set(id, (after.keyInFlight.get(id) ?? 0) + r);
+      for (let i = 0; i < r; i++) after.keyStarts.get(id)?.push(input.nowMs);
     }
   }
   for (const id of after.running) {
@@ -171,14 +183,17 @@ export function admissibleLeftovers(input: PolicyInput, decision: Decision): Job
       continue;
     }
     const p = input.providers.find((x) => x.name === job.resource);
-    if (!p || after.providerInFlight.get(p.name)! >= providerCap(p)) continue;
+    if (!p) continue;
+    const r = requestsOf(job);
+    const providerNow = after.providerInFlight.get(p.name)!;
+    if (providerNow + r > providerCap(p) && !(providerNow === 0 && r <= p.concurrency)) continue;
     const keyFree = p.keys.some((k) => {
       const id = keyOf(p.name, k.id);
       return (
         k.usable &&
         k.cooldownUntilMs <= now &&
-        after.keyInFlight.get(id)! < k.concurrency &&
-        inWindow(k, now, input.rpmWindowMs, after.keyStarts.get(id)!) < k.rpm
+        after.keyInFlight.get(id)! + r <= k.concurrency &&
+        inWindow(k, now, input.rpmWindowMs, after.keyStarts.get(id)!) + r <= k.rpm
       );
     });
     if (keyFree) out.push(job);

@@ -220,7 +220,13 @@ describe('a Free task behind ten Pro tasks', () => {
         },
         scheduler: { shortWorkPreference },
         providers: {
-          relay: { type: 'openai', concurrency: 5, keys: [{ id: 'a', rpm: 600, concurrency: 20 }] },
+          // A relay that returns a whole batch of 5 from one request.
+          relay: {
+            type: 'openai',
+            concurrency: 5,
+            maxImagesPerRequest: 5,
+            keys: [{ id: 'a', rpm: 600, concurrency: 20 }],
+          },
         },
         pipelines: {
           photography: {

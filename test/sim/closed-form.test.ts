@@ -8,7 +8,14 @@ describe('closed-form cases match the hand calculation exactly', () => {
   it('one Pro task alone: beautify 8 s, 14 batches on 3 slots in 5 waves of 8 s, stores of 2 s → 52 s', () => {
     const c = config({
       plans: { pro: { images: 70, credits: 70 } },
-      providers: { api: { type: 'openai', concurrency: 3, keys: [{ id: 'k', rpm: 600, concurrency: 3 }] } },
+      providers: {
+        api: {
+          type: 'openai',
+          concurrency: 3,
+          maxImagesPerRequest: 5, // one call returns the batch (the hand calculation's assumption)
+          keys: [{ id: 'k', rpm: 600, concurrency: 3 }],
+        },
+      },
       pipelines: {
         photography: {
           steps: [

@@ -174,6 +174,8 @@ export class ComfyFake {
     gpu.noteRequest();
     const fault = this.provider.faults.take(gpu.key.id) ?? this.provider.randomServerError();
     switch (fault) {
+      case 'http429_no_retry_info':
+      case 'http429_daily':
       case 'http429': {
         gpu.noteRejected();
         const retryAfter = Math.ceil(this.provider.hintedRetryAfterMs() / 1000);

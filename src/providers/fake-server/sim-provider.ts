@@ -25,10 +25,19 @@ export interface StoredFile {
 /** Faults that change what a generation request returns rather than how it fails. */
 export type ContentFault = 'refusal' | 'no_image' | 'not_an_image' | undefined;
 
+/** Why a request is refused with 429: the key's limits, or a scripted fault of one of three shapes. */
+export type RateLimitReason = 'rpm' | 'concurrency' | 'scripted' | 'scripted_no_hint' | 'scripted_daily';
+
+const SCRIPTED_429: Partial<Record<string, RateLimitReason>> = {
+  http429: 'scripted',
+  http429_no_retry_info: 'scripted_no_hint',
+  http429_daily: 'scripted_daily',
+};
+
 /** How one wire format spells the answers the shared gate gives. */
 export interface GenerationProtocol {
   unauthorized(presented: string | undefined): Reply;
-  rateLimited(retryAfterMs: number, limiter: KeyLimiter, reason: 'rpm' | 'concurrency' | 'scripted'): Reply;
+  rateLimited(retryAfterMs: number, limiter: KeyLimiter, reason: RateLimitReason): Reply;
   serverError(status: 500 | 503): Reply;
   malformed(): Reply;
 }
@@ -118,10 +127,11 @@ export async function runGeneration(args: {
   }
   const keyId = limiter.key.id;
   limiter.noteRequest();
-  if (provider.faults.peek(keyId) === 'http429') {
+  const scripted = SCRIPTED_429[provider.faults.peek(keyId) ?? ''];
+  if (scripted) {
     provider.faults.take(keyId);
     limiter.noteRejected();
-    send(res, protocol.rateLimited(provider.hintedRetryAfterMs(), limiter, 'scripted'));
+    send(res, protocol.rateLimited(provider.hintedRetryAfterMs(), limiter, scripted));
     return;
   }
   const admission = limiter.tryAcquire(ctx.now());
@@ -151,10 +161,16 @@ export async function runGeneration(args: {
       sendTrickle(res, await args.produce(undefined, limiter), ctx.trickleMs);
       return;
     case 'http429': // taken by the scripted-429 check above; unreachable
+    case 'http429_no_retry_info':
+    case 'http429_daily':
     case 'refusal':
     case 'no_image':
     case 'not_an_image':
     case undefined:
-      send(res, await args.produce(fault === 'http429' ? undefined : fault, limiter));
+      send(res, await args.produce(isContentFault(fault) ? fault : undefined, limiter));
   }
+}
+
+function isContentFault(fault: string | undefined): fault is ContentFault {
+  return fault === 'refusal' || fault === 'no_image' || fault === 'not_an_image';
 }

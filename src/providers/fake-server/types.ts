@@ -47,6 +47,10 @@ export const FAULTS = [
   'no_image',
   'not_an_image',
   'http429',
+  /** A 429 with no retry hint (Gemini: no google.rpc.RetryInfo; other protocols: like http429). */
+  'http429_no_retry_info',
+  /** A 429 naming a per-day quota (Gemini: QuotaFailure `…PerDay…`; other protocols: like http429). */
+  'http429_daily',
 ] as const;
 
 export type Fault = (typeof FAULTS)[number];
