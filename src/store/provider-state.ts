@@ -9,6 +9,8 @@ export interface ProviderStateRow {
   cooldown_until: Date | null;
   /** Why the key rests until cooldown_until when it is more than a short cool-down (a per-day quota). */
   cooldown_reason: string | null;
+  /** cooldown_until when the key rests for a stated reason (a per-day quota, repeated hint-less 429s). */
+  rest_until: Date | null;
   rate_limited_total: number;
 }
 
@@ -136,6 +138,8 @@ export async function keyRests(
 }
 
 export async function providerStates(q: Queryable): Promise<ProviderStateRow[]> {
-  const { rows } = await q.query<ProviderStateRow>('SELECT * FROM provider_state');
+  const { rows } = await q.query<ProviderStateRow>(
+    `SELECT *, CASE WHEN cooldown_reason IS NOT NULL THEN cooldown_until END AS rest_until FROM provider_state`,
+  );
   return rows;
 }
