@@ -67,6 +67,7 @@ function configFor(setup: ComparisonSetup, fakeUrl: string, home: string): Confi
     {
       home,
       server: { port: 0, host: '127.0.0.1', logLevel: 'silent' },
+      auth: { enabled: false }, // the comparison submits without an API key
       ...(setup.databaseUrl ? { database: { url: setup.databaseUrl } } : {}),
       limits: { maxRunningTasks: 40, perUserRunningTasks: setup.perUserRunningTasks, maxQueuedTasks: 10_000 },
       plans: setup.plans,

@@ -30,6 +30,8 @@ async function startDarkroom(raw: Json): Promise<{ server: RunningServer; cleanu
     {
       home,
       server: { port: 0, host: '127.0.0.1', logLevel: 'silent' },
+      // The benchmarks measure scheduling and submits, not API keys: they call without one.
+      auth: { enabled: false },
       ...(process.env.DATABASE_URL ? { database: { url: process.env.DATABASE_URL } } : {}),
       ...raw,
     },

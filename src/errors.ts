@@ -33,6 +33,8 @@ export const ErrorCodes = {
   webhook_url_forbidden: 422,
   queue_full: 429,
   too_many_streams: 429,
+  user_queue_full: 429,
+  rate_limited: 429,
   not_ready: 503,
   server_busy: 503,
   internal: 500,

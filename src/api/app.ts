@@ -76,7 +76,7 @@ export async function buildApp(ctx: Context, options: AppOptions): Promise<Fasti
     throwFileSizeLimit: true,
   });
   registerHealthRoutes(app, ctx, options.isReady ?? (() => true));
-  registerTaskRoutes(app, ctx);
+  registerTaskRoutes(app, ctx, auth.now);
   registerUploadRoutes(app, ctx);
   registerUserRoutes(app, ctx, auth);
   registerFileRoutes(app, ctx, options.signingSecret);

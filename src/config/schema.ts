@@ -176,6 +176,12 @@ export const configSchema = z
         maxRunningTasks: positiveInt.default(40),
         maxQueuedTasks: positiveInt.default(10_000),
         perUserRunningTasks: positiveInt.default(2),
+        /** Queued (not yet started) tasks one user may hold; more answer 429 `user_queue_full`. */
+        perUserQueuedTasks: positiveInt.default(20),
+        /** Submits one user may make per minute (fixed window, all API processes together). */
+        userSubmitsPerMinute: positiveInt.default(60),
+        /** Submits one API key (with the user tokens it issued) may make per minute. */
+        keySubmitsPerMinute: positiveInt.default(6000),
       })
       .strict()
       .prefault({}),

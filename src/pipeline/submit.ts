@@ -22,6 +22,7 @@ import {
 import type { Db, Queryable } from '../store/db.ts';
 import { estimateOf, submitEstimate, type TaskEstimate } from './estimate.ts';
 import { jobsForCallStep } from './plan-jobs.ts';
+import { enforceSubmitLimits } from './submit-limits.ts';
 
 export interface SubmitRequest {
   userId: string;
@@ -40,6 +41,10 @@ export interface SubmitRequest {
   mayCreateUser?: boolean;
   /** POST the task to this URL when it ends (and, with `stages`, when it starts and at each stage). */
   webhook?: { url: string; stages: boolean } | undefined;
+  /** The API key submitting (or that issued the user token), for its rate limit. */
+  keyId?: string | null;
+  /** The clock of the rate windows (default: now). */
+  now?: Date;
 }
 
 export interface SubmitResponseBody extends TaskEstimate {
@@ -201,6 +206,8 @@ export async function submitTask(db: Db, config: Config, req: SubmitRequest): Pr
     await tx.query(`SELECT pg_notify('darkroom_schedule', '')`);
     const estimate = submitEstimate(config, { type: req.type, plan: req.plan, images: plan.images }, basis);
     await insertSubmitForecast(tx, id, estimate.position, estimate.startAtMs, estimate.finishAtMs);
+    // Late, so the rate counters' row locks are held only briefly; the queue counter is later still.
+    await enforceSubmitLimits(tx, config, { userId: req.userId, keyId: req.keyId }, req.now ?? new Date());
     const result = await finish({
       status: 202,
       body: responseFor(

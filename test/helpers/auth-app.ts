@@ -34,6 +34,8 @@ export interface AuthApp {
   logs(): string;
   adminKey: string;
   appKey: string;
+  /** PostgreSQL URL of the database; undefined for PGlite. */
+  dbUrl: string | undefined;
 }
 
 /**
@@ -70,6 +72,7 @@ export function useAuthApp(kind: DbKind, overrides: Parameters<typeof testConfig
       random: Math.random,
     };
     holder.ctx = ctx;
+    holder.dbUrl = created?.url;
     holder.clock = testClock();
     holder.logs = () => logged;
     holder.app = await buildApp(ctx, { signingSecret: SIGNING_SECRET, now: holder.clock.now });

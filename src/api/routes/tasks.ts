@@ -76,7 +76,11 @@ function idempotencyKeyOf(request: FastifyRequest): string | undefined {
   return key;
 }
 
-export function registerTaskRoutes(app: FastifyInstance, ctx: Context): void {
+export function registerTaskRoutes(
+  app: FastifyInstance,
+  ctx: Context,
+  now: () => Date = () => new Date(),
+): void {
   app.post('/v1/tasks', scope('user'), async (request: FastifyRequest, reply: FastifyReply) => {
     const caller = callerOf(request);
     const body = parseBody(submitSchema, request.body);
@@ -109,6 +113,8 @@ export function registerTaskRoutes(app: FastifyInstance, ctx: Context): void {
         // With auth on, only keys create users: a token's user was created when its token was issued.
         mayCreateUser: caller.scope !== 'user',
         webhook,
+        keyId: caller.keyId,
+        now: now(),
       }),
     );
     return reply.status(result.status).send(result.body);
