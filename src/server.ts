@@ -126,7 +126,10 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     : undefined;
   const scheduler = roles.has('scheduler') ? await startScheduler(ctx, `scheduler:${instance}`) : undefined;
   const leaderLoop: LeaderLoopHandle | undefined = scheduler
-    ? startLeaderLoop(ctx, { isLeader: () => scheduler.isLeader(), intervalMs: 5_000 })
+    ? startLeaderLoop(ctx, {
+        isLeader: () => scheduler.isLeader(),
+        intervalMs: Math.min(5_000, config.alerts.evaluateEveryMs),
+      })
     : undefined;
   let app: FastifyInstance | undefined;
   let url: string | undefined;

@@ -2,6 +2,7 @@ import type { Context } from '../context.ts';
 import { coerceError } from '../errors.ts';
 import { compactCounters } from '../store/counters.ts';
 import { pruneProviderCalls } from '../store/provider-calls.ts';
+import { createAlertEngine } from './engine.ts';
 
 const PROVIDER_CALLS_KEEP_MS = 60 * 60_000; // 1 h: the longest window any view or rule reads
 const PRUNE_EVERY_MS = 60_000;
@@ -21,11 +22,15 @@ export interface LeaderLoopOptions {
 
 /**
  * Operations work that only the scheduler leader does, apart from admission: folding the
- * statistics counters and pruning the provider call log. Standbys run the timer but skip.
+ * statistics counters, pruning the provider call log, evaluating the alert rules and sending
+ * their notifications. Standbys run the timer but skip.
  */
 export function startLeaderLoop(ctx: Context, options: LeaderLoopOptions): LeaderLoopHandle {
   const nowMs = options.nowMs ?? Date.now;
   let lastPruneMs = 0;
+  // The first evaluation waits one interval: workers starting alongside have registered by then.
+  let lastAlertsMs = nowMs();
+  const alerts = createAlertEngine(ctx);
   let stopped = false;
   let running: Promise<void> = Promise.resolve();
 
@@ -36,6 +41,11 @@ export function startLeaderLoop(ctx: Context, options: LeaderLoopOptions): Leade
       lastPruneMs = nowMs();
       await pruneProviderCalls(ctx.db, PROVIDER_CALLS_KEEP_MS);
     }
+    if (nowMs() - lastAlertsMs >= ctx.config.alerts.evaluateEveryMs) {
+      lastAlertsMs = nowMs();
+      await alerts.evaluate();
+    }
+    await alerts.deliver();
   }
 
   function tick(): Promise<void> {

@@ -4,6 +4,7 @@ import type { Context } from '../context.ts';
 import { tokenSecretOf } from './auth/bootstrap.ts';
 import { installAuth, type AuthRuntime } from './auth/plugin.ts';
 import { clientErrorHandler, frameworkErrors, installErrorHandler } from './error-handler.ts';
+import { registerAdminAlertRoutes } from './routes/admin-alerts.ts';
 import { registerAdminStatsRoutes } from './routes/admin-stats.ts';
 import { registerAdminWebhookRoutes } from './routes/admin-webhooks.ts';
 import { registerFileRoutes } from './routes/files.ts';
@@ -83,5 +84,6 @@ export async function buildApp(ctx: Context, options: AppOptions): Promise<Fasti
   registerAdminStatsRoutes(app, ctx);
   registerMetricsRoute(app, ctx);
   registerAdminWebhookRoutes(app, ctx);
+  registerAdminAlertRoutes(app, ctx);
   return app;
 }

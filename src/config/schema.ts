@@ -255,6 +255,69 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    alerts: z
+      .object({
+        /** How often the scheduler leader evaluates the rules. */
+        evaluateEveryMs: positiveInt.default(15_000), // 15 s
+        rules: z
+          .object({
+            queued: z
+              .object({ enabled: z.boolean().default(true), threshold: nonNegativeInt.default(50) })
+              .strict()
+              .prefault({}),
+            providerErrorRate: z
+              .object({
+                enabled: z.boolean().default(true),
+                threshold: z.number().min(0).max(1).default(0.1),
+                windowSeconds: positiveInt.default(300),
+                /** Fewer calls than this in the window never fire the rule. */
+                minCalls: positiveInt.default(10),
+              })
+              .strict()
+              .prefault({}),
+            rateLimitRate: z
+              .object({
+                enabled: z.boolean().default(true),
+                threshold: z.number().min(0).max(1).default(0.05),
+                windowSeconds: positiveInt.default(300),
+                minCalls: positiveInt.default(10),
+              })
+              .strict()
+              .prefault({}),
+            taskRunning: z
+              .object({ enabled: z.boolean().default(true), thresholdSeconds: positiveInt.default(180) })
+              .strict()
+              .prefault({}),
+            noLiveWorker: z
+              .object({ enabled: z.boolean().default(true) })
+              .strict()
+              .prefault({}),
+          })
+          .strict()
+          .prefault({}),
+        channels: z
+          .array(
+            z
+              .object({
+                /** Names the channel in the admin API; default: its type and position. */
+                name: z.string().min(1).optional(),
+                type: z.enum(['generic', 'wecom', 'feishu', 'dingtalk', 'slack']),
+                url: z.url(),
+                /** Feishu and DingTalk signing secret (`env:NAME` allowed). */
+                secret: z.string().min(1).optional(),
+              })
+              .strict(),
+          )
+          .default([]),
+        /** Each notification attempt is abandoned after this long. */
+        timeoutMs: positiveInt.default(10_000),
+        /** First retry after this long, doubling per attempt. */
+        retryBaseMs: positiveInt.default(5_000),
+        /** A notification still failing after this many attempts is given up. */
+        maxAttempts: positiveInt.default(8),
+      })
+      .strict()
+      .prefault({}),
     webhooks: z
       .object({
         /** `whsec_…` (Standard Webhooks) or `env:NAME`; default: generated once into `<home>/webhook-secret`. */

@@ -5,6 +5,7 @@ import { coerceError } from '../errors.ts';
 import type { Queryable } from '../store/db.ts';
 import { recordProviderCall, type ProviderCallRecord } from '../store/provider-calls.ts';
 import { pendingDeliveries } from '../store/webhooks.ts';
+import { firingAlerts } from '../store/alerts.ts';
 import { registerDbMetrics, type ExtraGaugeSpec } from './db-metrics.ts';
 
 /**
@@ -72,6 +73,17 @@ export function createTelemetry(
       name: 'darkroom_webhook_deliveries_pending',
       help: 'Task webhook deliveries waiting to be sent or retried.',
       read: async (q) => [{ labels: {}, value: await pendingDeliveries(q) }],
+    },
+    {
+      name: 'darkroom_alerts_firing',
+      help: 'Alerts firing now, by rule.',
+      read: async (q) =>
+        Object.entries(
+          (await firingAlerts(q)).reduce<Record<string, number>>(
+            (m, a) => ({ ...m, [a.rule]: (m[a.rule] ?? 0) + 1 }),
+            {},
+          ),
+        ).map(([rule, value]) => ({ labels: { rule }, value })),
     },
     ...extras,
   ]);

@@ -8,7 +8,7 @@ export interface Received {
 }
 
 /** What to do with the n-th request (0-based): answer with a status, or never answer. */
-export type Answer = (n: number, req: Received) => number | 'hang';
+export type Answer = (n: number, req: Received) => number | 'hang' | { status: number; body: string };
 
 /** A real HTTP receiver on 127.0.0.1 that records every request it gets. */
 export interface Receiver {
@@ -35,8 +35,12 @@ export async function startReceiver(answer: Answer = () => 200): Promise<Receive
         hanging.push(res);
         return;
       }
-      res.writeHead(a, { 'content-type': 'application/json' });
-      res.end(a === 200 ? '{"errcode":0,"errmsg":"ok","code":0}' : '{"error":"try later"}');
+      const { status, body } =
+        typeof a === 'number'
+          ? { status: a, body: a === 200 ? '{"errcode":0,"errmsg":"ok","code":0}' : '{"error":"try later"}' }
+          : a;
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(body);
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
