@@ -96,7 +96,7 @@ export function createAlertEngine(ctx: Context, now: () => Date = () => new Date
     },
     async deliver() {
       let sent = 0;
-      for (const n of await claimDueNotifications(db, now(), 100)) {
+      for (const n of await claimDueNotifications(db, now(), 100, a.timeoutMs * 2 + 5_000)) {
         const channel = channels.find((c) => c.name === n.channel);
         if (!channel) {
           await markNotification(db, n.id, {
@@ -113,7 +113,7 @@ export function createAlertEngine(ctx: Context, now: () => Date = () => new Date
           sent++;
           continue;
         }
-        const attempts = n.attempts + 1;
+        const attempts = n.attempts;
         const retryAt =
           attempts >= a.maxAttempts
             ? undefined

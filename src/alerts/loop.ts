@@ -41,6 +41,7 @@ export function startLeaderLoop(ctx: Context, options: LeaderLoopOptions): Leade
       lastPruneMs = nowMs();
       await pruneProviderCalls(ctx.db, PROVIDER_CALLS_KEEP_MS);
     }
+    if (!ctx.config.alerts.enabled) return;
     if (nowMs() - lastAlertsMs >= ctx.config.alerts.evaluateEveryMs) {
       lastAlertsMs = nowMs();
       await alerts.evaluate();

@@ -257,6 +257,8 @@ export const configSchema = z
       .prefault({}),
     alerts: z
       .object({
+        /** Off: no rule is evaluated and no notification sent. */
+        enabled: z.boolean().default(true),
         /** How often the scheduler leader evaluates the rules. */
         evaluateEveryMs: positiveInt.default(15_000), // 15 s
         rules: z

@@ -135,22 +135,34 @@ export interface DueNotification extends NotificationRow {
   alert: AlertRow;
 }
 
-/** Pending notifications due now, oldest first, locked for this sender (SKIP LOCKED). */
+/**
+ * Claims pending notifications due at `now` (the engine's clock), oldest first: each claim
+ * counts an attempt and locks the row for `lockMs` of the database's clock, so two senders
+ * never send the same message at once; a sender that dies leaves it to the next after that.
+ */
 export async function claimDueNotifications(
-  tx: Queryable,
+  q: Queryable,
   now: Date,
   limit: number,
+  lockMs: number,
 ): Promise<DueNotification[]> {
-  const { rows } = await tx.query<NotificationRow & { a: AlertRow }>(
-    `SELECT n.id::int AS id, n.alert_id::int AS alert_id, n.kind, n.channel, n.channel_type, n.state, n.attempts,
+  const { rows } = await q.query<NotificationRow & { a: AlertRow }>(
+    `WITH picked AS (
+       SELECT id FROM alert_notifications
+        WHERE state = 'pending' AND next_attempt_at <= $1 AND (locked_until IS NULL OR locked_until < now())
+        ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED),
+     claimed AS (
+       UPDATE alert_notifications n
+          SET attempts = n.attempts + 1, locked_until = now() + $3::int * interval '1 millisecond'
+         FROM picked WHERE n.id = picked.id
+       RETURNING n.*)
+     SELECT n.id::int AS id, n.alert_id::int AS alert_id, n.kind, n.channel, n.channel_type, n.state, n.attempts,
             n.last_error, n.created_at, n.delivered_at,
             json_build_object('id', a.id, 'rule', a.rule, 'key', a.key, 'state', a.state, 'value', a.value,
                               'threshold', a.threshold, 'summary', a.summary, 'fired_at', a.fired_at,
                               'resolved_at', a.resolved_at) AS a
-       FROM alert_notifications n JOIN alerts a ON a.id = n.alert_id
-      WHERE n.state = 'pending' AND n.next_attempt_at <= $1
-      ORDER BY n.id LIMIT $2 FOR UPDATE OF n SKIP LOCKED`,
-    [now, limit],
+       FROM claimed n JOIN alerts a ON a.id = n.alert_id ORDER BY n.id`,
+    [now, limit, lockMs],
   );
   return rows.map(({ a, ...n }) => ({
     ...n,
@@ -169,7 +181,7 @@ export async function markNotification(
 ): Promise<void> {
   if (outcome.delivered) {
     await q.query(
-      `UPDATE alert_notifications SET state = 'delivered', attempts = attempts + 1, delivered_at = now(), last_error = NULL
+      `UPDATE alert_notifications SET state = 'delivered', delivered_at = now(), last_error = NULL, locked_until = NULL
         WHERE id = $1`,
       [id],
     );
@@ -177,7 +189,7 @@ export async function markNotification(
   }
   await q.query(
     `UPDATE alert_notifications
-        SET attempts = attempts + 1, last_error = $2,
+        SET last_error = $2, locked_until = NULL,
             state = CASE WHEN $3::timestamptz IS NULL THEN 'failed' ELSE 'pending' END,
             next_attempt_at = COALESCE($3::timestamptz, next_attempt_at)
       WHERE id = $1`,

@@ -25,6 +25,8 @@ CREATE TABLE alert_notifications (
   state            text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'failed')),
   attempts         integer NOT NULL DEFAULT 0,
   next_attempt_at  timestamptz NOT NULL DEFAULT now(),
+  -- Set while a sender holds the notification: no second sender picks it up meanwhile.
+  locked_until     timestamptz,
   last_error       text,
   created_at       timestamptz NOT NULL DEFAULT now(),
   delivered_at     timestamptz
