@@ -62,7 +62,7 @@ function quantile(sorted: number[], q: number): number {
 
 const round = (n: number, d = 3) => Number(n.toFixed(d));
 
-function configFor(setup: ComparisonSetup, fakeUrl: string, home: string): Config {
+export function configFor(setup: ComparisonSetup, fakeUrl: string, home: string): Config {
   return resolveConfig(
     {
       home,

@@ -2,7 +2,7 @@
  * darkroom's benchmarks. Prints one JSON document on stdout; progress goes to stderr.
  *
  *   npm run bench                       # all benchmarks (about 10 minutes: the quota runs need real 60 s windows)
- *   npm run bench -- fairness planner   # some of them: quota, fairness, planner, submit
+ *   npm run bench -- fairness planner   # some of them: quota, fairness, planner, submit, load, eta
  *
  * Runs on the embedded PGlite, or on PostgreSQL when DATABASE_URL is set. The provider is
  * `darkroom fake-provider` in-process, so quota use is measured on the provider's side.
@@ -14,6 +14,8 @@ import pino from 'pino';
 import { resolveConfig } from '../src/config/load.ts';
 import { startFakeProvider, type FakeProviderHandle } from '../src/providers/fake-server/index.ts';
 import { startServer, type RunningServer } from '../src/server.ts';
+import { runEtaBench } from './eta.ts';
+import { runLoadBench } from './load.ts';
 import { COMPARISON_SCENARIOS, comparePlannerWithServer } from './planner-vs-server.ts';
 
 type Json = Record<string, unknown>;
@@ -383,6 +385,14 @@ const BENCHMARKS: Record<string, () => Promise<Json>> = {
   }),
   fairness,
   submit: submitThroughput,
+  eta: () => runEtaBench(log),
+  // LOAD_RATE, LOAD_SECONDS, LOAD_FILL: smaller runs (bench/load.ts).
+  load: () =>
+    runLoadBench({
+      rate: Number(process.env.LOAD_RATE ?? 500),
+      seconds: Number(process.env.LOAD_SECONDS ?? 20),
+      fill: Number(process.env.LOAD_FILL ?? 100_000),
+    }),
 };
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));

@@ -1,0 +1,310 @@
+/**
+ * The request path under load, with an empty queue and with 100,000 queued tasks.
+ *
+ *   npm run bench -- load                          # PGlite
+ *   DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres npm run bench -- load
+ *
+ * darkroom runs as `darkroom serve` in a child process (all roles: API, scheduler with its
+ * forecast thread, worker; the built-in simulated provider, 3 s per call), so its peak RSS is its
+ * own (/proc/PID/status, VmHWM) and the load generator does not share its event loop. Submits
+ * are sent open-loop at a fixed rate: each latency counts from the instant the request was due,
+ * so a stalled server cannot hide its stall by slowing the client (coordinated omission).
+ *
+ * Phases, each on a fresh server: (1) empty queue: submits at RATE/s, then task reads and lists
+ * at READ_RATE/s; (2) the same against FILL queued tasks inserted straight into the database
+ * before the server starts (a fixture: filling through the API would take minutes).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { v7 as uuidv7 } from 'uuid';
+import { resolveConfig } from '../src/config/load.ts';
+import type { Db } from '../src/store/db.ts';
+import { openDb } from '../src/store/index.ts';
+import { migrate } from '../src/store/migrate.ts';
+
+type Json = Record<string, unknown>;
+
+function log(message: string): void {
+  process.stderr.write(`[bench load] ${message}\n`);
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function quantile(sorted: number[], q: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+}
+
+function summary(latencies: number[], errors: number, seconds: number): Json {
+  const s = [...latencies].sort((a, b) => a - b);
+  const r = (x: number) => Math.round(x * 10) / 10;
+  return {
+    requests: latencies.length,
+    errors,
+    achieved_per_s: r(latencies.length / seconds),
+    p50_ms: r(quantile(s, 0.5)),
+    p90_ms: r(quantile(s, 0.9)),
+    p99_ms: r(quantile(s, 0.99)),
+    max_ms: r(s[s.length - 1] ?? Number.NaN),
+  };
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+    srv.on('error', reject);
+  });
+}
+
+interface Target {
+  home: string;
+  configFile: string;
+  databaseUrl: string | undefined;
+  cleanup(): Promise<void>;
+}
+
+/** A data directory and config file, and for PostgreSQL a fresh database. */
+async function makeTarget(port: number): Promise<Target> {
+  const home = mkdtempSync(path.join(tmpdir(), 'darkroom-load-'));
+  let databaseUrl: string | undefined;
+  let dropDb = async () => {};
+  if (process.env.DATABASE_URL) {
+    const name = `darkroom_load_${randomBytes(5).toString('hex')}`;
+    const admin = new pg.Client({ connectionString: process.env.DATABASE_URL });
+    await admin.connect();
+    await admin.query(`CREATE DATABASE ${name}`);
+    await admin.end();
+    const u = new URL(process.env.DATABASE_URL);
+    u.pathname = `/${name}`;
+    databaseUrl = u.toString();
+    dropDb = async () => {
+      const c = new pg.Client({ connectionString: process.env.DATABASE_URL });
+      await c.connect();
+      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => {});
+      await c.end();
+    };
+  }
+  const configFile = path.join(home, 'darkroom.json');
+  writeFileSync(
+    configFile,
+    JSON.stringify({
+      home,
+      server: { host: '127.0.0.1', port, logLevel: 'warn' },
+      limits: { maxQueuedTasks: 1_000_000 },
+      credits: { initialGrant: 1_000_000 },
+      ...(databaseUrl ? { database: { url: databaseUrl } } : {}),
+    }),
+  );
+  return {
+    home,
+    configFile,
+    databaseUrl,
+    async cleanup() {
+      await dropDb();
+      rmSync(home, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Inserts `n` queued Free photography tasks with their first job, as a submit would leave them. */
+async function fillQueue(target: Target, n: number): Promise<void> {
+  const config = resolveConfig(
+    { home: target.home, ...(target.databaseUrl ? { database: { url: target.databaseUrl } } : {}) },
+    {},
+    'bench',
+  );
+  const db: Db = await openDb(config, () => {});
+  try {
+    await migrate(db);
+    const chunk = 5000;
+    for (let done = 0; done < n; done += chunk) {
+      const size = Math.min(chunk, n - done);
+      const ids = Array.from({ length: size }, () => uuidv7());
+      const users = ids.map((_, i) => `fill-${(done + i) % 5000}`);
+      const jobIds = ids.map(() => uuidv7());
+      await db.transaction(async (tx) => {
+        await tx.query(
+          `INSERT INTO tasks (id, user_id, type, plan, seed, weight, state, stage, images_total, credits_charged)
+           SELECT id, user_id, 'photography', 'free', 0, 1, 'queued', 'beautify', 2, 2
+             FROM unnest($1::text[], $2::text[]) AS x(id, user_id)`,
+          [ids, users],
+        );
+        await tx.query(
+          `INSERT INTO jobs (id, task_id, user_id, step_index, step_name, kind, resource, first_index, count, state, max_attempts, input)
+           SELECT j, t, u, 0, 'beautify', 'transform', 'main', 0, 1, 'queued', 3, '{"keys":[]}'
+             FROM unnest($1::text[], $2::text[], $3::text[]) AS x(j, t, u)`,
+          [jobIds, ids, users],
+        );
+      });
+      if ((done / chunk) % 4 === 0) log(`filled ${done + size} / ${n}`);
+    }
+    // The fixture bypasses submit, so it sets the queued counter itself.
+    await db.query(
+      `UPDATE queue_depth SET queued = (SELECT count(*) FROM tasks WHERE state = 'queued') WHERE id = 1`,
+    );
+    await db.query('ANALYZE');
+  } finally {
+    await db.close();
+  }
+}
+
+interface Server {
+  base: string;
+  child: ChildProcess;
+  peakRssMb(): number;
+  stop(): Promise<void>;
+}
+
+async function startServerProcess(target: Target, port: number): Promise<Server> {
+  const bin = path.join(import.meta.dirname, '..', 'bin', 'darkroom.js');
+  // LOAD_PROFILE_DIR: the server writes a V8 CPU profile there when it exits (where the time goes).
+  const profile = process.env.LOAD_PROFILE_DIR
+    ? ['--cpu-prof', `--cpu-prof-dir=${process.env.LOAD_PROFILE_DIR}`]
+    : [];
+  const child = spawn(process.execPath, [...profile, bin, 'serve', '--config', target.configFile], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+    env: { ...process.env, DATABASE_URL: target.databaseUrl ?? '' },
+  });
+  const base = `http://127.0.0.1:${port}`;
+  for (let i = 0; ; i++) {
+    if (child.exitCode !== null) throw new Error(`darkroom serve exited (${child.exitCode})`);
+    try {
+      if ((await fetch(`${base}/readyz`)).ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (i > 600) throw new Error('darkroom serve did not become ready in 60 s');
+    await sleep(100);
+  }
+  return {
+    base,
+    child,
+    peakRssMb() {
+      const status = readFileSync(`/proc/${child.pid}/status`, 'utf8');
+      const kb = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? Number.NaN);
+      return Math.round(kb / 1024);
+    },
+    async stop() {
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+    },
+  };
+}
+
+/**
+ * Sends `make(i)` at `rate` per second for `seconds`, open-loop; latency from the due instant.
+ */
+async function openLoop(
+  rate: number,
+  seconds: number,
+  make: (i: number) => Promise<Response>,
+  onBody?: (body: Json) => void,
+): Promise<Json> {
+  const total = Math.round(rate * seconds);
+  const latencies: number[] = [];
+  let errors = 0;
+  const started = performance.now();
+  const inFlight: Array<Promise<void>> = [];
+  for (let i = 0; i < total; i++) {
+    const due = started + (i * 1000) / rate;
+    const wait = due - performance.now();
+    if (wait > 1) await sleep(wait);
+    inFlight.push(
+      make(i)
+        .then(async (res) => {
+          const body = (await res.json()) as Json;
+          if (res.status >= 400) errors++;
+          else {
+            latencies.push(performance.now() - due);
+            onBody?.(body);
+          }
+        })
+        .catch(() => {
+          errors++;
+        }),
+    );
+  }
+  await Promise.all(inFlight);
+  return summary(latencies, errors, (performance.now() - started) / 1000);
+}
+
+const post = (base: string, body: Json) =>
+  fetch(`${base}/v1/tasks`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+
+async function measure(server: Server, rate: number, seconds: number, readRate: number): Promise<Json> {
+  const base = server.base;
+  const tag = randomBytes(3).toString('hex');
+  // Warm-up (connections, JIT), not measured.
+  await openLoop(50, 2, (i) =>
+    post(base, { user_id: `warm-${tag}-${i}`, type: 'photography', plan: 'free' }),
+  );
+  const ids: string[] = [];
+  log(`submits at ${rate}/s for ${seconds} s`);
+  const submits = await openLoop(
+    rate,
+    seconds,
+    (i) => post(base, { user_id: `u-${tag}-${i}`, type: 'photography', plan: 'free' }),
+    (b) => ids.push(b.id as string),
+  );
+  log(`task reads at ${readRate}/s`);
+  const reads = await openLoop(readRate, seconds / 2, (i) =>
+    fetch(`${base}/v1/tasks/${ids[(i * 7919) % ids.length]!}`),
+  );
+  log(`queued lists at ${readRate / 4}/s`);
+  const lists = await openLoop(readRate / 4, seconds / 2, () =>
+    fetch(`${base}/v1/tasks?state=queued&limit=50`),
+  );
+  return { submit: submits, task_read: reads, list_queued_50: lists, server_peak_rss_mb: server.peakRssMb() };
+}
+
+export async function runLoadBench(
+  options: { rate?: number; seconds?: number; readRate?: number; fill?: number } = {},
+): Promise<Json> {
+  const rate = options.rate ?? 500;
+  const seconds = options.seconds ?? 20;
+  const readRate = options.readRate ?? 200;
+  const fill = options.fill ?? 100_000;
+  const out: Json = {
+    database: process.env.DATABASE_URL ? 'postgres' : 'pglite',
+    rate_per_s: rate,
+    seconds,
+  };
+  for (const phase of ['empty', 'filled'] as const) {
+    const port = await freePort();
+    const target = await makeTarget(port);
+    try {
+      if (phase === 'filled') {
+        log(`filling ${fill} queued tasks`);
+        await fillQueue(target, fill);
+      }
+      const server = await startServerProcess(target, port);
+      try {
+        log(`phase ${phase}`);
+        out[phase === 'empty' ? 'empty_queue' : `queued_${fill}`] = await measure(
+          server,
+          rate,
+          seconds,
+          readRate,
+        );
+      } finally {
+        await server.stop();
+      }
+    } finally {
+      await target.cleanup();
+    }
+  }
+  return out;
+}
