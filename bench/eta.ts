@@ -17,6 +17,7 @@ import path from 'node:path';
 import pino from 'pino';
 import { startFakeProvider } from '../src/providers/fake-server/index.ts';
 import { startServer, type RunningServer } from '../src/server.ts';
+import { freshPostgres } from './load.ts';
 import { COMPARISON_SCENARIOS, configFor, type ComparisonSetup } from './planner-vs-server.ts';
 
 type Json = Record<string, unknown>;
@@ -114,10 +115,11 @@ async function scoreScenario(setup: ComparisonSetup): Promise<Json> {
     ],
   });
   const home = mkdtempSync(path.join(tmpdir(), 'darkroom-eta-'));
-  const server = await startServer(
-    configFor({ ...setup, databaseUrl: process.env.DATABASE_URL }, fake.url, home),
-    { log: pino({ level: 'silent' }) },
-  );
+  // Its own database: a leader of someone else's run in a shared one would admit these tasks.
+  const pgDb = process.env.DATABASE_URL ? await freshPostgres(process.env.DATABASE_URL) : undefined;
+  const server = await startServer(configFor({ ...setup, databaseUrl: pgDb?.url }, fake.url, home), {
+    log: pino({ level: 'silent' }),
+  });
   try {
     const base = server.url!;
     // Warm-up: connections, JIT, the first measured job durations the forecast starts from.
@@ -177,6 +179,7 @@ async function scoreScenario(setup: ComparisonSetup): Promise<Json> {
   } finally {
     await server.stop();
     await fake.close();
+    await pgDb?.drop();
     rmSync(home, { recursive: true, force: true });
   }
 }

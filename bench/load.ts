@@ -29,6 +29,9 @@ import { migrate } from '../src/store/migrate.ts';
 
 type Json = Record<string, unknown>;
 
+const ADMIN_KEY = `bench-${randomBytes(16).toString('hex')}`;
+const AUTH = { authorization: `Bearer ${ADMIN_KEY}` };
+
 function log(message: string): void {
   process.stderr.write(`[bench load] ${message}\n`);
 }
@@ -72,33 +75,40 @@ interface Target {
   cleanup(): Promise<void>;
 }
 
-/** A data directory and config file, and for PostgreSQL a fresh database. */
-async function makeTarget(port: number): Promise<Target> {
-  const home = mkdtempSync(path.join(tmpdir(), 'darkroom-load-'));
-  let databaseUrl: string | undefined;
-  let dropDb = async () => {};
-  if (process.env.DATABASE_URL) {
-    const name = `darkroom_load_${randomBytes(5).toString('hex')}`;
-    const admin = new pg.Client({ connectionString: process.env.DATABASE_URL });
-    await admin.connect();
-    await admin.query(`CREATE DATABASE ${name}`);
-    await admin.end();
-    const u = new URL(process.env.DATABASE_URL);
-    u.pathname = `/${name}`;
-    databaseUrl = u.toString();
-    dropDb = async () => {
-      const c = new pg.Client({ connectionString: process.env.DATABASE_URL });
+/** A fresh database on the server of `adminUrl` (not shared with anyone else's run). */
+export async function freshPostgres(adminUrl: string): Promise<{ url: string; drop: () => Promise<void> }> {
+  const name = `darkroom_bench_${randomBytes(5).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const u = new URL(adminUrl);
+  u.pathname = `/${name}`;
+  return {
+    url: u.toString(),
+    async drop() {
+      const c = new pg.Client({ connectionString: adminUrl });
       await c.connect();
       await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => {});
       await c.end();
-    };
-  }
+    },
+  };
+}
+
+/** A data directory and config file, and for PostgreSQL a fresh database. */
+async function makeTarget(port: number): Promise<Target> {
+  const home = mkdtempSync(path.join(tmpdir(), 'darkroom-load-'));
+  const db = process.env.DATABASE_URL ? await freshPostgres(process.env.DATABASE_URL) : undefined;
+  const databaseUrl = db?.url;
+  const dropDb = db?.drop ?? (async () => {});
   const configFile = path.join(home, 'darkroom.json');
   writeFileSync(
     configFile,
     JSON.stringify({
       home,
       server: { host: '127.0.0.1', port, logLevel: 'warn' },
+      // Auth on, as in production: every request checks its key.
+      auth: { adminKey: ADMIN_KEY },
       limits: { maxQueuedTasks: 1_000_000 },
       credits: { initialGrant: 1_000_000 },
       ...(databaseUrl ? { database: { url: databaseUrl } } : {}),
@@ -240,7 +250,7 @@ async function openLoop(
 const post = (base: string, body: Json) =>
   fetch(`${base}/v1/tasks`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', ...AUTH },
     body: JSON.stringify(body),
   });
 
@@ -261,11 +271,11 @@ async function measure(server: Server, rate: number, seconds: number, readRate: 
   );
   log(`task reads at ${readRate}/s`);
   const reads = await openLoop(readRate, seconds / 2, (i) =>
-    fetch(`${base}/v1/tasks/${ids[(i * 7919) % ids.length]!}`),
+    fetch(`${base}/v1/tasks/${ids[(i * 7919) % ids.length]!}`, { headers: AUTH }),
   );
   log(`queued lists at ${readRate / 4}/s`);
   const lists = await openLoop(readRate / 4, seconds / 2, () =>
-    fetch(`${base}/v1/tasks?state=queued&limit=50`),
+    fetch(`${base}/v1/tasks?state=queued&limit=50`, { headers: AUTH }),
   );
   return { submit: submits, task_read: reads, list_queued_50: lists, server_peak_rss_mb: server.peakRssMb() };
 }

@@ -1,6 +1,6 @@
 import { keyIsUsable, type Config, type ResolvedStep } from '../config/load.ts';
 import { serviceSeconds, type ProviderThroughput } from '../policy/estimate.ts';
-import type { ForecastBasis, ForecastSummary } from '../store/forecasts.ts';
+import type { ForecastBasis, SubmitBasis } from '../store/forecasts.ts';
 import type { TaskViewRow } from '../store/tasks.ts';
 
 /**
@@ -150,24 +150,37 @@ export function freshTaskCost(
 }
 
 /**
- * A submit's estimate, O(1): first come, first served behind the queue as the last forecast saw
- * it. The new task starts one start-spacing after the last queued task the forecast saw, plus one
- * more for each queued task the forecast did not see yet, and then takes its own service time
- * (all from the forecast's summary). Without a forecast yet (or of an empty queue), each task
- * ahead counts the provider work of one task like this one spread over the provider's concurrency.
+ * A submit's estimate, O(1) in the queue: first come, first served behind the queue as the last
+ * forecast saw it. The new task starts one start-spacing after the last queued task the forecast
+ * saw, plus one more for each queued task the forecast did not see yet (without a forecast, or of
+ * an empty queue: each task ahead counts the provider work of one task like this one spread over
+ * the provider's concurrency). Then it takes its own service time, or longer when it shares the
+ * provider with the running tasks: under fair share each takes as much of the capacity as the
+ * new task until the smaller has finished, so the new task's work W ends after
+ * (Σ min(Wᵢ, W) + W) ÷ concurrency, each running task's work Wᵢ counted in proportion to the
+ * images it has left.
  */
 export function submitEstimate(
   config: Config,
   task: { type: string; plan: string; images: number },
-  basis: { nowMs: number; queued: number; summary: ForecastSummary | undefined },
+  basis: SubmitBasis,
 ): { position: number; startAtMs: number; finishAtMs: number } {
   const ahead = basis.queued;
   const own = freshTaskCost(config, task.type, task.images);
   const s = basis.summary;
+  const serviceMs = s?.service_ms[serviceKey(task.type, task.plan)] ?? own.serviceMs;
+  // The summary's service time is measured; the provider work scales with it.
+  const workMs = own.serviceMs > 0 ? (own.workMs * serviceMs) / own.serviceMs : own.workMs;
   const seenQueued = s?.queued ?? 0;
-  const perTaskMs = s && seenQueued > 0 ? s.per_task_ms : own.workMs / own.concurrency;
+  const perTaskMs = s && seenQueued > 0 ? s.per_task_ms : workMs / own.concurrency;
   const tailMs = s && seenQueued > 0 ? s.tail_start_at.getTime() + perTaskMs : basis.nowMs;
   const startMs = Math.max(basis.nowMs, tailMs) + Math.max(0, ahead - seenQueued) * perTaskMs;
-  const serviceMs = s?.service_ms[serviceKey(task.type, task.plan)] ?? own.serviceMs;
-  return { position: ahead, startAtMs: Math.round(startMs), finishAtMs: Math.round(startMs + serviceMs) };
+  const images = Math.max(1, task.images);
+  const sharedUnits = basis.runningRemaining.reduce((n, r) => n + Math.min(Math.max(0, r), images), 0);
+  const sharedMs = (workMs * (sharedUnits / images + 1)) / own.concurrency;
+  return {
+    position: ahead,
+    startAtMs: Math.round(startMs),
+    finishAtMs: Math.round(startMs + Math.max(serviceMs, sharedMs)),
+  };
 }

@@ -125,21 +125,25 @@ export async function readForecastSummary(q: Queryable): Promise<ForecastSummary
 }
 
 /**
- * What a submit's estimate starts from, in one O(1) statement: the database clock, the queued
- * count (read without a lock: concurrent submits may not be in it yet) and the last forecast.
+ * What a submit's estimate starts from, in one statement: the database clock, the queued count
+ * (read without a lock: concurrent submits may not be in it yet), the images each running task
+ * has left (at most `limits.maxRunningTasks` rows, through tasks_active: bounded by the
+ * configuration, not by the queue) and the last forecast.
  */
-export async function readSubmitBasis(
-  q: Queryable,
-): Promise<{ nowMs: number; queued: number; summary: ForecastSummary | undefined }> {
-  const { rows } = await q.query<ForecastSummary & { now_ms: number; has: boolean; depth: number | null }>(
+export async function readSubmitBasis(q: Queryable): Promise<SubmitBasis> {
+  const { rows } = await q.query<
+    ForecastSummary & { now_ms: number; has: boolean; depth: number | null; running: number[] | null }
+  >(
     `SELECT (extract(epoch FROM now()) * 1000)::float8 AS now_ms, d.queued AS depth, f.id IS NOT NULL AS has,
-            f.forecast_at, f.checked_at, f.queued, f.tail_start_at, f.complete, f.service_ms, f.per_task_ms
+            f.forecast_at, f.checked_at, f.queued, f.tail_start_at, f.complete, f.service_ms, f.per_task_ms,
+            (SELECT array_agg(images_total - images_done - images_failed) FROM tasks WHERE state = 'running') AS running
        FROM (SELECT 1) one LEFT JOIN forecast_state f ON f.id = 1 LEFT JOIN queue_depth d ON d.id = 1`,
   );
   const r = rows[0]!;
   return {
     nowMs: r.now_ms,
     queued: r.depth ?? 0,
+    runningRemaining: r.running ?? [],
     summary: r.has
       ? {
           forecast_at: r.forecast_at,
@@ -152,6 +156,14 @@ export async function readSubmitBasis(
         }
       : undefined,
   };
+}
+
+export interface SubmitBasis {
+  nowMs: number;
+  queued: number;
+  /** Images left per running task. */
+  runningRemaining: number[];
+  summary: ForecastSummary | undefined;
 }
 
 /** The submit's own estimate, until a forecast covers the task. */
