@@ -6,6 +6,8 @@ import {
   type FakeProviderHandle,
   type Fault,
 } from '../../src/providers/fake-server/index.ts';
+import { nextPacificMidnightMs } from '../../src/policy/rests.ts';
+import { withRequestLimit } from '../../src/providers/fan-out.ts';
 import { classifyGeminiBody, createGeminiProvider } from '../../src/providers/gemini.ts';
 import type { ProviderCall, ProviderKey, ProviderOutcome } from '../../src/providers/types.ts';
 
@@ -77,8 +79,8 @@ describe('gemini adapter against the fake provider', () => {
     await fetch(`${sim.url}/_sim/reset`, { method: 'POST' });
   });
 
-  it('returns count decodable PNGs from one request', async () => {
-    const outcome = await adapter().call(callWith({ count: 3 }));
+  it('returns a batch of 3 as 3 decodable PNGs from 3 requests (image models take one candidate each)', async () => {
+    const outcome = await withRequestLimit(adapter(), 1).call(callWith({ count: 3 }));
     assert.equal(outcome.kind, 'success');
     assert.equal(outcome.images.length, 3);
     for (const image of outcome.images) {
@@ -87,7 +89,55 @@ describe('gemini adapter against the fake provider', () => {
       assert.equal(metadata.format, 'png');
       assert.equal(metadata.width, 32);
     }
-    assert.equal(sim.stats().providers.gem?.keys['gem-key-1']?.requests, 1);
+    assert.equal(sim.stats().providers.gem?.keys['gem-key-1']?.requests, 3);
+    assert.equal(new Set(outcome.images.map((i) => i.data.toString('base64'))).size, 3, 'distinct seeds');
+  });
+
+  it('is refused as the real API refuses candidateCount > 1 on an image model (google-gemini/gemini-cli#10370)', async () => {
+    const outcome = await adapter().call(callWith({ count: 3 }));
+    assert.equal(outcome.kind, 'permanent');
+    assert.match(outcome.message, /Multiple candidates is not enabled for models\/gemini-2\.5-flash-image/);
+  });
+
+  it('keeps the images that came back when some requests of a batch fail, and says why the rest failed', async () => {
+    await faults(['http503', 'http429_daily']);
+    const outcome = await withRequestLimit(adapter(), 1).call(callWith({ count: 4 }));
+    assert.equal(outcome.kind, 'success');
+    assert.equal(outcome.images.length, 2);
+    // The most retryable failure classifies the images still owed: the daily quota's 429.
+    assert.equal(outcome.shortfall?.kind, 'rate_limited');
+    assert.match(outcome.shortfall.message, /^2 of 4 requests failed/);
+  });
+
+  it('a model named models/<id> reaches the model, not an escaped path', async () => {
+    const named = createGeminiProvider({ baseUrl, model: 'models/gemini-2.5-flash-image', timeoutMs: 2000 });
+    assert.equal((await named.call(callWith())).kind, 'success');
+  });
+
+  it('honours imageConfig.aspectRatio with the documented output size', async () => {
+    const outcome = await adapter().call(callWith({ params: { aspectRatio: '16:9' } }));
+    assert.equal(outcome.kind, 'success');
+    const metadata = await sharp(outcome.images[0]!.data).metadata();
+    assert.deepEqual([metadata.width, metadata.height], [1344, 768]);
+  });
+
+  it('a 429 naming a per-day quota rests the key until midnight Pacific time', async () => {
+    await faults(['http429_daily']);
+    const outcome = await adapter().call(callWith());
+    assert.equal(outcome.kind, 'rate_limited');
+    const now = Date.now();
+    const resetAt = nextPacificMidnightMs(now);
+    // The adapter reads the wall clock at the edge: allow the seconds this test takes.
+    assert.ok(Math.abs(now + (outcome.retryAfterMs ?? 0) - resetAt) < 60_000);
+    assert.match(outcome.rest ?? '', /daily quota GenerateRequestsPerDayPerProjectPerModel-FreeTier/);
+  });
+
+  it('a 429 without RetryInfo carries no retry hint (the key rest then grows per repeat)', async () => {
+    await faults(['http429_no_retry_info']);
+    const outcome = await adapter().call(callWith());
+    assert.equal(outcome.kind, 'rate_limited');
+    assert.equal(outcome.retryAfterMs, undefined);
+    assert.equal(outcome.rest, undefined);
   });
 
   it('sends input images as inlineData parts', async () => {
