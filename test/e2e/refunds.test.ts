@@ -38,7 +38,7 @@ describeEachDb('provider errors with a bounded attempt count', (kind) => {
         const all = await Promise.all(ids.map(async (id) => (await getJson(base, `/v1/tasks/${id}`)).body));
         return all.every((b) => !['queued', 'running'].includes(b.state as string)) ? all : undefined;
       },
-      { timeoutMs: 60_000 },
+      { timeoutMs: 180_000 },
     );
     const states = new Set(tasks.map((b) => b.state));
     assert.ok(states.has('partial') || states.has('failed'), `errors must show: ${[...states].join(', ')}`);
