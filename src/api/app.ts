@@ -6,6 +6,7 @@ import { installAuth, type AuthRuntime } from './auth/plugin.ts';
 import { clientErrorHandler, frameworkErrors, installErrorHandler } from './error-handler.ts';
 import { registerAdminAlertRoutes } from './routes/admin-alerts.ts';
 import { registerAdminStatsRoutes } from './routes/admin-stats.ts';
+import { registerAdminTaskRoutes } from './routes/admin-tasks.ts';
 import { registerAdminWebhookRoutes } from './routes/admin-webhooks.ts';
 import { registerFileRoutes } from './routes/files.ts';
 import { registerHealthRoutes } from './routes/health.ts';
@@ -82,6 +83,7 @@ export async function buildApp(ctx: Context, options: AppOptions): Promise<Fasti
   registerUserRoutes(app, ctx, auth);
   registerFileRoutes(app, ctx, options.signingSecret);
   registerAdminStatsRoutes(app, ctx);
+  registerAdminTaskRoutes(app, ctx);
   registerMetricsRoute(app, ctx);
   registerAdminWebhookRoutes(app, ctx);
   registerAdminAlertRoutes(app, ctx);

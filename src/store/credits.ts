@@ -65,15 +65,38 @@ export async function adjustCredits(
   userId: string,
   delta: number,
   initialGrant: number,
+  /** Why, kept in the ledger row (admin adjustments). */
+  note: string | null = null,
 ): Promise<number> {
   await ensureUser(tx, userId, initialGrant);
   const { rows } = await tx.query<{ balance: number }>(
     'UPDATE users SET balance = balance + $2 WHERE id = $1 RETURNING balance',
     [userId, delta],
   );
-  await tx.query(`INSERT INTO credit_ledger (user_id, delta, reason) VALUES ($1, $2, 'adjust')`, [
+  await tx.query(`INSERT INTO credit_ledger (user_id, delta, reason, note) VALUES ($1, $2, 'adjust', $3)`, [
     userId,
     delta,
+    note,
   ]);
   return rows[0]!.balance;
+}
+
+export interface LedgerRow {
+  id: number;
+  task_id: string | null;
+  delta: number;
+  reason: string;
+  attempt: number;
+  note: string | null;
+  created_at: Date;
+}
+
+/** A user's newest ledger rows (index credit_ledger_user). */
+export async function ledgerOf(q: Queryable, userId: string, limit: number): Promise<LedgerRow[]> {
+  const { rows } = await q.query<LedgerRow>(
+    `SELECT id::int AS id, task_id, delta, reason, attempt, note, created_at FROM credit_ledger
+      WHERE user_id = $1 ORDER BY id DESC LIMIT $2`,
+    [userId, limit],
+  );
+  return rows;
 }

@@ -112,6 +112,10 @@ export interface ListTasksFilter {
   limit: number;
   /** Task id to continue after (ids are time-ordered UUIDv7). */
   cursor?: string | undefined;
+  /** Admin filters. */
+  plan?: string | undefined;
+  createdAfter?: Date | undefined;
+  createdBefore?: Date | undefined;
 }
 
 /** A task as its view shows it: the row without its request payload, plus its forecast. */
@@ -158,6 +162,9 @@ export async function listTasks(q: Queryable, f: ListTasksFilter): Promise<TaskV
   if (f.userId !== undefined) condition('t.user_id = ?', f.userId);
   if (f.state !== undefined) condition('t.state = ?', f.state);
   if (f.cursor !== undefined) condition('t.id < ?', f.cursor);
+  if (f.plan !== undefined) condition('t.plan = ?', f.plan);
+  if (f.createdAfter !== undefined) condition('t.created_at >= ?', f.createdAfter);
+  if (f.createdBefore !== undefined) condition('t.created_at < ?', f.createdBefore);
   params.push(f.limit);
   const { rows } = await q.query<TaskViewRow>(
     `${TASK_VIEW_SELECT} ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY t.id DESC LIMIT $${params.length}`,
