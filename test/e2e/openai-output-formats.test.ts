@@ -79,10 +79,14 @@ describe('OpenAI output formats through the pipeline', () => {
         prompt: 'a lighthouse',
       });
       assert.equal(submitted.status, 202, JSON.stringify(submitted.body));
-      const task = await waitFor(`the ${format} task`, async () => {
-        const r = await getJson(base, `/v1/tasks/${submitted.body.id as string}`);
-        return ['queued', 'running'].includes(r.body.state as string) ? undefined : r.body;
-      });
+      const task = await waitFor(
+        `the ${format} task`,
+        async () => {
+          const r = await getJson(base, `/v1/tasks/${submitted.body.id as string}`);
+          return ['queued', 'running'].includes(r.body.state as string) ? undefined : r.body;
+        },
+        { timeoutMs: 120_000 }, // 1024² renders and GIF encodes on a loaded machine
+      );
       assert.equal(task.state, 'succeeded', `${format}: ${JSON.stringify(task)}`);
       const images = task.images as Array<{ url: string; thumbnail_url: string; width: number }>;
       assert.equal(images.length, 2);

@@ -132,7 +132,7 @@ async function renderResult(request: ImagesRequest, index: number, inputs: numbe
         ),
       );
       return sharp(frames, { join: { animated: true } })
-        .gif({ delay: 200 })
+        .gif({ delay: 200, effort: 1, colours: 16, dither: 0 })
         .toBuffer();
     }
     case 'jpeg':
