@@ -8,6 +8,7 @@ import { registerAdminAlertRoutes } from './routes/admin-alerts.ts';
 import { registerAdminStatsRoutes } from './routes/admin-stats.ts';
 import { registerAdminTaskRoutes } from './routes/admin-tasks.ts';
 import { registerAdminWebhookRoutes } from './routes/admin-webhooks.ts';
+import { registerDashboardRoutes } from './routes/dashboard.ts';
 import { registerFileRoutes } from './routes/files.ts';
 import { registerHealthRoutes } from './routes/health.ts';
 import { registerMetricsRoute } from './routes/metrics.ts';
@@ -87,5 +88,6 @@ export async function buildApp(ctx: Context, options: AppOptions): Promise<Fasti
   registerMetricsRoute(app, ctx);
   registerAdminWebhookRoutes(app, ctx);
   registerAdminAlertRoutes(app, ctx);
+  await registerDashboardRoutes(app);
   return app;
 }
