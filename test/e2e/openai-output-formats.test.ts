@@ -55,7 +55,8 @@ describe('OpenAI output formats through the pipeline', () => {
         format,
         {
           steps: [
-            { name: 'generate', provider: format, batchSize: format === 'svg' ? 1 : 2 },
+            // svg: a batch of 2 is split into 2 requests of n = 1 (capabilities.ts, fan-out.ts)
+            { name: 'generate', provider: format, batchSize: 2 },
             { name: 'store', concurrency: 4 },
           ],
         },
@@ -104,5 +105,7 @@ describe('OpenAI output formats through the pipeline', () => {
         assert.equal(thumbnail.headers.get('content-type'), 'image/webp');
       }
     }
+    // webp and gif: one request of n = 2 each; svg: two requests of n = 1
+    assert.equal(fake.stats().providers.oai?.keys.o1?.requests, 4);
   });
 });
