@@ -22,6 +22,8 @@ export interface KeyView {
   cooldown_until: string | null;
   /** Set when the provider's daily quota is spent (when the adapter reports one). */
   rest_until: string | null;
+  /** Why the key rests (a per-day quota, repeated 429s without a hint); null when it does not. */
+  rest_reason: string | null;
   rate_limited_total: number;
   last_error: { outcome: string; message: string; at: string } | null;
 }
@@ -63,7 +65,6 @@ export async function collectProviders(q: Queryable, config: Config): Promise<Pr
       const state = find(states, p.name, k.id);
       const error = find(errors, p.name, k.id);
       const flight = inFlight.filter((f) => f.resource === p.name && f.key_id === k.id);
-      const restUntil = (state as { rest_until?: Date | null } | undefined)?.rest_until;
       return {
         id: k.id,
         rpm: k.rpm,
@@ -78,7 +79,8 @@ export async function collectProviders(q: Queryable, config: Config): Promise<Pr
           running: flight.reduce((n, f) => n + f.running, 0),
         },
         cooldown_until: iso(state?.cooldown_until, now),
-        rest_until: iso(restUntil, now),
+        rest_until: iso(state?.rest_until, now),
+        rest_reason: iso(state?.rest_until, now) ? (state?.cooldown_reason ?? null) : null,
         rate_limited_total: state?.rate_limited_total ?? 0,
         last_error: error
           ? { outcome: error.outcome, message: error.message, at: error.at.toISOString() }
