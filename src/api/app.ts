@@ -4,6 +4,7 @@ import type { Context } from '../context.ts';
 import { tokenSecretOf } from './auth/bootstrap.ts';
 import { installAuth, type AuthRuntime } from './auth/plugin.ts';
 import { clientErrorHandler, frameworkErrors, installErrorHandler } from './error-handler.ts';
+import { collectRoutes, registerOpenApiRoutes } from './openapi.ts';
 import { registerAdminAlertRoutes } from './routes/admin-alerts.ts';
 import { registerAdminStatsRoutes } from './routes/admin-stats.ts';
 import { registerAdminTaskRoutes } from './routes/admin-tasks.ts';
@@ -78,6 +79,7 @@ export async function buildApp(ctx: Context, options: AppOptions): Promise<Fasti
     limits: { fileSize: ctx.config.uploads.maxBytes, files: 1, fields: 10, parts: 12 },
     throwFileSizeLimit: true,
   });
+  const routes = collectRoutes(app);
   registerHealthRoutes(app, ctx, options.isReady ?? (() => true));
   registerTaskRoutes(app, ctx, auth.now);
   registerUploadRoutes(app, ctx);
@@ -89,5 +91,6 @@ export async function buildApp(ctx: Context, options: AppOptions): Promise<Fasti
   registerAdminWebhookRoutes(app, ctx);
   registerAdminAlertRoutes(app, ctx);
   await registerDashboardRoutes(app);
+  registerOpenApiRoutes(app, ctx, routes);
   return app;
 }

@@ -5,7 +5,7 @@ import { recentAlerts, type AlertRow, type NotificationRow } from '../../store/a
 import { parseBody } from '../validation.ts';
 import { ADMIN_ONLY } from './admin-stats.ts';
 
-const querySchema = z.object({ limit: z.coerce.number().int().min(1).max(500).default(100) });
+export const alertsQuerySchema = z.object({ limit: z.coerce.number().int().min(1).max(500).default(100) });
 
 function alertView(a: AlertRow & { notifications: NotificationRow[] }) {
   return {
@@ -32,7 +32,7 @@ function alertView(a: AlertRow & { notifications: NotificationRow[] }) {
 
 export function registerAdminAlertRoutes(app: FastifyInstance, ctx: Context): void {
   app.get('/v1/admin/alerts', ADMIN_ONLY, async (request) => {
-    const q = parseBody(querySchema, request.query, 'query');
+    const q = parseBody(alertsQuerySchema, request.query, 'query');
     const alerts = (await recentAlerts(ctx.db, q.limit)).map(alertView);
     return { firing: alerts.filter((a) => a.state === 'firing'), history: alerts };
   });

@@ -5,7 +5,7 @@ import { listDeliveries } from '../../store/webhooks.ts';
 import { parseBody } from '../validation.ts';
 import { ADMIN_ONLY } from './admin-stats.ts';
 
-const querySchema = z.object({
+export const deliveriesQuerySchema = z.object({
   task_id: z.string().min(1).max(128).optional(),
   state: z.enum(['pending', 'delivered', 'failed']).optional(),
   limit: z.coerce.number().int().min(1).max(500).default(100),
@@ -13,7 +13,7 @@ const querySchema = z.object({
 
 export function registerAdminWebhookRoutes(app: FastifyInstance, ctx: Context): void {
   app.get('/v1/admin/webhooks/deliveries', ADMIN_ONLY, async (request) => {
-    const q = parseBody(querySchema, request.query, 'query');
+    const q = parseBody(deliveriesQuerySchema, request.query, 'query');
     const rows = await listDeliveries(ctx.db, { taskId: q.task_id, state: q.state, limit: q.limit });
     return {
       deliveries: rows.map((d) => ({

@@ -17,7 +17,7 @@ import { streamTaskEvents } from '../sse.ts';
 
 const idText = z.string().min(1).max(128);
 
-const submitSchema = z
+export const submitSchema = z
   .object({
     user_id: idText,
     order_id: idText.optional(),
@@ -45,7 +45,7 @@ const submitSchema = z
   })
   .strict();
 
-const listSchema = z.object({
+export const listSchema = z.object({
   user_id: idText.optional(),
   state: z.enum(['queued', 'running', 'succeeded', 'partial', 'failed', 'canceled']).optional(),
   limit: z.coerce.number().int().min(1).max(200).default(50),
