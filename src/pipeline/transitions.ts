@@ -49,7 +49,9 @@ export function pipelineOf(config: Config, task: Pick<TaskRow, 'type'>): Resolve
 }
 
 /** Nothing more to start: canceled, or every image already accounted for. */
-function isSettled(task: TaskRow): boolean {
+export function isSettled(
+  task: Pick<TaskRow, 'cancel_requested' | 'images_done' | 'images_failed' | 'images_total'>,
+): boolean {
   return task.cancel_requested || task.images_done + task.images_failed >= task.images_total;
 }
 
@@ -186,12 +188,16 @@ export async function recordJobFailure(
         row.resource,
         row.key_id,
         restMs,
-        (s) =>
-          aimdOnRateLimit(s, {
-            cap: provider.concurrency,
-            increaseAfter: config.scheduler.aimdIncreaseAfter,
-            decreaseFactor: config.scheduler.aimdDecreaseFactor,
-          }),
+        (s, nowMs) =>
+          aimdOnRateLimit(
+            s,
+            {
+              cap: provider.concurrency,
+              increaseAfter: config.scheduler.aimdIncreaseAfter,
+              decreaseFactor: config.scheduler.aimdDecreaseFactor,
+            },
+            { nowMs, untilMs: nowMs + restMs },
+          ),
         provider.concurrency,
         failure.rest ??
           (unhinted
@@ -222,7 +228,6 @@ export async function recordJobFailure(
       !decision.spendsAttempt,
       `${failure.kind}: ${failure.message}`,
     );
-    await tx.query(`SELECT pg_notify('darkroom_schedule', '')`);
     return { recorded: true, retried: true };
   }
   const message =

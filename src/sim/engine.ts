@@ -782,7 +782,10 @@ export class Simulation {
           key.cooldownUntilMs,
           this.now + (flight.outcome.retryAfterMs ?? provider.cfg.defaultRetryAfterMs),
         );
-        provider.aimd = aimdOnRateLimit(provider.aimd, settings);
+        provider.aimd = aimdOnRateLimit(provider.aimd, settings, {
+          nowMs: this.now,
+          untilMs: this.now + (flight.outcome.retryAfterMs ?? provider.cfg.defaultRetryAfterMs),
+        });
         provider.rec.minEffectiveConcurrency = Math.min(
           provider.rec.minEffectiveConcurrency,
           provider.aimd.effectiveConcurrency,

@@ -12,28 +12,38 @@ export interface ProviderStateRow {
   /** cooldown_until when the key rests for a stated reason (a per-day quota, repeated hint-less 429s). */
   rest_until: Date | null;
   rate_limited_total: number;
+  congestion_until: Date | null;
 }
 
-async function lockProviderRow(tx: Queryable, provider: string, cap: number): Promise<AimdState> {
+async function lockProviderRow(
+  tx: Queryable,
+  provider: string,
+  cap: number,
+): Promise<AimdState & { nowMs: number }> {
   await tx.query(
     `INSERT INTO provider_state (provider, key_id, effective_concurrency) VALUES ($1, '', $2) ON CONFLICT DO NOTHING`,
     [provider, cap],
   );
-  const { rows } = await tx.query<ProviderStateRow>(
-    `SELECT * FROM provider_state WHERE provider = $1 AND key_id = '' FOR UPDATE`,
+  const { rows } = await tx.query<ProviderStateRow & { now_ms: number }>(
+    `SELECT *, (extract(epoch FROM now()) * 1000)::float8 AS now_ms FROM provider_state
+      WHERE provider = $1 AND key_id = '' FOR UPDATE`,
     [provider],
   );
   const row = rows[0]!;
   return {
     effectiveConcurrency: Math.min(cap, row.effective_concurrency ?? cap),
     successStreak: row.success_streak,
+    congestionUntilMs: row.congestion_until?.getTime(),
+    nowMs: row.now_ms,
   };
 }
 
 async function saveProviderRow(tx: Queryable, provider: string, s: AimdState): Promise<void> {
   await tx.query(
-    `UPDATE provider_state SET effective_concurrency = $2, success_streak = $3, updated_at = now() WHERE provider = $1 AND key_id = ''`,
-    [provider, s.effectiveConcurrency, s.successStreak],
+    `UPDATE provider_state SET effective_concurrency = $2, success_streak = $3, updated_at = now(),
+            congestion_until = to_timestamp($4::float8 / 1000)
+      WHERE provider = $1 AND key_id = ''`,
+    [provider, s.effectiveConcurrency, s.successStreak, s.congestionUntilMs ?? null],
   );
 }
 
@@ -59,7 +69,7 @@ export async function recordProviderSuccess(
       [provider, keyId],
     );
   }
-  const current = await lockProviderRow(tx, provider, cap);
+  const { nowMs: _now, ...current } = await lockProviderRow(tx, provider, cap);
   const updated = next(current);
   if (
     updated.effectiveConcurrency !== current.effectiveConcurrency ||
@@ -72,14 +82,15 @@ export async function recordProviderSuccess(
 /**
  * A 429: the key cools down for `retryAfterMs` (a daily quota rests it until the quota resets, with
  * `reason` saying so), the provider's concurrency shrinks. The later of two cool-downs wins, and
- * its reason with it.
+ * its reason with it. `next` gets the provider's AIMD state and the database's clock (ms) to
+ * judge whether this 429 starts a new congestion event.
  */
 export async function recordProviderRateLimit(
   tx: Queryable,
   provider: string,
   keyId: string,
   retryAfterMs: number,
-  next: (s: AimdState) => AimdState,
+  next: (s: AimdState, nowMs: number) => AimdState,
   cap: number,
   reason?: string | undefined,
   unhinted = false,
@@ -95,8 +106,8 @@ export async function recordProviderRateLimit(
             rate_limited_total = provider_state.rate_limited_total + 1, updated_at = now()`,
     [provider, keyId, Math.max(0, Math.round(retryAfterMs)), reason ?? null, unhinted],
   );
-  const current = await lockProviderRow(tx, provider, cap);
-  await saveProviderRow(tx, provider, next(current));
+  const { nowMs, ...current } = await lockProviderRow(tx, provider, cap);
+  await saveProviderRow(tx, provider, next(current, nowMs));
 }
 
 /**
