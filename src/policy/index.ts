@@ -21,3 +21,10 @@ export { finalStateFor, refundFor, type FinalState } from './credits.ts';
 export { forgetIdle, lastServedFor, noteInFlight, noteServed, type ServiceMemory } from './service-memory.ts';
 export * from './estimate.ts';
 export { nextPacificMidnightMs, UNHINTED_REST_CAP_MS, unhintedRestMs } from './rests.ts';
+export {
+  meanDispatchMs,
+  policySettings,
+  toPolicyInput,
+  type PolicySettings,
+  type QueueView,
+} from './policy-input.ts';

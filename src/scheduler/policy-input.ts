@@ -1,6 +1,7 @@
 import { keyIsUsable, type Config } from '../config/load.ts';
 import { storeResource } from '../pipeline/plan-jobs.ts';
 import { forgetIdle, lastServedFor, noteInFlight, type ServiceMemory } from '../policy/service-memory.ts';
+import { policySettings, toPolicyInput } from '../policy/policy-input.ts';
 import type { JobView, KeyView, PolicyInput, ProviderView, StoreView, TaskView } from '../policy/types.ts';
 import { requestsFor, resolveCapabilities } from '../providers/capabilities.ts';
 import type { ScheduleSnapshot } from '../store/schedule.ts';
@@ -13,8 +14,16 @@ import type { ScheduleSnapshot } from '../store/schedule.ts';
 const serviceMemories = new WeakMap<Config, ServiceMemory>();
 const MEMORY_MAX_AGE_MS = 3_600_000;
 
-/** Turns what the database says into the policy's pure input. */
-export function buildPolicyInput(config: Config, snap: ScheduleSnapshot, rpmWindowMs: number): PolicyInput {
+/**
+ * Turns what the database says into the policy's pure input. `dispatchMs` is the measured
+ * admission → start delay, as the planner's forecast uses it (one deadline rule).
+ */
+export function buildPolicyInput(
+  config: Config,
+  snap: ScheduleSnapshot,
+  rpmWindowMs: number,
+  dispatchMs: number,
+): PolicyInput {
   const inFlightBy = (resource: string, keyId?: string) =>
     snap.inFlight
       .filter((r) => r.resource === resource && (keyId === undefined || r.key_id === keyId))
@@ -93,18 +102,8 @@ export function buildPolicyInput(config: Config, snap: ScheduleSnapshot, rpmWind
   if (!memory) serviceMemories.set(config, (memory = new Map()));
   forgetIdle(memory, snap.nowMs, MEMORY_MAX_AGE_MS);
   noteInFlight(memory, userInFlight, snap.nowMs);
-  return {
+  return toPolicyInput(policySettings(config, rpmWindowMs, dispatchMs), {
     nowMs: snap.nowMs,
-    limits: {
-      maxRunningTasks: config.limits.maxRunningTasks,
-      perUserRunningTasks: config.limits.perUserRunningTasks,
-    },
-    fairness: {
-      agingSeconds: config.scheduler.agingSeconds,
-      shortWorkPreference: config.scheduler.shortWorkPreference,
-      maxUnits: Math.max(1, ...Object.values(config.plans).map((p) => p.images)),
-    },
-    rpmWindowMs,
     workerSlotsFree: Math.max(0, snap.workerSlots - totalInFlight),
     tasks,
     jobs,
@@ -112,5 +111,5 @@ export function buildPolicyInput(config: Config, snap: ScheduleSnapshot, rpmWind
     stores,
     userInFlight,
     userLastServedAtMs: lastServedFor(memory, new Set(snap.jobs.map((j) => j.user_id))),
-  };
+  });
 }

@@ -1,23 +1,23 @@
 import type { Context } from '../context.ts';
 import { coerceError } from '../errors.ts';
-import { cancelTask, recordJobFailure } from '../pipeline/transitions.ts';
-import { buildPolicyInput } from './policy-input.ts';
+import { storeResource } from '../pipeline/plan-jobs.ts';
 import { decide } from '../policy/admission.ts';
+import { meanDispatchMs } from '../policy/policy-input.ts';
 import { Channels } from '../store/db.ts';
-import { appendEvent } from '../store/events.ts';
-import { findExpiredLeases, requeueStaleAdmissions } from '../store/jobs.ts';
-import { acquireLeadership, resignLeadership } from '../store/leader.ts';
-import { pruneKeyRequests, readScheduleSnapshot, writeAdmissions } from '../store/schedule.ts';
-import { findExpiredQueuedTasks } from '../store/tasks.ts';
-import { pruneIdempotencyKeys } from '../store/idempotency.ts';
-import { deleteUpload, findExpiredUploads } from '../store/uploads.ts';
-import { pruneWorkers } from '../store/workers.ts';
+import { readScheduleSnapshot, writeAdmissions } from '../store/schedule.ts';
+import { meanStepDurations } from '../store/stats.ts';
+import { cancelMissedDeadlines } from './deadlines.ts';
+import { every, type Periodic } from './every.ts';
+import { startLeadership } from './leadership.ts';
 import { forecasterFor } from './forecaster.ts';
+import { buildPolicyInput } from './policy-input.ts';
+import { reapExpiredLeases } from './reaper.ts';
+import { applyRetention, pruneSchedulingState } from './retention.ts';
 import { createWakeup } from './wakeup.ts';
 
-const MIN_TICK_GAP_MS = 50;
 const RETENTION_EVERY_MS = 10 * 60_000; // 10 min
-const IDEMPOTENCY_KEY_HOURS = 24; // as Stripe: a key is remembered for a day
+const PRUNE_EVERY_MS = 5_000;
+const DISPATCH_EVERY_MS = 10_000;
 
 export interface SchedulerHandle {
   readonly id: string;
@@ -28,9 +28,13 @@ export interface SchedulerHandle {
 }
 
 /**
- * The scheduler: every candidate process runs this loop, one of them holds the leader lease
- * and admits; the others renew nothing and take over when the lease lapses. Admission writes
- * are fenced by the term, so a paused former leader cannot admit.
+ * The scheduler: every candidate process runs this, one of them holds the leader lease and
+ * admits; the others take over when the lease lapses. Admission is event-driven: every
+ * change that frees or creates capacity (a submit, a job's outcome, a release, a cancel, a
+ * lease reaped) sends NOTIFY from its own transaction and wakes the pass at once; wake-ups
+ * that arrive during a pass are coalesced into one more pass; `pollMs` is only the fallback.
+ * The lease, the reaper, deadline cancels and retention each run on their own timer.
+ * Admission writes are fenced by the term, so a paused former leader cannot admit.
  */
 export async function startScheduler(ctx: Context, candidateId: string): Promise<SchedulerHandle> {
   const { db, config, log } = ctx;
@@ -38,129 +42,127 @@ export async function startScheduler(ctx: Context, candidateId: string): Promise
   const windowMs = 60_000 + s.rpmWindowMarginMs;
   const wakeup = createWakeup();
   const unlisten = await db.listen(Channels.schedule, () => wakeup.wake());
-  let term: number | undefined;
+  const leadership = startLeadership(db, candidateId, s.leaderLeaseMs, log, () => wakeup.wake());
   let stopped = false;
-  let lastHousekeepingMs = 0;
-  let lastRetentionMs = 0;
-
-  async function housekeeping(): Promise<void> {
-    for (const job of await findExpiredLeases(db, 200)) {
-      const result = await db.transaction((tx) =>
-        recordJobFailure(
-          tx,
-          config,
-          job,
-          { kind: 'transient', message: 'lease expired: the worker stopped answering' },
-          ctx.random(),
-        ),
-      );
-      if (result.recorded) log.warn({ jobId: job.id, retried: result.retried }, 'job lease expired');
-    }
-    await db.transaction((tx) => requeueStaleAdmissions(tx, config.worker.leaseMs));
-    for (const taskId of await findExpiredQueuedTasks(db, 200)) {
-      await db.transaction((tx) =>
-        cancelTask(tx, taskId, 'deadline_exceeded: no work started before the deadline'),
-      );
-      log.info({ taskId }, 'task canceled: deadline passed before it started');
-    }
-    await pruneKeyRequests(db, windowMs);
-    await pruneWorkers(db, Math.max(60_000, config.worker.leaseMs * 4));
-    if (Date.now() - lastRetentionMs > RETENTION_EVERY_MS) {
-      lastRetentionMs = Date.now();
-      await removeExpiredUploads();
-      await pruneIdempotencyKeys(db, IDEMPOTENCY_KEY_HOURS);
-    }
-  }
-
-  async function removeExpiredUploads(): Promise<void> {
-    for (const upload of await findExpiredUploads(db, config.uploads.retentionHours, 500)) {
-      await ctx.storage
-        .delete(upload.storage_key)
-        .catch((error: unknown) => log.warn({ err: coerceError(error) }, 'could not delete an upload file'));
-      await deleteUpload(db, upload.id);
-    }
-  }
+  let dispatchMs = 0;
+  let nextWakeFromNowMs: number | undefined;
 
   async function tick(): Promise<number> {
-    term = await acquireLeadership(db, candidateId, s.leaderLeaseMs);
+    const term = leadership.term();
     if (term === undefined) return 0;
-    const nowWall = Date.now();
-    if (nowWall - lastHousekeepingMs >= Math.min(1000, s.pollMs * 2)) {
-      lastHousekeepingMs = nowWall;
-      await housekeeping();
-    }
     const snapshot = await readScheduleSnapshot(db, {
       windowMs,
       workerStaleMs: Math.max(config.worker.heartbeatMs * 3, 3000),
       maxJobs: 20_000,
       maxJobsPerUser: 200,
     });
-    const input = buildPolicyInput(config, snapshot, windowMs);
-    const decision = decide(input);
+    const decision = decide(buildPolicyInput(config, snapshot, windowMs, dispatchMs));
     nextWakeFromNowMs =
       decision.nextWakeAtMs !== undefined ? Math.max(0, decision.nextWakeAtMs - snapshot.nowMs) : undefined;
     if (decision.admissions.length === 0) return 0;
-    const currentTerm = term;
-    const written = await db.transaction(async (tx) => {
-      const result = await writeAdmissions(
-        tx,
-        candidateId,
-        currentTerm,
-        decision.admissions.map((a) => ({
-          jobId: a.jobId,
-          keyId: a.keyId,
-          provider: a.keyId ? a.resource : undefined,
-          requests: a.requests,
-        })),
-      );
-      for (const t of result?.startedTasks ?? [])
-        await appendEvent(tx, t.id, t.user_id, 'running', { state: 'running' });
-      return result;
-    });
+    const written = await writeAdmissions(
+      db,
+      candidateId,
+      term,
+      decision.admissions.map((a) => ({ jobId: a.jobId, keyId: a.keyId, requests: a.requests })),
+    );
     if (!written) {
-      log.warn({ term: currentTerm }, 'lost the scheduler lease before admitting; admissions dropped');
-      term = undefined;
+      log.warn({ term }, 'lost the scheduler lease before admitting; admissions dropped');
+      leadership.lost();
       return 0;
     }
     return written.admitted;
   }
 
-  let nextWakeFromNowMs: number | undefined;
   const loop = (async () => {
     while (!stopped) {
       let delay = s.pollMs;
       try {
         const passStartedMs = performance.now();
         await tick();
-        if (term !== undefined) ctx.telemetry?.schedulerPass((performance.now() - passStartedMs) / 1000);
-        if (term !== undefined) forecasterFor(ctx).afterPass();
-        if (term === undefined) delay = Math.max(100, Math.floor(s.leaderLeaseMs / 3));
-        else if (nextWakeFromNowMs !== undefined)
-          delay = Math.min(delay, Math.max(10, nextWakeFromNowMs + 5));
+        if (leadership.term() !== undefined) {
+          ctx.telemetry?.schedulerPass((performance.now() - passStartedMs) / 1000);
+          // After the admissions are written: the forecast of the queue (at most every ~1 s).
+          forecasterFor(ctx).afterPass();
+        }
+        if (nextWakeFromNowMs !== undefined) delay = Math.min(delay, Math.max(10, nextWakeFromNowMs + 5));
       } catch (error) {
-        log.error({ err: coerceError(error) }, 'scheduler tick failed; retrying');
+        log.error({ err: coerceError(error) }, 'scheduler pass failed; retrying');
         delay = Math.min(5000, s.pollMs * 4);
       }
-      if (!stopped) {
-        // A burst of submits sends a NOTIFY each: coalesce them instead of a full pass per submit.
-        await new Promise((r) => setTimeout(r, MIN_TICK_GAP_MS));
-        await wakeup.sleep(Math.max(0, delay - MIN_TICK_GAP_MS));
-      }
+      if (!stopped) await wakeup.sleep(delay);
     }
   })();
+
+  const maintenanceMs = Math.min(1000, s.pollMs * 2);
+  const asLeader = (fn: () => Promise<void>) => async () => {
+    if (leadership.term() !== undefined) await fn();
+  };
+  let lastRetentionMs = 0;
+  const loops: Periodic[] = [
+    every(
+      'lease reaper',
+      () => maintenanceMs,
+      asLeader(async () => {
+        const r = await reapExpiredLeases(db, config, ctx.random);
+        if (r.requeued + r.failed > 0) log.warn(r, 'job leases expired: the workers stopped answering');
+      }),
+      log,
+    ),
+    every(
+      'deadline cancels',
+      () => maintenanceMs,
+      asLeader(async () => {
+        const ids = await cancelMissedDeadlines(db);
+        if (ids.length > 0)
+          log.info({ tasks: ids.length }, 'tasks canceled: deadline passed before they started');
+      }),
+      log,
+    ),
+    every(
+      'retention',
+      () => PRUNE_EVERY_MS,
+      asLeader(async () => {
+        await pruneSchedulingState(ctx, windowMs);
+        if (Date.now() - lastRetentionMs < RETENTION_EVERY_MS) return;
+        lastRetentionMs = Date.now();
+        await applyRetention(ctx);
+      }),
+      log,
+    ),
+    every(
+      'dispatch delay',
+      () => DISPATCH_EVERY_MS,
+      asLeader(async () => {
+        dispatchMs = meanDispatchMs(await meanStepDurations(db, stepRefs(ctx)));
+      }),
+      log,
+    ),
+  ];
 
   log.info({ candidateId }, 'scheduler candidate started');
   return {
     id: candidateId,
-    isLeader: () => term !== undefined,
+    isLeader: () => leadership.term() !== undefined,
     tick,
     async stop() {
       stopped = true;
       wakeup.wake();
       await loop;
+      await Promise.all(loops.map((l) => l.stop()));
       await unlisten();
-      if (term !== undefined) await resignLeadership(db, candidateId).catch(() => {});
-      term = undefined;
+      await leadership.stop();
     },
   };
+}
+
+/** Every configured step as (resource, step name), for the measured dispatch delay. */
+function stepRefs(ctx: Context): Array<{ resource: string; stepName: string }> {
+  const refs = new Map<string, { resource: string; stepName: string }>();
+  for (const pipeline of Object.values(ctx.config.pipelines))
+    for (const step of pipeline.steps) {
+      const resource = step.kind === 'store' ? storeResource(pipeline, step) : step.provider!;
+      refs.set(`${resource}\0${step.name}`, { resource, stepName: step.name });
+    }
+  return [...refs.values()];
 }

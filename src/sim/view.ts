@@ -1,6 +1,7 @@
 import type { Config } from '../config/load.ts';
 import { cannotMeetDeadline, providerLimit } from '../policy/admission.ts';
 import { requestsInWindow } from '../policy/keys.ts';
+import { policySettings, toPolicyInput } from '../policy/policy-input.ts';
 import { lastServedFor, noteInFlight, type ServiceMemory } from '../policy/service-memory.ts';
 import type { JobView, KeyView, PolicyInput, ProviderView, StoreView, TaskView } from '../policy/types.ts';
 import type { Scenario } from './scenario.ts';
@@ -126,24 +127,16 @@ export function buildPolicyInput(src: ViewSource, full: boolean): PolicyInput {
       addTask(task, now, full, admissible, tasks, jobs);
     }
   }
-  return {
+  return toPolicyInput(policySettings(src.config, src.windowMs, src.scenario.dispatchMs), {
     nowMs: now,
-    limits: { maxRunningTasks, perUserRunningTasks },
-    fairness: {
-      agingSeconds: src.config.scheduler.agingSeconds,
-      shortWorkPreference: src.config.scheduler.shortWorkPreference,
-      maxUnits: Math.max(1, ...Object.values(src.config.plans).map((p) => p.images)),
-    },
-    rpmWindowMs: src.windowMs,
     workerSlotsFree: slotsFree,
     tasks,
     jobs,
     providers,
     stores,
     userInFlight,
-    dispatchMs: src.scenario.dispatchMs,
     userLastServedAtMs: lastServedFor(src.memory, src.users.keys()),
-  };
+  });
 }
 
 interface ResourceCut {

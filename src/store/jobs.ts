@@ -164,17 +164,25 @@ export async function lockRunningJob(tx: Queryable, id: string, token: number): 
   return rows[0];
 }
 
+/**
+ * Every statement that ends a job's attempt frees capacity, so it wakes the scheduler itself
+ * (`RETURNING pg_notify`): no extra round trip, delivered at commit, and PostgreSQL folds
+ * identical notifications of one transaction into one.
+ */
+const WAKE_SCHEDULER = `pg_notify('darkroom_schedule', '')`;
+
 export async function completeJob(tx: Queryable, id: string, output: JobOutput): Promise<void> {
   await tx.query(
     `UPDATE jobs SET state = 'succeeded', output = $2::jsonb, finished_at = now(), lease_expires_at = NULL, error = NULL
-      WHERE id = $1`,
+      WHERE id = $1 RETURNING ${WAKE_SCHEDULER}`,
     [id, JSON.stringify(output)],
   );
 }
 
 export async function failJob(tx: Queryable, id: string, error: string): Promise<void> {
   await tx.query(
-    `UPDATE jobs SET state = 'failed', error = $2, finished_at = now(), lease_expires_at = NULL WHERE id = $1`,
+    `UPDATE jobs SET state = 'failed', error = $2, finished_at = now(), lease_expires_at = NULL
+      WHERE id = $1 RETURNING ${WAKE_SCHEDULER}`,
     [id, error],
   );
 }
@@ -214,7 +222,7 @@ export async function requeueJob(
                      run_after = now() + $2::int * interval '1 millisecond',
                      attempts = CASE WHEN $3 THEN GREATEST(0, attempts - 1) ELSE attempts END,
                      error = COALESCE($4, error)
-      WHERE id = $1`,
+      WHERE id = $1 RETURNING ${WAKE_SCHEDULER}`,
     [id, Math.max(0, Math.round(delayMs)), refundAttempt, error],
   );
 }
@@ -226,7 +234,8 @@ export async function saveRemoteRef(q: Queryable, id: string, token: number, ref
 /** Cancels a task's jobs that have not started; returns how many. */
 export async function cancelPendingJobs(tx: Queryable, taskId: string): Promise<number> {
   const { rowCount } = await tx.query(
-    `UPDATE jobs SET state = 'canceled', finished_at = now() WHERE task_id = $1 AND state IN ('queued', 'admitted')`,
+    `UPDATE jobs SET state = 'canceled', finished_at = now() WHERE task_id = $1 AND state IN ('queued', 'admitted')
+     RETURNING ${WAKE_SCHEDULER}`,
     [taskId],
   );
   return rowCount;
@@ -268,16 +277,34 @@ export async function jobsOfTask(q: Queryable, taskId: string): Promise<JobRow[]
   return rows;
 }
 
-/** Running jobs whose lease ran out (their worker died or lost the database). */
-export async function findExpiredLeases(
-  q: Queryable,
-  limit: number,
-): Promise<Array<{ id: string; lease_token: number }>> {
-  const { rows } = await q.query<{ id: string; lease_token: number }>(
-    `SELECT id, lease_token FROM jobs WHERE state = 'running' AND lease_expires_at < now() ORDER BY lease_expires_at LIMIT $1`,
+/**
+ * Locks up to `limit` running jobs whose lease ran out (their worker died or lost the
+ * database). The expiry is checked again under the row lock (a heartbeat that renewed the
+ * lease meanwhile wins); rows another transaction holds are skipped for the next round.
+ */
+export async function lockExpiredLeases(tx: Queryable, limit: number): Promise<JobRow[]> {
+  const { rows } = await tx.query<JobRow>(
+    `SELECT * FROM jobs WHERE state = 'running' AND lease_expires_at < now()
+      ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED`,
     [limit],
   );
   return rows;
+}
+
+/** Puts locked jobs back in the queue in one statement, each after its own delay (attempt spent). */
+export async function requeueJobs(
+  tx: Queryable,
+  jobs: Array<{ id: string; delayMs: number }>,
+  error: string,
+): Promise<void> {
+  if (jobs.length === 0) return;
+  await tx.query(
+    `UPDATE jobs SET state = 'queued', key_id = NULL, worker_id = NULL, lease_expires_at = NULL, admitted_at = NULL,
+                     run_after = now() + x.delay_ms * interval '1 millisecond', error = $2
+       FROM jsonb_to_recordset($1::jsonb) AS x(id text, delay_ms int)
+      WHERE jobs.id = x.id RETURNING ${WAKE_SCHEDULER}`,
+    [JSON.stringify(jobs.map((j) => ({ id: j.id, delay_ms: Math.max(0, Math.round(j.delayMs)) }))), error],
+  );
 }
 
 /** Admitted jobs nobody claimed in time go back to the queue (their key reservation is dropped). */
@@ -285,7 +312,7 @@ export async function requeueStaleAdmissions(tx: Queryable, olderThanMs: number)
   const { rows } = await tx.query<{ id: string }>(
     `UPDATE jobs SET state = 'queued', key_id = NULL, admitted_at = NULL
       WHERE state = 'admitted' AND admitted_at < now() - $1::int * interval '1 millisecond'
-      RETURNING id`,
+      RETURNING id, ${WAKE_SCHEDULER}`,
     [olderThanMs],
   );
   if (rows.length > 0) {
@@ -301,7 +328,7 @@ export async function releaseJob(tx: Queryable, id: string, token: number): Prom
   const { rowCount } = await tx.query(
     `UPDATE jobs SET state = 'queued', key_id = NULL, worker_id = NULL, lease_expires_at = NULL, admitted_at = NULL,
                      attempts = GREATEST(0, attempts - 1), run_after = now()
-      WHERE id = $1 AND lease_token = $2 AND state = 'running'`,
+      WHERE id = $1 AND lease_token = $2 AND state = 'running' RETURNING ${WAKE_SCHEDULER}`,
     [id, token],
   );
   return rowCount > 0;

@@ -1,9 +1,11 @@
 import type { Queryable } from './db.ts';
 
 /**
- * Takes or renews the scheduler lease, stamped with the database's clock. Returns the term
- * when this candidate holds the lease, undefined otherwise. A new holder starts a new term;
- * every admission write checks the term, so a paused old leader cannot admit after losing it.
+ * Takes or renews the scheduler lease, stamped with the database's clock at the moment the
+ * statement runs (`clock_timestamp()`, not the statement's start: an upsert that waited on a
+ * lock must not judge expiry by the time it began waiting). Returns the term when this
+ * candidate holds the lease, undefined otherwise. A new holder starts a new term; every
+ * admission write is fenced by the term, so a paused old leader cannot admit after losing it.
  */
 export async function acquireLeadership(
   q: Queryable,
@@ -12,13 +14,13 @@ export async function acquireLeadership(
 ): Promise<number | undefined> {
   const { rows } = await q.query<{ term: number }>(
     `INSERT INTO scheduler_leader (id, holder, term, expires_at)
-     VALUES (1, $1, 1, now() + $2::int * interval '1 millisecond')
+     VALUES (1, $1, 1, clock_timestamp() + $2::int * interval '1 millisecond')
      ON CONFLICT (id) DO UPDATE
         SET holder = EXCLUDED.holder,
-            term = CASE WHEN scheduler_leader.holder = EXCLUDED.holder AND scheduler_leader.expires_at >= now()
+            term = CASE WHEN scheduler_leader.holder = EXCLUDED.holder AND scheduler_leader.expires_at >= clock_timestamp()
                         THEN scheduler_leader.term ELSE scheduler_leader.term + 1 END,
-            expires_at = EXCLUDED.expires_at
-      WHERE scheduler_leader.holder = EXCLUDED.holder OR scheduler_leader.expires_at < now()
+            expires_at = clock_timestamp() + $2::int * interval '1 millisecond'
+      WHERE scheduler_leader.holder = EXCLUDED.holder OR scheduler_leader.expires_at < clock_timestamp()
      RETURNING term::int AS term`,
     [candidate, leaseMs],
   );
@@ -40,12 +42,14 @@ export async function currentLeader(
   return rows[0];
 }
 
-/** The fence: true only inside a transaction where `candidate` still holds `term`. */
-export async function holdsTerm(tx: Queryable, candidate: string, term: number): Promise<boolean> {
-  const { rows } = await tx.query<{ ok: boolean }>(
-    `SELECT EXISTS (SELECT 1 FROM scheduler_leader WHERE id = 1 AND holder = $1 AND term = $2 AND expires_at > now()
-                    FOR UPDATE) AS ok`,
-    [candidate, term],
-  );
-  return rows[0]?.ok === true;
+/**
+ * The fence, as a CTE for a single-statement write: yields one row only while `$holder`
+ * still holds `$term` and its lease has not run out. It writes the leader row (a no-op
+ * update), so a takeover racing with the statement waits for it and then sees its effects;
+ * the row lock lasts one statement, never across a client round trip.
+ */
+export function fenceCte(holderParam: string, termParam: string): string {
+  return `UPDATE scheduler_leader SET term = term
+           WHERE id = 1 AND holder = ${holderParam} AND term = ${termParam} AND expires_at > clock_timestamp()
+          RETURNING term`;
 }

@@ -30,6 +30,9 @@ export async function migrate(db: Db): Promise<string[]> {
   const applied: string[] = [];
   for (const migration of listMigrations()) {
     const ran = await db.transaction(async (tx) => {
+      // Waiting for another process's migration, or building an index on a large table, may
+      // take longer than the session timeouts darkroom's queries run under.
+      await tx.exec('SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0');
       await tx.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
       await tx.query(
         `CREATE TABLE IF NOT EXISTS schema_migrations (

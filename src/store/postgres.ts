@@ -19,6 +19,21 @@ export interface PostgresOptions {
 pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
 
 /**
+ * Server-side limits on every pooled session, so a stuck peer cannot hold darkroom's rows
+ * for long (https://www.postgresql.org/docs/current/runtime-config-client.html):
+ * - lock_timeout: no statement waits more than 5 s for a row lock (the caller retries later);
+ * - statement_timeout: darkroom's statements are small; 30 s means something is wrong;
+ * - idle_in_transaction_session_timeout: a process paused or partitioned inside a transaction
+ *   (GC pause, SIGSTOP, half-open TCP) loses its session, and its locks, after 10 s.
+ * node-postgres sends them as startup parameters (pg ConnectionParameters).
+ */
+const SESSION_TIMEOUTS = {
+  lock_timeout: 5_000,
+  statement_timeout: 30_000,
+  idle_in_transaction_session_timeout: 10_000,
+} as const;
+
+/**
  * node-postgres pool. A lost connection only fails the queries that were on it: the pool
  * opens new ones, and the LISTEN session reconnects with backoff, so a database restart
  * is survived without exiting.
@@ -29,6 +44,7 @@ export async function createPostgresDb(options: PostgresOptions): Promise<Db> {
     connectionString: options.url,
     max: options.poolSize,
     connectionTimeoutMillis: 10_000,
+    ...SESSION_TIMEOUTS,
   });
   pool.on('error', (error) => onError(error));
   const listeners = new Map<string, Set<NotificationHandler>>();

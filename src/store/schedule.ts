@@ -1,5 +1,5 @@
 import type { Queryable } from './db.ts';
-import { holdsTerm } from './leader.ts';
+import { fenceCte } from './leader.ts';
 
 /** What the scheduler reads each tick to feed the policy. Times are epoch ms on the database's clock. */
 export interface ScheduleSnapshot {
@@ -99,69 +99,57 @@ export async function readScheduleSnapshot(
 
 export interface AdmissionWrite {
   jobId: string;
+  /** The key chosen for a provider call (a key_requests row is logged per request); undefined for store jobs. */
   keyId: string | undefined;
-  /** Provider name for calls (a key_requests row is logged per request); undefined for store jobs. */
-  provider: string | undefined;
   /** Requests the call makes (default 1). */
   requests?: number | undefined;
 }
 
 /**
- * Writes admissions, fenced by the leader term: when `candidate` no longer holds `term`,
- * nothing is written and undefined is returned. Returns the ids of tasks that started.
+ * Writes admissions in one statement, fenced by the leader term: when `candidate` no longer
+ * holds `term`, nothing is written and undefined is returned. One statement, no transaction
+ * around it: the leader row is locked only while it runs, so a leader paused between round
+ * trips never holds a standby back. Returns the tasks that started (their `running` event is
+ * written and announced by the same statement).
  */
 export async function writeAdmissions(
-  tx: Queryable,
+  q: Queryable,
   candidate: string,
   term: number,
   admissions: AdmissionWrite[],
-): Promise<{ admitted: number; startedTasks: Array<{ id: string; user_id: string }> } | undefined> {
-  if (!(await holdsTerm(tx, candidate, term))) return undefined;
-  if (admissions.length === 0) return { admitted: 0, startedTasks: [] };
+): Promise<{ admitted: number; startedTasks: string[] } | undefined> {
   const payload = JSON.stringify(
-    admissions.map((a) => ({
-      id: a.jobId,
-      key_id: a.keyId ?? null,
-      provider: a.provider ?? null,
-      requests: Math.max(1, a.requests ?? 1),
-    })),
+    admissions.map((a) => ({ id: a.jobId, key_id: a.keyId ?? null, requests: Math.max(1, a.requests ?? 1) })),
   );
-  const admitted = await tx.query<{
-    id: string;
-    task_id: string;
-    key_id: string | null;
-    resource: string;
-    kind: string;
-    requests: number;
-  }>(
-    `UPDATE jobs SET state = 'admitted', key_id = x.key_id, admitted_at = now(), admitted_term = $2, requests = x.requests
-       FROM jsonb_to_recordset($1::jsonb) AS x(id text, key_id text, provider text, requests int)
-      WHERE jobs.id = x.id AND jobs.state = 'queued'
-      RETURNING jobs.id, jobs.task_id, jobs.key_id, jobs.resource, jobs.kind, jobs.requests`,
-    [payload, term],
+  const { rows } = await q.query<{ fenced: number; admitted: number; started: string[] | null }>(
+    `WITH fence AS (${fenceCte('$2', '$3')}),
+     admitted AS (
+       UPDATE jobs SET state = 'admitted', key_id = x.key_id, admitted_at = now(), admitted_term = $3,
+                       requests = x.requests
+         FROM jsonb_to_recordset($1::jsonb) AS x(id text, key_id text, requests int)
+        WHERE jobs.id = x.id AND jobs.state = 'queued' AND EXISTS (SELECT 1 FROM fence)
+        RETURNING jobs.id, jobs.task_id, jobs.key_id, jobs.resource, jobs.kind, jobs.requests),
+     requests AS (
+       INSERT INTO key_requests (provider, key_id, job_id, admitted_at)
+       SELECT a.resource, a.key_id, a.id, now() FROM admitted a, generate_series(1, a.requests)
+        WHERE a.kind <> 'store' AND a.key_id IS NOT NULL),
+     started AS (
+       UPDATE tasks SET state = 'running', started_at = now(), updated_at = now()
+        WHERE id IN (SELECT task_id FROM admitted) AND state = 'queued'
+        RETURNING id, user_id),
+     announced AS (
+       INSERT INTO events (task_id, user_id, type, data)
+       SELECT id, user_id, 'running', '{"state":"running"}'::jsonb FROM started
+       RETURNING task_id, pg_notify('darkroom_task', task_id))
+     SELECT (SELECT count(*) FROM fence)::int AS fenced,
+            (SELECT count(*) FROM admitted)::int AS admitted,
+            (SELECT array_agg(task_id) FROM announced) AS started,
+            (SELECT count(pg_notify('darkroom_work', '')) FROM (SELECT 1 FROM admitted LIMIT 1) one) AS woke`,
+    [payload, candidate, term],
   );
-  const calls = admitted.rows.filter((r) => r.kind !== 'store' && r.key_id);
-  if (calls.length > 0) {
-    await tx.query(
-      `INSERT INTO key_requests (provider, key_id, job_id, admitted_at)
-       SELECT x.provider, x.key_id, x.job_id, now()
-         FROM jsonb_to_recordset($1::jsonb) AS x(provider text, key_id text, job_id text, requests int),
-              generate_series(1, x.requests)`,
-      [
-        JSON.stringify(
-          calls.map((r) => ({ provider: r.resource, key_id: r.key_id, job_id: r.id, requests: r.requests })),
-        ),
-      ],
-    );
-  }
-  const taskIds = [...new Set(admitted.rows.map((r) => r.task_id))];
-  const started = await tx.query<{ id: string; user_id: string }>(
-    `UPDATE tasks SET state = 'running', started_at = now(), updated_at = now()
-      WHERE id = ANY($1::text[]) AND state = 'queued' RETURNING id, user_id`,
-    [taskIds],
-  );
-  if (admitted.rows.length > 0) await tx.query(`SELECT pg_notify('darkroom_work', '')`);
-  return { admitted: admitted.rows.length, startedTasks: started.rows };
+  const row = rows[0]!;
+  if (row.fenced === 0) return undefined;
+  return { admitted: row.admitted, startedTasks: row.started ?? [] };
 }
 
 /** Drops RPM log rows too old to matter. */
@@ -171,4 +159,38 @@ export async function pruneKeyRequests(q: Queryable, windowMs: number): Promise<
         OR (started_at IS NULL AND admitted_at < now() - interval '1 hour')`,
     [windowMs * 2],
   );
+}
+
+/**
+ * Deadline cancels, set-based: locks up to `limit` queued tasks whose deadline has passed
+ * (re-checked under the lock; rows held elsewhere are left for the next round), marks them
+ * canceled, cancels their unstarted jobs and drops their key reservations, and records a
+ * `cancel_requested` event for each, in one statement. The caller ends each task (refund)
+ * in the same transaction. Returns the ids.
+ */
+export async function cancelExpiredQueuedTasks(
+  tx: Queryable,
+  limit: number,
+  reason: string,
+): Promise<string[]> {
+  const { rows } = await tx.query<{ id: string }>(
+    `WITH expired AS (
+       SELECT id FROM tasks WHERE state = 'queued' AND deadline_at < now() AND NOT cancel_requested
+        ORDER BY deadline_at LIMIT $1 FOR UPDATE SKIP LOCKED),
+     marked AS (
+       UPDATE tasks SET cancel_requested = true, error = COALESCE(error, $2), updated_at = now()
+        WHERE id IN (SELECT id FROM expired) RETURNING id, user_id),
+     canceled AS (
+       UPDATE jobs SET state = 'canceled', finished_at = now()
+        WHERE task_id IN (SELECT id FROM expired) AND state IN ('queued', 'admitted') RETURNING id),
+     unreserved AS (
+       DELETE FROM key_requests WHERE started_at IS NULL AND job_id IN (SELECT id FROM canceled)),
+     announced AS (
+       INSERT INTO events (task_id, user_id, type, data)
+       SELECT id, user_id, 'cancel_requested', jsonb_build_object('reason', $2::text) FROM marked
+       RETURNING task_id, pg_notify('darkroom_task', task_id))
+     SELECT task_id AS id FROM announced`,
+    [limit, reason],
+  );
+  return rows.map((r) => r.id);
 }

@@ -144,22 +144,25 @@ describeEachDb('job lifecycle', (kind) => {
     assert.equal((await currentLeader(db))?.holder, 'B');
     const taskId = await newTask(db, 'fenced', 'free');
     const job = await db.query<{ id: string }>(`SELECT id FROM jobs WHERE task_id = $1 LIMIT 1`, [taskId]);
-    const stale = await db.transaction((tx) =>
-      writeAdmissions(tx, 'A', a!, [{ jobId: job.rows[0]!.id, keyId: 'k1', provider: 'main' }]),
-    );
+    const stale = await writeAdmissions(db, 'A', a!, [{ jobId: job.rows[0]!.id, keyId: 'k1' }]);
     assert.equal(stale, undefined);
     const state = await db.query<{ state: string }>('SELECT state FROM jobs WHERE id = $1', [
       job.rows[0]!.id,
     ]);
     assert.equal(state.rows[0]!.state, 'queued');
-    const fresh = await db.transaction((tx) =>
-      writeAdmissions(tx, 'B', b!, [{ jobId: job.rows[0]!.id, keyId: 'k1', provider: 'main' }]),
-    );
+    const fresh = await writeAdmissions(db, 'B', b!, [{ jobId: job.rows[0]!.id, keyId: 'k1' }]);
     assert.equal(fresh?.admitted, 1);
-    assert.deepEqual(
-      fresh?.startedTasks.map((s) => s.id),
+    assert.deepEqual(fresh?.startedTasks, [taskId]);
+    const logged = await db.query<{ n: number }>(
+      'SELECT count(*)::int AS n FROM key_requests WHERE job_id = $1',
+      [job.rows[0]!.id],
+    );
+    assert.equal(logged.rows[0]!.n, 1, 'the call is logged against its key');
+    const running = await db.query<{ type: string }>(
+      `SELECT type FROM events WHERE task_id = $1 AND type = 'running'`,
       [taskId],
     );
+    assert.equal(running.rowCount, 1, 'the running event is written with the admission');
   });
 
   it('expires old uploads, but never one a queued or running task still uses', async () => {
