@@ -1,4 +1,6 @@
-import type { FairnessSettings, Limits, PolicyInput } from './types.ts';
+import { providerLimit } from './admission.ts';
+import { requestsInWindow } from './keys.ts';
+import type { FairnessSettings, Limits, PolicyInput, ProviderView, StoreView } from './types.ts';
 
 /** The parts of the policy input that come from configuration and measurement, not the queue. */
 export interface PolicySettings {
@@ -59,4 +61,35 @@ export function meanDispatchMs(samples: Array<{ dispatchMs: number | undefined; 
     n += s.samples;
   }
   return n > 0 ? sum / n : 0;
+}
+
+/**
+ * Per resource, how many jobs one decision could admit there now: the free worker slots, the
+ * provider's (AIMD) room and its keys' room (in-flight and RPM, cooling keys excluded), or the
+ * store's room. A driver reads a user's first `admissibleNow + 1` ready jobs per resource and
+ * decide() decides as on the whole queue: it admits at most that many there, and the one more
+ * lets it find the resource full.
+ */
+export function admissibleNow(view: {
+  nowMs: number;
+  rpmWindowMs: number;
+  workerSlotsFree: number;
+  providers: ProviderView[];
+  stores: StoreView[];
+}): Map<string, number> {
+  const out = new Map<string, number>();
+  const slots = Math.max(0, view.workerSlotsFree);
+  for (const p of view.providers) {
+    let byKeys = 0;
+    for (const k of p.keys) {
+      if (!k.usable || k.cooldownUntilMs > view.nowMs) continue;
+      byKeys += Math.max(
+        0,
+        Math.min(k.concurrency - k.inFlight, k.rpm - requestsInWindow(k, view.nowMs, view.rpmWindowMs)),
+      );
+    }
+    out.set(p.name, Math.max(0, Math.min(slots, providerLimit(p) - p.inFlight, byKeys)));
+  }
+  for (const s of view.stores) out.set(s.name, Math.max(0, Math.min(slots, s.concurrency - s.inFlight)));
+  return out;
 }

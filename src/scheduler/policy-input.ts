@@ -1,10 +1,10 @@
 import { keyIsUsable, type Config } from '../config/load.ts';
 import { storeResource } from '../pipeline/plan-jobs.ts';
 import { forgetIdle, lastServedFor, noteInFlight, type ServiceMemory } from '../policy/service-memory.ts';
-import { policySettings, toPolicyInput } from '../policy/policy-input.ts';
+import { admissibleNow, policySettings, toPolicyInput } from '../policy/policy-input.ts';
 import type { JobView, KeyView, PolicyInput, ProviderView, StoreView, TaskView } from '../policy/types.ts';
 import { requestsFor, resolveCapabilities } from '../providers/capabilities.ts';
-import type { ScheduleSnapshot } from '../store/schedule.ts';
+import type { CapacitySnapshot, HeadLimits, ScheduleSnapshot } from '../store/schedule.ts';
 
 /**
  * Aging memory (PolicyInput.userLastServedAtMs): when each user was last seen with a job in
@@ -14,16 +14,15 @@ import type { ScheduleSnapshot } from '../store/schedule.ts';
 const serviceMemories = new WeakMap<Config, ServiceMemory>();
 const MEMORY_MAX_AGE_MS = 3_600_000;
 
-/**
- * Turns what the database says into the policy's pure input. `dispatchMs` is the measured
- * admission → start delay, as the planner's forecast uses it (one deadline rule).
- */
-export function buildPolicyInput(
-  config: Config,
-  snap: ScheduleSnapshot,
-  rpmWindowMs: number,
-  dispatchMs: number,
-): PolicyInput {
+interface CapacityViews {
+  providers: ProviderView[];
+  stores: StoreView[];
+  workerSlotsFree: number;
+  userInFlight: Record<string, number>;
+}
+
+/** The providers, keys, stores and worker slots as the policy sees them. */
+export function capacityViews(config: Config, snap: CapacitySnapshot): CapacityViews {
   const inFlightBy = (resource: string, keyId?: string) =>
     snap.inFlight
       .filter((r) => r.resource === resource && (keyId === undefined || r.key_id === keyId))
@@ -33,9 +32,6 @@ export function buildPolicyInput(
     snap.inFlight
       .filter((r) => r.resource === resource && (keyId === undefined || r.key_id === keyId))
       .reduce((n, r) => n + (r.requests ?? r.n), 0);
-  const imagesPerRequest = new Map(
-    Object.values(config.providers).map((p) => [p.name, resolveCapabilities(p).maxImagesPerRequest]),
-  );
 
   const providers: ProviderView[] = Object.values(config.providers).map((p) => {
     const aimd = snap.providerState.find((s) => s.provider === p.name && s.key_id === '');
@@ -70,7 +66,56 @@ export function buildPolicyInput(
       stores.push({ name, concurrency: step.concurrency ?? 5, inFlight: inFlightBy(name) });
     }
   }
+  const userInFlight: Record<string, number> = {};
+  let totalInFlight = 0;
+  for (const r of snap.inFlight) {
+    userInFlight[r.user_id] = (userInFlight[r.user_id] ?? 0) + r.n;
+    totalInFlight += r.n;
+  }
+  return { providers, stores, workerSlotsFree: Math.max(0, snap.workerSlots - totalInFlight), userInFlight };
+}
 
+/**
+ * How much of the queue a pass reads (store/schedule.ts readQueueHead): per resource, what
+ * could be admitted there now plus one; and the resource each task type starts on.
+ */
+export function headLimits(
+  config: Config,
+  snap: CapacitySnapshot,
+  rpmWindowMs: number,
+  dispatchMs: number,
+): HeadLimits {
+  const views = capacityViews(config, snap);
+  const admissible = admissibleNow({ nowMs: snap.nowMs, rpmWindowMs, ...views });
+  const startsOn = new Map<string, string[]>();
+  for (const [type, pipeline] of Object.entries(config.pipelines)) {
+    const first = pipeline.steps[0];
+    if (!first) continue;
+    const resource = first.kind === 'store' ? storeResource(pipeline, first) : first.provider!;
+    startsOn.set(resource, [...(startsOn.get(resource) ?? []), type]);
+  }
+  return {
+    nowMs: snap.nowMs,
+    dispatchMs,
+    perResource: [...admissible].map(([resource, n]) => ({ resource, k: n + 1 })),
+    startsOn: [...startsOn].map(([resource, types]) => ({ resource, types })),
+  };
+}
+
+/**
+ * Turns what the database says into the policy's pure input. `dispatchMs` is the measured
+ * admission → start delay, as the planner's forecast uses it (one deadline rule).
+ */
+export function buildPolicyInput(
+  config: Config,
+  snap: ScheduleSnapshot,
+  rpmWindowMs: number,
+  dispatchMs: number,
+): PolicyInput {
+  const { providers, stores, workerSlotsFree, userInFlight } = capacityViews(config, snap);
+  const imagesPerRequest = new Map(
+    Object.values(config.providers).map((p) => [p.name, resolveCapabilities(p).maxImagesPerRequest]),
+  );
   const tasks: TaskView[] = snap.tasks.map((t) => ({
     id: t.id,
     userId: t.user_id,
@@ -92,19 +137,13 @@ export function buildPolicyInput(
       ? {}
       : { requests: requestsFor(j.count ?? 1, imagesPerRequest.get(j.resource) ?? 1) }),
   }));
-  const userInFlight: Record<string, number> = {};
-  let totalInFlight = 0;
-  for (const r of snap.inFlight) {
-    userInFlight[r.user_id] = (userInFlight[r.user_id] ?? 0) + r.n;
-    totalInFlight += r.n;
-  }
   let memory = serviceMemories.get(config);
   if (!memory) serviceMemories.set(config, (memory = new Map()));
   forgetIdle(memory, snap.nowMs, MEMORY_MAX_AGE_MS);
   noteInFlight(memory, userInFlight, snap.nowMs);
   return toPolicyInput(policySettings(config, rpmWindowMs, dispatchMs), {
     nowMs: snap.nowMs,
-    workerSlotsFree: Math.max(0, snap.workerSlots - totalInFlight),
+    workerSlotsFree,
     tasks,
     jobs,
     providers,

@@ -4,13 +4,13 @@ import { storeResource } from '../pipeline/plan-jobs.ts';
 import { decide } from '../policy/admission.ts';
 import { meanDispatchMs } from '../policy/policy-input.ts';
 import { Channels } from '../store/db.ts';
-import { readScheduleSnapshot, writeAdmissions } from '../store/schedule.ts';
+import { readCapacity, readQueueHead, writeAdmissions } from '../store/schedule.ts';
 import { meanStepDurations } from '../store/stats.ts';
 import { cancelMissedDeadlines } from './deadlines.ts';
 import { every, type Periodic } from './every.ts';
 import { startLeadership } from './leadership.ts';
 import { forecasterFor } from './forecaster.ts';
-import { buildPolicyInput } from './policy-input.ts';
+import { buildPolicyInput, headLimits } from './policy-input.ts';
 import { reapExpiredLeases } from './reaper.ts';
 import { applyRetention, pruneSchedulingState } from './retention.ts';
 import { createWakeup } from './wakeup.ts';
@@ -50,12 +50,12 @@ export async function startScheduler(ctx: Context, candidateId: string): Promise
   async function tick(): Promise<number> {
     const term = leadership.term();
     if (term === undefined) return 0;
-    const snapshot = await readScheduleSnapshot(db, {
+    const capacity = await readCapacity(db, {
       windowMs,
       workerStaleMs: Math.max(config.worker.heartbeatMs * 3, 3000),
-      maxJobs: 20_000,
-      maxJobsPerUser: 200,
     });
+    const head = await readQueueHead(db, headLimits(config, capacity, windowMs, dispatchMs));
+    const snapshot = { ...capacity, ...head };
     const decision = decide(buildPolicyInput(config, snapshot, windowMs, dispatchMs));
     nextWakeFromNowMs =
       decision.nextWakeAtMs !== undefined ? Math.max(0, decision.nextWakeAtMs - snapshot.nowMs) : undefined;

@@ -1,9 +1,26 @@
 import type { Queryable } from './db.ts';
 import { fenceCte } from './leader.ts';
 
-/** What the scheduler reads each tick to feed the policy. Times are epoch ms on the database's clock. */
-export interface ScheduleSnapshot {
+/** What the scheduler reads each pass to feed the policy. Times are epoch ms on the database's clock. */
+export interface ScheduleSnapshot extends CapacitySnapshot, QueueHead {}
+
+/** Capacity in use: small, whatever the backlog (in-flight jobs, the RPM log, AIMD state, workers). */
+export interface CapacitySnapshot {
   nowMs: number;
+  /** `n` jobs in flight making `requests` requests. */
+  inFlight: Array<{ resource: string; key_id: string | null; user_id: string; n: number; requests: number }>;
+  keyRequests: Array<{ provider: string; key_id: string; t_ms: number }>;
+  providerState: Array<{
+    provider: string;
+    key_id: string;
+    effective_concurrency: number | null;
+    cooldown_ms: number | null;
+  }>;
+  workerSlots: number;
+}
+
+/** The part of the queue one pass needs. */
+export interface QueueHead {
   tasks: Array<{
     id: string;
     user_id: string;
@@ -24,60 +41,27 @@ export interface ScheduleSnapshot {
     /** Images the job stands for; with the provider's capabilities, the requests it makes. */
     count: number;
   }>;
-  /** `n` jobs in flight making `requests` requests. */
-  inFlight: Array<{ resource: string; key_id: string | null; user_id: string; n: number; requests: number }>;
-  keyRequests: Array<{ provider: string; key_id: string; t_ms: number }>;
-  providerState: Array<{
-    provider: string;
-    key_id: string;
-    effective_concurrency: number | null;
-    cooldown_ms: number | null;
-  }>;
-  workerSlots: number;
 }
 
-export async function readScheduleSnapshot(
+export async function readCapacity(
   q: Queryable,
-  opts: { windowMs: number; workerStaleMs: number; maxJobs: number; maxJobsPerUser: number },
-): Promise<ScheduleSnapshot> {
+  opts: { windowMs: number; workerStaleMs: number },
+): Promise<CapacitySnapshot> {
   const now = await q.query<{ ms: number }>(`SELECT (extract(epoch FROM now()) * 1000)::float8 AS ms`);
-  // Each user's first jobs in task order: one tick never admits more than the free worker
-  // slots, so a bounded head per user is all the policy needs, however long the backlog.
-  const jobs = await q.query<ScheduleSnapshot['jobs'][number]>(
-    `SELECT id, task_id, user_id, kind, resource, ready_ms, "order", count FROM (
-       SELECT j.id, j.task_id, j.user_id, j.kind, j.resource, j.count, (extract(epoch FROM j.run_after) * 1000)::float8 AS ready_ms,
-              (j.step_index * 100000 + j.first_index)::int AS "order",
-              row_number() OVER (PARTITION BY j.user_id ORDER BY t.state = 'running' DESC, t.created_at, j.task_id, (j.kind = 'store') DESC, j.step_index, j.first_index) AS rn
-         FROM jobs j JOIN tasks t ON t.id = j.task_id
-        WHERE j.state = 'queued') head
-      WHERE rn <= $1
-      ORDER BY ready_ms, id
-      LIMIT $2`,
-    [opts.maxJobsPerUser, opts.maxJobs],
-  );
-  // Running tasks (for the task limits) and the tasks of the jobs above.
-  const tasks = await q.query<ScheduleSnapshot['tasks'][number]>(
-    `SELECT id, user_id, weight::float8 AS weight, state, (extract(epoch FROM created_at) * 1000)::float8 AS created_ms,
-            (images_total - images_done - images_failed)::int AS remaining,
-            (extract(epoch FROM deadline_at) * 1000)::float8 AS deadline_ms
-       FROM tasks
-      WHERE (state = 'running' OR (id = ANY($1::text[]) AND state = 'queued' AND NOT cancel_requested))`,
-    [[...new Set(jobs.rows.map((j) => j.task_id))]],
-  );
-  const inFlight = await q.query<ScheduleSnapshot['inFlight'][number]>(
+  const inFlight = await q.query<CapacitySnapshot['inFlight'][number]>(
     `SELECT resource, key_id, user_id, count(*)::int AS n, sum(requests)::int AS requests
        FROM jobs WHERE state IN ('admitted', 'running')
       GROUP BY resource, key_id, user_id`,
   );
   // Started requests count by start time within the window; requests not started yet always count.
-  const keyRequests = await q.query<ScheduleSnapshot['keyRequests'][number]>(
+  const keyRequests = await q.query<CapacitySnapshot['keyRequests'][number]>(
     `SELECT provider, key_id, (extract(epoch FROM COALESCE(started_at, admitted_at)) * 1000)::float8 AS t_ms
        FROM key_requests
       WHERE started_at IS NULL OR started_at > now() - $1::int * interval '1 millisecond'
       ORDER BY t_ms`,
     [opts.windowMs],
   );
-  const providerState = await q.query<ScheduleSnapshot['providerState'][number]>(
+  const providerState = await q.query<CapacitySnapshot['providerState'][number]>(
     `SELECT provider, key_id, effective_concurrency::float8 AS effective_concurrency,
             (extract(epoch FROM cooldown_until) * 1000)::float8 AS cooldown_ms FROM provider_state`,
   );
@@ -88,13 +72,120 @@ export async function readScheduleSnapshot(
   );
   return {
     nowMs: now.rows[0]!.ms,
-    tasks: tasks.rows,
-    jobs: jobs.rows,
     inFlight: inFlight.rows,
     keyRequests: keyRequests.rows,
     providerState: providerState.rows,
     workerSlots: slots.rows[0]?.n ?? 0,
   };
+}
+
+/** How much of the queue to read: at most `k` ready jobs per user on each resource. */
+export interface HeadLimits {
+  nowMs: number;
+  /** Expected admission → start delay: a queued task whose deadline comes sooner cannot start. */
+  dispatchMs: number;
+  /** Per resource, the ready jobs per user one pass could look at (what it can admit there, plus one). */
+  perResource: Array<{ resource: string; k: number }>;
+  /** The task types that start on each resource (their pipeline's first step): queued tasks' jobs. */
+  startsOn: Array<{ resource: string; types: string[] }>;
+}
+
+// Shared SQL pieces. A job is ready when the policy would call it ready (same float
+// arithmetic as decide(): readyAtMs <= nowMs); a job's task counts when it runs, or is queued,
+// not canceled and can still start before its deadline (decide()'s cannotMeetDeadline).
+const READY_MS = `(extract(epoch FROM j.run_after) * 1000)::float8`;
+const TASK_USABLE = `(t.state = 'running' OR (t.state = 'queued' AND NOT t.cancel_requested AND
+   (t.deadline_at IS NULL OR NOT ($1::float8 + $2::float8 > (extract(epoch FROM t.deadline_at) * 1000)::float8))))`;
+const JOB_COLUMNS = `j.id, j.task_id, j.user_id, j.kind, j.resource, j.count, ${READY_MS} AS ready_ms,
+   (j.step_index * 100000 + j.first_index)::int AS "order"`;
+// decide()'s order inside a user (compareJobs), ids compared as JavaScript compares strings.
+const JOB_ORDER = `(j.kind <> 'store'), j.step_index, j.first_index, j.id COLLATE "C"`;
+
+/**
+ * The head of the queue one pass can use, read in time bounded by the pass, not the backlog
+ * (test/store/schedule-head.test.ts checks that decide() on it decides exactly as on the
+ * whole queue). Per user and resource, the first `k` ready jobs in the policy's order: a pass
+ * admits at most k − 1 there, and the k-th lets it find the resource full. Plus, per user,
+ * the oldest ready job (its aging) and, overall, the soonest job still waiting on a backoff
+ * (the wake-up), and every running task (the limits).
+ *
+ * Running tasks are few (maxRunningTasks); their queued jobs are read through them. Queued
+ * tasks are read per user in creation order from `tasks_queued_by_user` (a LATERAL … LIMIT
+ * over the users with queued tasks, found with a skip scan of the same index), only on the
+ * resource their pipeline starts on: a task that has not started has no other jobs.
+ */
+export async function readQueueHead(q: Queryable, limits: HeadLimits): Promise<QueueHead> {
+  const now = limits.nowMs;
+  const dispatch = limits.dispatchMs;
+  const perResource = JSON.stringify(limits.perResource);
+  const running = await q.query<QueueHead['jobs'][number]>(
+    `SELECT id, task_id, user_id, kind, resource, count, ready_ms, "order" FROM (
+       SELECT ${JOB_COLUMNS}, l.k,
+              row_number() OVER (PARTITION BY j.user_id, j.resource
+                                 ORDER BY t.created_at, t.id COLLATE "C", ${JOB_ORDER}) AS rn
+         FROM tasks t
+         JOIN jobs j ON j.task_id = t.id AND j.state = 'queued'
+         JOIN jsonb_to_recordset($2::jsonb) AS l(resource text, k int) ON l.resource = j.resource
+        WHERE t.state = 'running' AND ${READY_MS} <= $1::float8) head
+      WHERE rn <= k`,
+    [now, perResource],
+  );
+  const starts = limits.startsOn
+    .map((s) => ({ ...s, k: limits.perResource.find((r) => r.resource === s.resource)?.k ?? 0 }))
+    .filter((s) => s.k > 0 && s.types.length > 0);
+  const queued = starts.length
+    ? await q.query<QueueHead['jobs'][number]>(
+        `WITH RECURSIVE users AS (
+           (SELECT user_id FROM tasks WHERE state = 'queued' AND NOT cancel_requested ORDER BY user_id LIMIT 1)
+           UNION ALL
+           SELECT n.user_id FROM users u CROSS JOIN LATERAL (
+             SELECT user_id FROM tasks
+              WHERE state = 'queued' AND NOT cancel_requested AND user_id > u.user_id
+              ORDER BY user_id LIMIT 1) n)
+         SELECT h.* FROM users u
+         CROSS JOIN jsonb_to_recordset($3::jsonb) AS r(resource text, types text[], k int)
+         CROSS JOIN LATERAL (
+           SELECT ${JOB_COLUMNS}
+             FROM tasks t
+             CROSS JOIN LATERAL (
+               SELECT * FROM jobs j
+                WHERE j.task_id = t.id AND j.state = 'queued' AND j.resource = r.resource
+                  AND ${READY_MS} <= $1::float8
+                ORDER BY ${JOB_ORDER} LIMIT r.k) j
+            WHERE t.user_id = u.user_id AND t.state = 'queued' AND NOT t.cancel_requested
+              AND t.type = ANY(r.types) AND ${TASK_USABLE}
+            ORDER BY t.created_at, t.id COLLATE "C", ${JOB_ORDER}
+            LIMIT r.k) h`,
+        [now, dispatch, JSON.stringify(starts)],
+      )
+    : { rows: [] };
+  const users = [...new Set([...running.rows, ...queued.rows].map((j) => j.user_id))];
+  // Aging: each user's oldest ready job; the wake-up: the soonest job not ready yet.
+  const extra = await q.query<QueueHead['jobs'][number]>(
+    `SELECT o.* FROM unnest($3::text[]) AS u(user_id)
+     CROSS JOIN LATERAL (
+       SELECT ${JOB_COLUMNS} FROM jobs j JOIN tasks t ON t.id = j.task_id
+        WHERE j.user_id = u.user_id AND j.state = 'queued' AND ${READY_MS} <= $1::float8 AND ${TASK_USABLE}
+        ORDER BY j.run_after, j.id LIMIT 1) o
+     UNION ALL
+     (SELECT ${JOB_COLUMNS} FROM jobs j JOIN tasks t ON t.id = j.task_id
+       WHERE j.state = 'queued' AND j.run_after > to_timestamp($1::float8 / 1000) - interval '1 millisecond'
+         AND ${READY_MS} > $1::float8 AND ${TASK_USABLE}
+       ORDER BY j.run_after, j.id LIMIT 1)`,
+    [now, dispatch, users],
+  );
+  const jobs = new Map<string, QueueHead['jobs'][number]>();
+  for (const j of [...running.rows, ...queued.rows, ...extra.rows]) jobs.set(j.id, j);
+  const taskIds = [...new Set([...jobs.values()].map((j) => j.task_id))];
+  const tasks = await q.query<QueueHead['tasks'][number]>(
+    `SELECT id, user_id, weight::float8 AS weight, state, (extract(epoch FROM created_at) * 1000)::float8 AS created_ms,
+            (images_total - images_done - images_failed)::int AS remaining,
+            (extract(epoch FROM deadline_at) * 1000)::float8 AS deadline_ms
+       FROM tasks
+      WHERE (state = 'running' OR (id = ANY($1::text[]) AND state = 'queued' AND NOT cancel_requested))`,
+    [taskIds],
+  );
+  return { tasks: tasks.rows, jobs: [...jobs.values()] };
 }
 
 export interface AdmissionWrite {

@@ -57,11 +57,7 @@ describeEachDb('rate limits and rests', (kind) => {
       requestHash: 'x',
     });
     const { rows } = await db.query<{ id: string }>(`SELECT id FROM jobs WHERE task_id = $1`, [r.body.id]);
-    await db.transaction((tx) =>
-      writeAdmissions(tx, 'leader', term, [
-        { jobId: rows[0]!.id, keyId: key, provider: 'main', requests: 4 },
-      ]),
-    );
+    await writeAdmissions(db, 'leader', term, [{ jobId: rows[0]!.id, keyId: key, requests: 4 }]);
     const [job] = await db.transaction((tx) => claimJobs(tx, 'w', 1, 60_000));
     return job!;
   }
