@@ -17,6 +17,7 @@ import { startServer, type RunningServer } from '../src/server.ts';
 import { runEtaBench } from './eta.ts';
 import { runLoadBench } from './load.ts';
 import { COMPARISON_SCENARIOS, comparePlannerWithServer } from './planner-vs-server.ts';
+import { scale } from './engine.ts';
 
 type Json = Record<string, unknown>;
 
@@ -392,6 +393,7 @@ const BENCHMARKS: Record<string, () => Promise<Json>> = {
     setup: QUOTA,
   }),
   fairness,
+  scale,
   submit: submitThroughput,
   eta: () => runEtaBench(log),
   // LOAD_RATE, LOAD_SECONDS, LOAD_FILL: smaller runs (bench/load.ts).

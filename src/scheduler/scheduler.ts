@@ -15,6 +15,7 @@ import { reapExpiredLeases } from './reaper.ts';
 import { applyRetention, pruneSchedulingState } from './retention.ts';
 import { createWakeup } from './wakeup.ts';
 
+const MIN_PASS_GAP_MS = 10;
 const RETENTION_EVERY_MS = 10 * 60_000; // 10 min
 const PRUNE_EVERY_MS = 5_000;
 const DISPATCH_EVERY_MS = 10_000;
@@ -90,7 +91,12 @@ export async function startScheduler(ctx: Context, candidateId: string): Promise
         log.error({ err: coerceError(error) }, 'scheduler pass failed; retrying');
         delay = Math.min(5000, s.pollMs * 4);
       }
-      if (!stopped) await wakeup.sleep(delay);
+      if (!stopped) {
+        // Wake-ups during the pass were coalesced into one; a short breath lets the outcomes
+        // that caused them (and on PGlite, everything else on its one connection) through.
+        await new Promise((r) => setTimeout(r, MIN_PASS_GAP_MS));
+        await wakeup.sleep(Math.max(0, delay - MIN_PASS_GAP_MS));
+      }
     }
   })();
 

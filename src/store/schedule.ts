@@ -146,14 +146,19 @@ export async function readQueueHead(q: Queryable, limits: HeadLimits): Promise<Q
          CROSS JOIN jsonb_to_recordset($3::jsonb) AS r(resource text, types text[], k int)
          CROSS JOIN LATERAL (
            SELECT ${JOB_COLUMNS}
-             FROM tasks t
+             FROM (
+               -- The user's first k startable tasks, straight from the index order.
+               SELECT t.id, t.created_at FROM tasks t
+                WHERE t.user_id = u.user_id AND t.state = 'queued' AND NOT t.cancel_requested
+                  AND t.type = ANY(r.types) AND ${TASK_USABLE}
+                  AND EXISTS (SELECT 1 FROM jobs j WHERE j.task_id = t.id AND j.state = 'queued'
+                                 AND j.resource = r.resource AND ${READY_MS} <= $1::float8)
+                ORDER BY t.created_at, t.id COLLATE "C" LIMIT r.k) t
              CROSS JOIN LATERAL (
                SELECT * FROM jobs j
                 WHERE j.task_id = t.id AND j.state = 'queued' AND j.resource = r.resource
                   AND ${READY_MS} <= $1::float8
                 ORDER BY ${JOB_ORDER} LIMIT r.k) j
-            WHERE t.user_id = u.user_id AND t.state = 'queued' AND NOT t.cancel_requested
-              AND t.type = ANY(r.types) AND ${TASK_USABLE}
             ORDER BY t.created_at, t.id COLLATE "C", ${JOB_ORDER}
             LIMIT r.k) h`,
         [now, dispatch, JSON.stringify(starts)],
