@@ -65,6 +65,8 @@ describe('dashboard in headless Chromium', { skip }, () => {
       auth: { enabled: true },
       // One task runs at a time, so a task held at the provider keeps the next one queued.
       limits: { maxRunningTasks: 1, perUserRunningTasks: 1 },
+      // Any queued task fires the `queued` alert, and it resolves once the queue is empty.
+      alerts: { evaluateEveryMs: 100, rules: { queued: { threshold: 0 } } },
       providers: {
         openai: {
           type: 'openai',
@@ -235,6 +237,9 @@ describe('dashboard in headless Chromium', { skip }, () => {
     await page.locator('#ov-queued .value', { hasText: /^1$/ }).waitFor(WAIT);
     await page.locator('#ov-running .value', { hasText: /^1$/ }).waitFor(WAIT);
     await shot('04-overview-busy');
+    await page.goto(`${base}/#/alerts`);
+    await page.locator('#alerts-firing tr[data-rule="queued"]').waitFor(WAIT);
+    await shot('04b-alert-firing');
 
     // Cancel the blocker from its detail view; the queued task then runs.
     await page.goto(`${base}/#/tasks/${blocker}`);
@@ -249,6 +254,9 @@ describe('dashboard in headless Chromium', { skip }, () => {
     await imagesLoaded(2);
     assert.match(await page.locator('#task-credits').innerText(), /2 charged · 0 refunded/);
     await shot('05-task-detail');
+    await page.goto(`${base}/#/alerts`);
+    await page.locator('#alerts-firing tr[data-rule="queued"]').waitFor({ state: 'detached', ...WAIT });
+    await page.locator('#alerts-history tr[data-rule="queued"][data-state="resolved"]').first().waitFor(WAIT);
   });
 
   it('filters the table by state, plan and user', async () => {
