@@ -226,16 +226,6 @@ export async function requestCancel(tx: Queryable, taskId: string, reason: strin
   );
 }
 
-/** Queued tasks whose deadline passed before any of their work started. */
-export async function findExpiredQueuedTasks(q: Queryable, limit: number): Promise<string[]> {
-  const { rows } = await q.query<{ id: string }>(
-    `SELECT id FROM tasks WHERE state = 'queued' AND deadline_at IS NOT NULL AND deadline_at < now()
-      ORDER BY deadline_at LIMIT $1`,
-    [limit],
-  );
-  return rows.map((r) => r.id);
-}
-
 /** Mean seconds from start to finish of recent successful tasks, per plan. */
 export async function recentServiceSeconds(q: Queryable): Promise<Record<string, number>> {
   const { rows } = await q.query<{ plan: string; s: number }>(
