@@ -1,5 +1,6 @@
 // @ts-check
 import js from '@eslint/js';
+import globals from 'globals';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
@@ -16,5 +17,10 @@ export default tseslint.config(
   {
     files: ['scripts/**/*.mjs', 'bin/**/*.js'],
     languageOptions: { globals: { process: 'readonly', console: 'readonly' } },
+  },
+  // The dashboard: plain ES modules run by the browser (no build step), checked as such.
+  {
+    files: ['web/**/*.js'],
+    languageOptions: { sourceType: 'module', globals: globals.browser },
   },
 );

@@ -23,7 +23,7 @@ async function act(task, action, onDone) {
       await api(`/v1/admin/tasks/${id}/${action}`, { method: 'POST', body: {} });
     } catch (error) {
       if (!isMissingRoute(error)) throw error;
-      if (action === 'retry') throw new Error(t('td.retry_missing'));
+      if (action === 'retry') throw new Error(t('td.retry_missing'), { cause: error });
       await api(`/v1/tasks/${id}/cancel`, { method: 'POST', body: {} });
     }
     status.textContent = t('td.done', { action: t(`td.${action}`) });
