@@ -16,6 +16,7 @@ import { startFakeProvider, type FakeProviderHandle } from '../src/providers/fak
 import { startServer, type RunningServer } from '../src/server.ts';
 import { runEtaBench } from './eta.ts';
 import { runLoadBench } from './load.ts';
+import { runOverheadBench } from './overhead.ts';
 import { COMPARISON_SCENARIOS, comparePlannerWithServer } from './planner-vs-server.ts';
 import { scale } from './engine.ts';
 
@@ -396,6 +397,8 @@ const BENCHMARKS: Record<string, () => Promise<Json>> = {
   scale,
   submit: submitThroughput,
   eta: () => runEtaBench(log),
+  // OVERHEAD_TASKS: smaller runs (bench/overhead.ts). Needs PostgreSQL (DATABASE_URL or the local one).
+  overhead: runOverheadBench,
   // LOAD_RATE, LOAD_SECONDS, LOAD_FILL: smaller runs (bench/load.ts).
   load: () =>
     runLoadBench({

@@ -1,0 +1,231 @@
+/**
+ * Engine overhead: jobs per second through the whole path with a provider that answers at
+ * once, beside graphile-worker and pg-boss running the same shape of no-op work on the same
+ * PostgreSQL in the same run.
+ *
+ *   npm run bench -- overhead
+ *   OVERHEAD_TASKS=50 npm run bench -- overhead          # a smaller run
+ *
+ * The workload, the same for the three: UNITS units of work, each two jobs in sequence (the
+ * second enqueued when the first ends), 16 handlers in flight.
+ *   - darkroom: a task of IMAGES images on a pipeline `generate (batches of 1) → store`, with
+ *     the in-process simulated provider at 0 ms latency making 64×64 PNGs; submitted over
+ *     HTTP; one unit = one image = one generate job + one store job. This is darkroom's whole
+ *     path: submit, admission by the scheduler under every limit, claim, provider call, image
+ *     decode and thumbnail, stage hop, storing to disk, task finish.
+ *   - graphile-worker 0.17 (LISTEN/NOTIFY, concurrency 16): job `first` adds job `second`
+ *     through the handler's helpers; the handlers do nothing else.
+ *   - pg-boss 10 (polling, its minimum interval 0.5 s; 16 workers of batch 1): job `first`
+ *     sends `second`.
+ * Time runs from the first submit/enqueue to the last second job's end. Needs PostgreSQL
+ * (DATABASE_URL, default the local one); each contender gets a fresh database.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { run as runGraphile, makeWorkerUtils } from 'graphile-worker';
+import PgBoss from 'pg-boss';
+import pg from 'pg';
+import pino from 'pino';
+import { resolveConfig } from '../src/config/load.ts';
+import { startServer } from '../src/server.ts';
+
+type Json = Record<string, unknown>;
+
+const IN_FLIGHT = 16;
+const IMAGES = 10;
+
+function log(message: string): void {
+  process.stderr.write(`[bench] ${message}\n`);
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function baseUrl(): string {
+  return process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+}
+
+async function freshDatabase(tag: string): Promise<{ url: string; drop: () => Promise<void> }> {
+  const name = `darkroom_overhead_${tag}_${Date.now().toString(36)}`;
+  const admin = new pg.Client({ connectionString: baseUrl() });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const u = new URL(baseUrl());
+  u.pathname = `/${name}`;
+  return {
+    url: u.toString(),
+    drop: async () => {
+      const c = new pg.Client({ connectionString: baseUrl() });
+      await c.connect();
+      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await c.end();
+    },
+  };
+}
+
+function rate(jobs: number, ms: number): Json {
+  return { jobs, elapsed_ms: Math.round(ms), jobs_per_second: Number(((jobs * 1000) / ms).toFixed(1)) };
+}
+
+async function darkroom(units: number, database: 'postgres' | 'pglite'): Promise<Json> {
+  const home = mkdtempSync(path.join(tmpdir(), 'darkroom-overhead-'));
+  const db = database === 'postgres' ? await freshDatabase('darkroom') : undefined;
+  const keys = [{ id: 'k1', rpm: 10_000_000, concurrency: IN_FLIGHT }];
+  const config = resolveConfig(
+    {
+      home,
+      server: { port: 0, host: '127.0.0.1', logLevel: 'silent' },
+      auth: { enabled: false },
+      ...(db ? { database: { url: db.url } } : {}),
+      limits: { maxRunningTasks: 10_000, perUserRunningTasks: 10_000, maxQueuedTasks: 1_000_000 },
+      plans: { unit: { images: IMAGES, credits: 0, weight: 1 } },
+      providers: {
+        zero: {
+          type: 'sim',
+          sim: { latencyMs: 0, jitterMs: 0, errorRate: 0 },
+          concurrency: IN_FLIGHT,
+          keys,
+          params: { size: '64x64' },
+        },
+      },
+      pipelines: {
+        noop: {
+          steps: [
+            { name: 'generate', provider: 'zero', batchSize: 1 },
+            { name: 'store', concurrency: IN_FLIGHT },
+          ],
+        },
+      },
+      worker: { concurrency: IN_FLIGHT },
+    },
+    {},
+    'bench',
+  );
+  const server = await startServer(config, { log: pino({ level: 'silent' }) });
+  try {
+    const tasks = Math.ceil(units / IMAGES);
+    const ids: string[] = [];
+    const started = performance.now();
+    for (let i = 0; i < tasks; i++) {
+      const res = await fetch(`${server.url}/v1/tasks`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ user_id: `u${i % 20}`, type: 'noop', plan: 'unit', prompt: `o${i}` }),
+      });
+      const body = (await res.json()) as Json;
+      if (res.status !== 202) throw new Error(`submit failed: ${res.status} ${JSON.stringify(body)}`);
+      ids.push(body.id as string);
+    }
+    for (;;) {
+      const { rows } = await server.ctx.db.query<{ open: number }>(
+        `SELECT count(*)::int AS open FROM tasks WHERE id = ANY($1::text[]) AND finished_at IS NULL`,
+        [ids],
+      );
+      if (rows[0]!.open === 0) break;
+      await sleep(20);
+    }
+    const elapsed = performance.now() - started;
+    const { rows } = await server.ctx.db.query<{ jobs: number; ok: number; failed_tasks: number }>(
+      `SELECT (SELECT count(*)::int FROM jobs WHERE task_id = ANY($1::text[])) AS jobs,
+              (SELECT count(*)::int FROM jobs WHERE task_id = ANY($1::text[]) AND state = 'succeeded') AS ok,
+              (SELECT count(*)::int FROM tasks WHERE id = ANY($1::text[]) AND state <> 'succeeded') AS failed_tasks`,
+      [ids],
+    );
+    const r = rows[0]!;
+    if (r.failed_tasks > 0 || r.ok !== r.jobs) throw new Error(`darkroom: ${JSON.stringify(r)}`);
+    return { database, tasks, images: tasks * IMAGES, ...rate(r.jobs, elapsed) };
+  } finally {
+    await server.stop();
+    await db?.drop();
+    rmSync(home, { recursive: true, force: true });
+  }
+}
+
+async function graphile(units: number): Promise<Json> {
+  const db = await freshDatabase('graphile');
+  let done = 0;
+  let allDone!: () => void;
+  const finished = new Promise<void>((r) => (allDone = r));
+  const runner = await runGraphile({
+    connectionString: db.url,
+    concurrency: IN_FLIGHT,
+    noHandleSignals: true,
+    pollInterval: 2000,
+    logger: new (await import('graphile-worker')).Logger(() => () => {}),
+    taskList: {
+      first: async (_payload, helpers) => {
+        await helpers.addJob('second', {});
+      },
+      second: async () => {
+        if (++done === units) allDone();
+      },
+    },
+  });
+  const utils = await makeWorkerUtils({ connectionString: db.url });
+  try {
+    const started = performance.now();
+    for (let i = 0; i < units; i++) await utils.addJob('first', { i });
+    await finished;
+    return { ...rate(units * 2, performance.now() - started), concurrency: IN_FLIGHT };
+  } finally {
+    await utils.release();
+    await runner.stop();
+    await db.drop();
+  }
+}
+
+async function pgBoss(units: number): Promise<Json> {
+  const db = await freshDatabase('pgboss');
+  const boss = new PgBoss({ connectionString: db.url, max: IN_FLIGHT + 4 });
+  boss.on('error', (e) => log(`pg-boss: ${String(e)}`));
+  await boss.start();
+  let done = 0;
+  let allDone!: () => void;
+  const finished = new Promise<void>((r) => (allDone = r));
+  try {
+    await boss.createQueue('first');
+    await boss.createQueue('second');
+    const options = { batchSize: 1, pollingIntervalSeconds: 0.5 };
+    for (let w = 0; w < IN_FLIGHT; w++) {
+      await boss.work('first', options, async () => {
+        await boss.send('second', {});
+      });
+      await boss.work('second', options, async () => {
+        if (++done === units) allDone();
+      });
+    }
+    const started = performance.now();
+    for (let i = 0; i < units; i++) await boss.send('first', { i });
+    await finished;
+    return {
+      ...rate(units * 2, performance.now() - started),
+      workers_per_queue: IN_FLIGHT,
+      batch_size: 1,
+      polling_interval_s: 0.5,
+    };
+  } finally {
+    await boss.stop({ graceful: false, wait: true });
+    await db.drop();
+  }
+}
+
+export async function runOverheadBench(): Promise<Json> {
+  const units = Number(process.env.OVERHEAD_TASKS ?? 200) * IMAGES;
+  log(`overhead: darkroom on PostgreSQL, ${units} images`);
+  const darkroomPg = await darkroom(units, 'postgres');
+  log('overhead: darkroom on PGlite');
+  const darkroomLite = await darkroom(units, 'pglite');
+  log(`overhead: graphile-worker, ${units} chains of two jobs`);
+  const gw = await graphile(units);
+  log(`overhead: pg-boss, ${units} chains of two jobs`);
+  const pb = await pgBoss(units);
+  return {
+    units,
+    in_flight: IN_FLIGHT,
+    darkroom_postgres: darkroomPg,
+    darkroom_pglite: darkroomLite,
+    graphile_worker: gw,
+    pg_boss: pb,
+  };
+}
