@@ -1,5 +1,6 @@
-// One task: state, stage, progress, credits, timeline, images, live events over SSE, and the
-// retry and cancel buttons (admin API).
+// One task: state, stage, progress, credits, timeline, images, its event history (admin API,
+// fetched incrementally by event id), and the retry and cancel buttons (admin API). While the
+// task is active its SSE stream wakes the page, so a change shows without waiting for a poll.
 import { api, isMissingRoute, stream } from './api.js';
 import { h, fill } from './dom.js';
 import { dateTime, num, time } from './format.js';
@@ -7,10 +8,25 @@ import { t } from './i18n.js';
 import { stateBadge } from './tasks.js';
 
 const ACTIVE = new Set(['queued', 'running']);
-let live; // { id, controller, events: [] }
+const SHOWN_EVENTS = 200;
+let live; // { id, controller }
+let history = { id: undefined, events: [], after: 0 };
+
+/** The events of task `id` past those already read (every page of them). */
+async function fetchHistory(id) {
+  if (history.id !== id) history = { id, events: [], after: 0 };
+  const mine = history;
+  for (;;) {
+    const page = await api(`/v1/admin/tasks/${encodeURIComponent(id)}/events?after=${mine.after}&limit=500`);
+    mine.events.push(...page.events);
+    if (page.events.length) mine.after = page.events[page.events.length - 1].id;
+    if (page.next_after === null) return mine.events;
+  }
+}
 
 export async function fetchTask(id) {
-  return api(`/v1/tasks/${encodeURIComponent(id)}`);
+  const [task, events] = await Promise.all([api(`/v1/tasks/${encodeURIComponent(id)}`), fetchHistory(id)]);
+  return { task, events };
 }
 
 async function act(task, action, onDone) {
@@ -39,17 +55,10 @@ function follow(task, onChange) {
   stopFollowing();
   if (!ACTIVE.has(task.state)) return;
   const controller = new AbortController();
-  live = { id: task.id, controller, events: [] };
-  const mine = live;
-  stream(
-    `/v1/tasks/${encodeURIComponent(task.id)}/events`,
-    (name, data) => {
-      mine.events.unshift({ at: new Date().toISOString(), name, data });
-      mine.events.length = Math.min(mine.events.length, 50);
-      onChange();
-    },
-    controller.signal,
-  ).catch(() => {});
+  live = { id: task.id, controller };
+  stream(`/v1/tasks/${encodeURIComponent(task.id)}/events`, () => onChange(), controller.signal).catch(
+    () => {},
+  );
 }
 
 export function stopFollowing() {
@@ -57,21 +66,70 @@ export function stopFollowing() {
   live = undefined;
 }
 
-function eventText({ name, data }) {
-  if (name === 'step_progress') return `${name} ${JSON.stringify(data)}`;
-  const p = data.progress;
-  return `${name}: ${data.state}${data.stage ? ` · ${data.stage}` : ''}${p ? ` · ${p.done}/${p.total}` : ''}`;
+const counts = (d) => `${num(d.done)}/${num(d.total)}${d.failed ? ` (−${num(d.failed)})` : ''}`;
+
+/** One outbox row in words: src/store/events.ts lists the types, src/pipeline writes their data. */
+function eventText({ type, data }) {
+  switch (type) {
+    case 'stage':
+      return t('ev.stage', { stage: data.stage });
+    case 'progress':
+      return t('ev.progress', { n: counts(data) });
+    case 'step_progress':
+      return t('ev.step_progress', {
+        step: data.step,
+        first: data.first_index,
+        count: data.count,
+        pct: num((data.fraction ?? 0) * 100),
+      });
+    case 'finished':
+      return t('ev.finished', {
+        state: t(`state.${data.state}`),
+        n: counts(data),
+        refunded: num(data.credits_refunded ?? 0),
+      });
+    case 'cancel_requested':
+      return t('ev.cancel_requested', { reason: data.reason ?? '' });
+    case 'queued':
+    case 'running':
+      return t(`ev.${type}`);
+    default:
+      return `${type} ${JSON.stringify(data)}`;
+  }
+}
+
+function eventList(events) {
+  if (!events.length) return h('p', { class: 'muted', id: 'task-events' }, t('td.no_events'));
+  const shown = events.slice(-SHOWN_EVENTS).reverse();
+  return [
+    h(
+      'ol',
+      { class: 'events', id: 'task-events' },
+      shown.map((e) =>
+        h(
+          'li',
+          { dataset: { type: e.type, id: e.id } },
+          h('span', { class: 'mono muted when' }, dateTime(e.created_at)),
+          h('span', { class: 'ev-type' }, e.type),
+          h('span', {}, eventText(e)),
+        ),
+      ),
+    ),
+    events.length > shown.length
+      ? h('p', { class: 'muted' }, t('td.events_more', { n: num(events.length - shown.length) }))
+      : '',
+  ];
 }
 
 let rendered = '';
 
-export function renderTask(root, task, refresh) {
+export function renderTask(root, { task, events }, refresh) {
   follow(task, refresh);
   // Signed image links change on every read; re-render only when something shown changed.
   const shown = JSON.stringify([
     document.documentElement.lang,
     { ...task, images: task.images.map((i) => i.index), position: undefined, predicted_start_at: undefined },
-    live?.id === task.id ? live.events.length : 0,
+    events.length ? events[events.length - 1].id : 0,
   ]);
   if (shown === rendered && root.contains(document.getElementById('task-id'))) return;
   rendered = shown;
@@ -182,15 +240,7 @@ export function renderTask(root, task, refresh) {
         ),
       ),
     ),
-    h('h3', {}, t('td.events')),
-    live?.id === task.id && live.events.length
-      ? h(
-          'ol',
-          { class: 'events', id: 'task-events' },
-          live.events.map((e) =>
-            h('li', {}, h('span', { class: 'mono muted' }, time(e.at)), ' ', eventText(e)),
-          ),
-        )
-      : h('p', { class: 'muted' }, t('td.no_events')),
+    h('h3', {}, t('td.events'), ' ', h('span', { class: 'muted' }, `(${num(events.length)})`)),
+    eventList(events),
   );
 }

@@ -1,5 +1,5 @@
-// The task table with filters (state, plan, user), from /v1/admin/tasks; on a darkroom without
-// that route, /v1/tasks (which lists every user's tasks to an admin key; plan filtered here).
+// The task table with filters (state, plan, user, creation time), from /v1/admin/tasks; on a
+// darkroom without that route, /v1/tasks (every user's tasks to an admin key; plan filtered here).
 import { api, isMissingRoute } from './api.js';
 import { h, fill } from './dom.js';
 import { dateTime, num } from './format.js';
@@ -8,13 +8,26 @@ import { t } from './i18n.js';
 const STATES = ['queued', 'running', 'succeeded', 'partial', 'failed', 'canceled'];
 const PAGE = 50;
 
-const filters = { state: '', plan: '', user_id: '' };
+// since/until are datetime-local values (the browser's local time); the API takes instants.
+const filters = { state: '', plan: '', user_id: '', since: '', until: '' };
+const TIME_PARAMS = { since: 'created_after', until: 'created_before' };
+
+function instant(local) {
+  const d = new Date(local);
+  return Number.isNaN(d.getTime()) ? undefined : d.toISOString();
+}
 let adminRoute = true;
 let form;
 
 export async function fetchTasks() {
   const q = new URLSearchParams({ limit: String(PAGE) });
-  for (const [k, v] of Object.entries(filters)) if (v) q.set(k, v);
+  for (const [k, v] of Object.entries(filters)) {
+    if (!v) continue;
+    if (k in TIME_PARAMS) {
+      const at = instant(v);
+      if (at) q.set(TIME_PARAMS[k], at);
+    } else q.set(k, v);
+  }
   if (adminRoute) {
     try {
       return await api(`/v1/admin/tasks?${q}`);
@@ -23,7 +36,7 @@ export async function fetchTasks() {
       adminRoute = false;
     }
   }
-  q.delete('plan');
+  for (const k of ['plan', 'created_after', 'created_before']) q.delete(k);
   const page = await api(`/v1/tasks?${q}`);
   return { ...page, tasks: page.tasks.filter((task) => !filters.plan || task.plan === filters.plan) };
 }
@@ -35,6 +48,10 @@ function select(name, values, labelOf) {
     h('option', { value: '' }, t('tk.any')),
     values.map((v) => h('option', { value: v, selected: filters[name] === v }, labelOf(v))),
   );
+}
+
+function timeInput(name) {
+  return h('input', { type: 'datetime-local', step: 1, name, id: `filter-${name}`, value: filters[name] });
 }
 
 function buildForm(plans, onChange) {
@@ -69,6 +86,8 @@ function buildForm(plans, onChange) {
       select('plan', plans, (p) => p),
     ),
     h('label', {}, t('tk.user'), user),
+    h('label', {}, t('tk.since'), timeInput('since')),
+    h('label', {}, t('tk.until'), timeInput('until')),
     h('button', { type: 'submit' }, t('tk.apply')),
   );
   el.addEventListener('change', () => el.requestSubmit());
@@ -109,7 +128,7 @@ export function renderTasks(root, page, plans, onChange) {
       page.tasks.map((task) =>
         h(
           'tr',
-          { dataset: { task: task.id } },
+          { dataset: { task: task.id, created: task.created_at } },
           h('td', { class: 'mono' }, h('a', { href: `#/tasks/${encodeURIComponent(task.id)}` }, task.id)),
           h('td', {}, task.user_id),
           h('td', {}, task.type),

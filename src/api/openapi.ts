@@ -7,6 +7,7 @@ import type { Context } from '../context.ts';
 import { ErrorCodes } from '../errors.ts';
 import { scope, type RouteScope } from './auth/scope.ts';
 import { alertsQuerySchema } from './routes/admin-alerts.ts';
+import { eventsQuerySchema } from './routes/admin-tasks.ts';
 import { deliveriesQuerySchema } from './routes/admin-webhooks.ts';
 import { listSchema, submitSchema } from './routes/tasks.ts';
 
@@ -37,6 +38,7 @@ const INPUTS: Record<string, RouteInput> = {
   'GET /v1/admin/providers': { summary: 'Providers and keys now' },
   'GET /v1/admin/webhooks/deliveries': { query: deliveriesQuerySchema, summary: 'Task webhook deliveries' },
   'GET /v1/admin/alerts': { query: alertsQuerySchema, summary: 'Alerts firing and their history' },
+  'GET /v1/admin/tasks/:id/events': { query: eventsQuerySchema, summary: "A task's event history" },
   'GET /metrics': { summary: 'Prometheus metrics (text format)' },
   'GET /healthz': { summary: 'Liveness' },
   'GET /readyz': { summary: 'Readiness' },

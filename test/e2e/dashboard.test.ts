@@ -107,7 +107,12 @@ describe('dashboard in headless Chromium', { skip }, () => {
         '--disable-sync',
       ],
     });
-    const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, locale: 'en-US' });
+    // UTC, so the time filter's datetime-local values are the API's instants without an offset.
+    const context = await browser.newContext({
+      viewport: { width: 1440, height: 900 },
+      locale: 'en-US',
+      timezoneId: 'UTC',
+    });
     page = await context.newPage();
   });
 
@@ -253,13 +258,22 @@ describe('dashboard in headless Chromium', { skip }, () => {
     await detailState().and(page.locator('[data-state="succeeded"]')).waitFor(WAIT);
     await imagesLoaded(2);
     assert.match(await page.locator('#task-credits').innerText(), /2 charged · 0 refunded/);
+    // Its history from the events API, newest first: submitted, ran, stored both images, ended.
+    await page.locator('#task-events li[data-type="finished"]').waitFor(WAIT);
+    const types = await page
+      .locator('#task-events li')
+      .evaluateAll((lis) => lis.map((li) => li.getAttribute('data-type')));
+    assert.equal(types[0], 'finished', types.join(','));
+    assert.equal(types[types.length - 1], 'queued', types.join(','));
+    assert.equal(types.filter((x) => x === 'progress').length, 2, types.join(','));
+    assert.match(await page.locator('#task-events li[data-type="finished"]').innerText(), /ended succeeded/);
     await shot('05-task-detail');
     await page.goto(`${base}/#/alerts`);
     await page.locator('#alerts-firing tr[data-rule="queued"]').waitFor({ state: 'detached', ...WAIT });
     await page.locator('#alerts-history tr[data-rule="queued"][data-state="resolved"]').first().waitFor(WAIT);
   });
 
-  it('filters the table by state, plan and user', async () => {
+  it('filters the table by state, plan, user and creation time', async () => {
     await page.goto(`${base}/#/tasks`);
     await page.selectOption('#filter-state', 'canceled');
     await page.locator(`#task-table tr[data-task="${blocker}"]`).waitFor(WAIT);
@@ -277,6 +291,27 @@ describe('dashboard in headless Chromium', { skip }, () => {
     await page.selectOption('#filter-plan', '');
     await page.fill('#filter-user', '');
     await page.press('#filter-user', 'Enter');
+    await page.locator(`#task-table tr[data-task="${blocker}"]`).waitFor(WAIT);
+
+    // From the target's creation second on: the target shows, and no row was created earlier.
+    const created = (await api('GET', `/v1/tasks/${target}`)).body.created_at as string;
+    const second = created.slice(0, 19); // UTC (the context's time zone), whole seconds
+    await page.fill('#filter-since', second);
+    await page.press('#filter-since', 'Enter');
+    await page.locator(`#task-table tr[data-task="${target}"]`).waitFor(WAIT);
+    await page.waitForFunction(
+      `[...document.querySelectorAll('#task-table tbody tr')].every((tr) => tr.dataset.created >= '${second}')`,
+      null,
+      WAIT,
+    );
+    // Before that same second as well: an empty window.
+    await page.fill('#filter-until', second);
+    await page.press('#filter-until', 'Enter');
+    await page.locator('#task-note', { hasText: 'No tasks match.' }).waitFor(WAIT);
+    await shot('05b-tasks-time-filter');
+    await page.fill('#filter-since', '');
+    await page.fill('#filter-until', '');
+    await page.press('#filter-until', 'Enter');
     await page.locator(`#task-table tr[data-task="${blocker}"]`).waitFor(WAIT);
   });
 
@@ -318,6 +353,14 @@ describe('dashboard in headless Chromium', { skip }, () => {
       .first()
       .waitFor(WAIT);
     await shot('08-providers');
+  });
+
+  it('has every string in both English and Chinese', async () => {
+    const missing = await page.evaluate(`import('/ui/i18n.js').then(({ STRINGS }) => {
+      const en = Object.keys(STRINGS.en), zh = Object.keys(STRINGS.zh);
+      return [...en.filter((k) => !zh.includes(k)).map((k) => 'zh ' + k), ...zh.filter((k) => !en.includes(k)).map((k) => 'en ' + k)];
+    })`);
+    assert.deepEqual(missing, []);
   });
 
   it('switches to Chinese', async () => {

@@ -4,6 +4,7 @@ import type { Context } from '../../context.ts';
 import { AppError } from '../../errors.ts';
 import { cancelTask } from '../../pipeline/transitions.ts';
 import { adjustCredits, getBalance, ledgerOf } from '../../store/credits.ts';
+import { eventsAfter } from '../../store/events.ts';
 import { getTaskView, listTasks } from '../../store/tasks.ts';
 import { scope } from '../auth/scope.ts';
 import { callerOf } from '../caller.ts';
@@ -19,6 +20,14 @@ const listSchema = z
     created_before: z.iso.datetime({ offset: true }).optional(),
     limit: z.coerce.number().int().min(1).max(200).default(50),
     cursor: z.string().max(64).optional(),
+  })
+  .strict();
+
+export const eventsQuerySchema = z
+  .object({
+    /** Events with a larger id than this (the `next_after` of the previous page). */
+    after: z.coerce.number().int().min(0).default(0),
+    limit: z.coerce.number().int().min(1).max(500).default(200),
   })
   .strict();
 
@@ -52,6 +61,29 @@ export function registerAdminTaskRoutes(app: FastifyInstance, ctx: Context): voi
       next_cursor: rows.length > q.limit ? page[page.length - 1]!.id : null,
     };
   });
+
+  /** A task's event history from the outbox, oldest first, in keyset pages of event ids. */
+  app.get(
+    '/v1/admin/tasks/:id/events',
+    scope('admin'),
+    async (request: FastifyRequest<{ Params: { id: string } }>) => {
+      const q = parseBody(eventsQuerySchema, request.query, 'query');
+      const task = await getTaskView(ctx.db, request.params.id);
+      if (!task) throw new AppError('task_not_found', `task "${request.params.id}" does not exist`);
+      const rows = await eventsAfter(ctx.db, task.id, q.after, q.limit + 1);
+      const page = rows.slice(0, q.limit);
+      return {
+        task_id: task.id,
+        events: page.map((e) => ({
+          id: e.id,
+          type: e.type,
+          data: e.data,
+          created_at: e.created_at.toISOString(),
+        })),
+        next_after: rows.length > q.limit ? page[page.length - 1]!.id : null,
+      };
+    },
+  );
 
   app.post(
     '/v1/admin/tasks/:id/cancel',
