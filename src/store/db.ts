@@ -44,3 +44,44 @@ export function sqlState(error: unknown): string | undefined {
   const code = (error as { code?: unknown } | null)?.code;
   return typeof code === 'string' ? code : undefined;
 }
+
+/**
+ * Node socket codes and SQLSTATEs that mean the connection went away, not that the statement
+ * was wrong: class 08 (connection exception), 57P01 admin_shutdown (pg_terminate_backend, a
+ * fast shutdown), 57P02 crash_shutdown, 57P03 cannot_connect_now (starting up or shutting down)
+ * (https://www.postgresql.org/docs/current/errcodes-appendix.html).
+ */
+const CONNECTION_CODES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN',
+  '57P01',
+  '57P02',
+  '57P03',
+]);
+
+/**
+ * node-postgres reports a connection that ended under it by message only ("Connection terminated
+ * unexpectedly", "… due to connection timeout", "Client has encountered a connection error and is
+ * not queryable", the pool's "timeout exceeded when trying to connect"). PGlite runs in-process
+ * and has no connection to lose: none of its errors is one of these.
+ */
+const CONNECTION_MESSAGES =
+  /Connection terminated|connection error and is not queryable|timeout exceeded when trying to connect|Connection ended unexpectedly/i;
+
+/**
+ * True when `error` says the connection to the database was lost (or could not be made): the
+ * statement may not have run, or (a lost COMMIT) may have. Only a write fenced so that running it
+ * twice changes nothing (an attempt's outcome, fenced by its lease token) may be retried on it.
+ */
+export function isConnectionError(error: unknown): boolean {
+  const code = sqlState(error);
+  if (code && (code.startsWith('08') || CONNECTION_CODES.has(code))) return true;
+  const message = (error as { message?: unknown } | null)?.message;
+  return typeof message === 'string' && CONNECTION_MESSAGES.test(message);
+}

@@ -19,7 +19,7 @@ import {
   type ProviderFailure,
   type ProviderOutcome,
 } from '../providers/types.ts';
-import { Channels } from '../store/db.ts';
+import { Channels, type Queryable } from '../store/db.ts';
 import { appendEvent } from '../store/events.ts';
 import { findCachedResult, releaseKeyReservation, saveCachedResult } from '../store/cache.ts';
 import { resultCacheKey } from '../pipeline/cache-key.ts';
@@ -35,6 +35,7 @@ import { getTask, type TaskRow } from '../store/tasks.ts';
 import { heartbeatWorker, registerWorker, removeWorker } from '../store/workers.ts';
 import { createWakeup } from '../scheduler/wakeup.ts';
 import { hostname } from 'node:os';
+import { LeaseRanOut, retryOnLostConnection } from './outcome-retry.ts';
 
 export interface WorkerHandle {
   readonly id: string;
@@ -48,7 +49,12 @@ interface RunningJob {
   job: JobRow;
   controller: AbortController;
   done: Promise<void>;
+  /** performance.now() by which the lease may have run out: the last claim or renewal's start + leaseMs. */
+  leaseUntil: number;
 }
+
+/** Writes an attempt's outcome in one transaction, retried on a lost connection while the lease lasts. */
+type RecordOutcome = <T>(write: (tx: Queryable) => Promise<T>) => Promise<T>;
 
 const PROGRESS_EVERY_MS = 500;
 
@@ -114,8 +120,10 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
       try {
         await heartbeatWorker(db, workerId, stopping);
         const held = [...running.values()].map((r) => ({ id: r.job.id, token: r.job.lease_token }));
+        const sentAt = performance.now();
         const kept = await renewLeases(db, held, w.leaseMs);
         for (const r of running.values()) {
+          if (kept.has(r.job.id)) r.leaseUntil = sentAt + w.leaseMs;
           if (!kept.has(r.job.id) && held.some((h) => h.id === r.job.id)) {
             log.warn({ jobId: r.job.id }, 'lease lost; abandoning the attempt');
             r.controller.abort(new CallAborted('lease_lost'));
@@ -128,7 +136,28 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
     })();
   }, w.heartbeatMs);
 
-  async function runCall(job: JobRow, task: TaskRow, signal: AbortSignal): Promise<void> {
+  function recorderFor(entry: RunningJob): RecordOutcome {
+    const { job, controller } = entry;
+    return (write) =>
+      retryOnLostConnection(() => db.transaction(write), {
+        leaseUntil: () => entry.leaseUntil,
+        // A cancel still wants its outcome written; a lost lease or a shutdown release does not.
+        gone: () => controller.signal.aborted && !wasCanceled(controller.signal),
+        random: ctx.random,
+        onRetry: (error, tryNumber, delayMs) =>
+          log.warn(
+            { err: coerceError(error), jobId: job.id, try: tryNumber, delayMs },
+            'recording the outcome failed on a lost connection; retrying',
+          ),
+      });
+  }
+
+  async function runCall(
+    job: JobRow,
+    task: TaskRow,
+    signal: AbortSignal,
+    record: RecordOutcome,
+  ): Promise<void> {
     const pipeline = pipelineOf(config, task);
     const step = pipeline.steps[job.step_index]!;
     const provider = config.providers[job.resource];
@@ -159,7 +188,7 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
           count: job.count,
         })
       : undefined;
-    if (cacheKey && (await reuseCachedResult(job, task, step.name, cacheKey))) return;
+    if (cacheKey && (await reuseCachedResult(job, task, step.name, cacheKey, record))) return;
     const callSignal = AbortSignal.any([signal, AbortSignal.timeout(provider.timeoutMs)]);
     const reportProgress = throttledProgress(job, task, step.name);
     let outcome: ProviderOutcome;
@@ -189,9 +218,7 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
       // Canceled: the job ends now, so the task ends `canceled` without waiting for its lease to expire.
       if (wasCanceled(signal)) {
         const message = outcome.kind === 'success' ? 'canceled' : outcome.message;
-        await db.transaction((tx) =>
-          recordJobFailure(tx, config, job, { kind: 'permanent', message }, ctx.random()),
-        );
+        await record((tx) => recordJobFailure(tx, config, job, { kind: 'permanent', message }, ctx.random()));
       }
       return; // lease lost or shutdown: the outcome belongs to nobody now
     }
@@ -204,7 +231,7 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
     });
     if (outcome.kind !== 'success') {
       const failure = failureOf(outcome);
-      const result = await db.transaction((tx) => recordJobFailure(tx, config, job, failure, ctx.random()));
+      const result = await record((tx) => recordJobFailure(tx, config, job, failure, ctx.random()));
       log.info(
         { jobId: job.id, taskId: task.id, kind: outcome.kind, retried: result.retried },
         `provider call failed: ${outcome.message}`,
@@ -221,16 +248,14 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
     if (outcome.shortfall && keys.length < job.count && step.kind === 'generate') {
       // Some requests of a split batch failed: keep what came back, retry or fail the rest.
       const failure = failureOf(outcome.shortfall);
-      const result = await db.transaction((tx) =>
-        recordPartialSuccess(tx, config, job, keys, failure, ctx.random()),
-      );
+      const result = await record((tx) => recordPartialSuccess(tx, config, job, keys, failure, ctx.random()));
       log.info(
         { jobId: job.id, taskId: task.id, kept: keys.length, kind: failure.kind, retried: result.retried },
         `provider call partly failed: ${failure.message}`,
       );
       return;
     }
-    const recorded = await db.transaction((tx) => recordCallSuccess(tx, config, job, keys));
+    const recorded = await record((tx) => recordCallSuccess(tx, config, job, keys));
     if (!recorded) log.warn({ jobId: job.id }, 'stale attempt: outcome discarded');
     else if (cacheKey)
       await saveToCache(cacheKey, images).catch((error: unknown) =>
@@ -244,6 +269,7 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
     task: TaskRow,
     stepName: string,
     cacheKey: string,
+    record: RecordOutcome,
   ): Promise<boolean> {
     const cached = await findCachedResult(db, cacheKey);
     if (!cached || cached.length < job.count) return false;
@@ -260,7 +286,7 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
       return false;
     }
     await releaseKeyReservation(db, job.id);
-    const recorded = await db.transaction((tx) => recordCallSuccess(tx, config, job, keys, { cached: true }));
+    const recorded = await record((tx) => recordCallSuccess(tx, config, job, keys, { cached: true }));
     if (recorded) log.debug({ jobId: job.id, cacheKey }, 'result cache hit');
     return true;
   }
@@ -295,7 +321,7 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
     };
   }
 
-  async function runStore(job: JobRow, task: TaskRow): Promise<void> {
+  async function runStore(job: JobRow, task: TaskRow, record: RecordOutcome): Promise<void> {
     const staged = job.input.keys?.[0];
     if (!staged) throw new AppError('internal', 'store job without an input');
     let failure: FailureInfo | undefined;
@@ -309,7 +335,7 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
       const keys = resultKeys(task.id, job.first_index, extensionFor(mime));
       await ctx.storage.put(keys.original, data, mime);
       await ctx.storage.put(keys.thumbnail, thumb.data, thumb.mime);
-      const recorded = await db.transaction((tx) =>
+      const recorded = await record((tx) =>
         recordStoreSuccess(tx, job, {
           task_id: task.id,
           index: job.first_index,
@@ -328,35 +354,40 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
       if (recorded) await ctx.storage.delete(staged).catch(() => {});
       return;
     } catch (error) {
+      if (error instanceof LeaseRanOut) throw error;
       const e = coerceError(error);
       failure =
         e instanceof AppError && e.code === 'unsupported_image'
           ? { kind: 'permanent', message: e.message }
           : { kind: 'transient', message: `storing the image failed: ${e.message}` };
     }
-    await db.transaction((tx) => recordJobFailure(tx, config, job, failure, ctx.random()));
+    await record((tx) => recordJobFailure(tx, config, job, failure, ctx.random()));
   }
 
-  async function run(job: JobRow, controller: AbortController): Promise<void> {
+  async function run(entry: RunningJob): Promise<void> {
+    const { job, controller } = entry;
+    const record = recorderFor(entry);
     try {
       const task = await getTask(db, job.task_id);
       if (!task) return;
-      if (job.kind === 'store') await runStore(job, task);
-      else await runCall(job, task, controller.signal);
+      if (job.kind === 'store') await runStore(job, task, record);
+      else await runCall(job, task, controller.signal, record);
     } catch (error) {
       if (controller.signal.aborted) return;
       const e = coerceError(error);
+      if (e instanceof LeaseRanOut) {
+        log.warn({ err: e.cause, jobId: job.id }, e.message);
+        return;
+      }
       log.error({ err: e, jobId: job.id }, 'job attempt failed unexpectedly');
-      await db
-        .transaction((tx) =>
-          recordJobFailure(tx, config, job, { kind: 'transient', message: e.message }, ctx.random()),
-        )
-        .catch((err: unknown) =>
-          log.error(
-            { err: coerceError(err), jobId: job.id },
-            'could not record the failure; the lease will expire',
-          ),
-        );
+      await record((tx) =>
+        recordJobFailure(tx, config, job, { kind: 'transient', message: e.message }, ctx.random()),
+      ).catch((err: unknown) =>
+        log.error(
+          { err: coerceError(err), jobId: job.id },
+          'could not record the failure; the lease will expire',
+        ),
+      );
     }
   }
 
@@ -366,12 +397,18 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
       try {
         const free = slots - running.size;
         if (free > 0) {
+          const claimedAt = performance.now();
           const jobs = await db.transaction((tx) => claimJobs(tx, workerId, free, w.leaseMs));
           claimed = jobs.length;
           for (const job of jobs) {
             const controller = new AbortController();
-            const entry: RunningJob = { job, controller, done: Promise.resolve() };
-            entry.done = run(job, controller).finally(() => {
+            const entry: RunningJob = {
+              job,
+              controller,
+              done: Promise.resolve(),
+              leaseUntil: claimedAt + w.leaseMs,
+            };
+            entry.done = run(entry).finally(() => {
               running.delete(job.id);
               wakeup.wake();
             });
