@@ -5,6 +5,7 @@
  *
  *   npm run bench -- overhead
  *   OVERHEAD_TASKS=50 npm run bench -- overhead          # a smaller run
+ *   OVERHEAD_ONLY=darkroom_postgres,graphile_worker npm run bench -- overhead
  *
  * The workload, the same for the three: UNITS units of work, each two jobs in sequence (the
  * second enqueued when the first ends), 16 handlers in flight.
@@ -134,7 +135,26 @@ async function darkroom(units: number, database: 'postgres' | 'pglite'): Promise
     );
     const r = rows[0]!;
     if (r.failed_tasks > 0 || r.ok !== r.jobs) throw new Error(`darkroom: ${JSON.stringify(r)}`);
-    return { database, tasks, images: tasks * IMAGES, ...rate(r.jobs, elapsed) };
+    // Where a job's time goes: waiting for admission, admitted until a worker started it, running.
+    const phases = await server.ctx.db.query<{ kind: string; admit: number; claim: number; run: number }>(
+      `SELECT kind,
+              avg(extract(epoch FROM admitted_at - created_at) * 1000)::float8 AS admit,
+              avg(extract(epoch FROM started_at - admitted_at) * 1000)::float8 AS claim,
+              avg(extract(epoch FROM finished_at - started_at) * 1000)::float8 AS run
+         FROM jobs WHERE task_id = ANY($1::text[]) GROUP BY kind ORDER BY kind`,
+      [ids],
+    );
+    const mean_ms = Object.fromEntries(
+      phases.rows.map((p) => [
+        p.kind,
+        {
+          created_to_admitted: Math.round(p.admit),
+          admitted_to_started: Math.round(p.claim),
+          running: Math.round(p.run),
+        },
+      ]),
+    );
+    return { database, tasks, images: tasks * IMAGES, ...rate(r.jobs, elapsed), mean_ms };
   } finally {
     await server.stop();
     await db?.drop();
@@ -210,22 +230,22 @@ async function pgBoss(units: number): Promise<Json> {
   }
 }
 
+const CONTENDERS: Record<string, (units: number) => Promise<Json>> = {
+  darkroom_postgres: (units) => darkroom(units, 'postgres'),
+  darkroom_pglite: (units) => darkroom(units, 'pglite'),
+  graphile_worker: graphile,
+  pg_boss: pgBoss,
+};
+
+/** OVERHEAD_ONLY=darkroom_postgres,graphile_worker runs some of the contenders. */
 export async function runOverheadBench(): Promise<Json> {
   const units = Number(process.env.OVERHEAD_TASKS ?? 200) * IMAGES;
-  log(`overhead: darkroom on PostgreSQL, ${units} images`);
-  const darkroomPg = await darkroom(units, 'postgres');
-  log('overhead: darkroom on PGlite');
-  const darkroomLite = await darkroom(units, 'pglite');
-  log(`overhead: graphile-worker, ${units} chains of two jobs`);
-  const gw = await graphile(units);
-  log(`overhead: pg-boss, ${units} chains of two jobs`);
-  const pb = await pgBoss(units);
-  return {
-    units,
-    in_flight: IN_FLIGHT,
-    darkroom_postgres: darkroomPg,
-    darkroom_pglite: darkroomLite,
-    graphile_worker: gw,
-    pg_boss: pb,
-  };
+  const only = process.env.OVERHEAD_ONLY?.split(',').filter(Boolean);
+  const result: Json = { units, in_flight: IN_FLIGHT };
+  for (const [name, run] of Object.entries(CONTENDERS)) {
+    if (only && !only.includes(name)) continue;
+    log(`overhead: ${name}, ${units} units of two jobs`);
+    result[name] = await run(units);
+  }
+  return result;
 }
