@@ -2,23 +2,14 @@ import { createHash, randomInt } from 'node:crypto';
 import { v7 as uuidv7 } from 'uuid';
 import type { Config } from '../config/load.ts';
 import { AppError } from '../errors.ts';
-import { chargeTask, ensureUser } from '../store/credits.ts';
-import { appendEvent } from '../store/events.ts';
 import {
   findIdempotentResponse,
   saveIdempotentResponse,
   tryLockIdempotencyKey,
 } from '../store/idempotency.ts';
-import { insertJobs } from '../store/jobs.ts';
-import { enterQueue, insertSubmitForecast, readSubmitBasis } from '../store/forecasts.ts';
-import { setTaskWebhook } from '../store/webhooks.ts';
-import {
-  findActiveTaskForOrder,
-  getTaskView,
-  insertTask,
-  type TaskInputRef,
-  type TaskRow,
-} from '../store/tasks.ts';
+import { readSubmitBasis } from '../store/forecasts.ts';
+import { chargeSubmittedTask, ensureUserWithGrant, insertQueuedTask } from '../store/submit-write.ts';
+import { findActiveTaskForOrder, getTaskView, type TaskInputRef, type TaskRow } from '../store/tasks.ts';
 import type { Db, Queryable } from '../store/db.ts';
 import { estimateOf, submitEstimate, type TaskEstimate } from './estimate.ts';
 import { jobsForCallStep } from './plan-jobs.ts';
@@ -122,9 +113,9 @@ async function existingResponse(q: Queryable, task: TaskRow): Promise<SubmitResp
 }
 
 /**
- * Submits a task in ONE transaction: idempotency key, order dedup, credit charge, task + first
- * jobs + `queued` event + its first estimate, and last the queue bound (src/store/forecasts.ts,
- * enterQueue). Any failure rolls all of it back: nothing stored, nothing charged. The scheduler
+ * Submits a task in ONE transaction: idempotency key, order dedup, task + first jobs + `queued`
+ * event + its first estimate (one statement), credit charge, and last the submit limits and the
+ * queue bound (one statement; src/store/submit-write.ts). Any failure rolls all of it back: nothing stored, nothing charged. The scheduler
  * is woken by the NOTIFY that commits with it. Every statement is O(1) in the size of the queue.
  */
 export async function submitTask(db: Db, config: Config, req: SubmitRequest): Promise<SubmitResult> {
@@ -159,24 +150,35 @@ export async function submitTask(db: Db, config: Config, req: SubmitRequest): Pr
     const basis = await readSubmitBasis(tx);
     const first = pipeline.steps[0]!;
     const id = uuidv7();
-    const task = await insertTask(tx, {
-      id,
-      userId: req.userId,
-      orderId: req.orderId ?? null,
-      type: req.type,
-      plan: req.plan,
-      prompt: req.prompt,
-      inputs: req.inputs,
-      params: req.params,
-      // An explicit integer seed makes runs (and the result cache) reproducible.
-      seed: Number.isInteger(req.params.seed)
-        ? Math.abs(req.params.seed as number) % 2 ** 31
-        : randomInt(0, 2 ** 31 - 1),
-      weight: plan.weight,
-      imagesTotal: plan.images,
-      creditsCharged: plan.credits,
-      stage: first.name,
-      deadlineSeconds: req.deadlineSeconds ?? plan.deadlineSeconds ?? null,
+    const estimate = submitEstimate(config, { type: req.type, plan: req.plan, images: plan.images }, basis);
+    const task = await insertQueuedTask(tx, {
+      task: {
+        id,
+        userId: req.userId,
+        orderId: req.orderId ?? null,
+        type: req.type,
+        plan: req.plan,
+        prompt: req.prompt,
+        inputs: req.inputs,
+        params: req.params,
+        // An explicit integer seed makes runs (and the result cache) reproducible.
+        seed: Number.isInteger(req.params.seed)
+          ? Math.abs(req.params.seed as number) % 2 ** 31
+          : randomInt(0, 2 ** 31 - 1),
+        weight: plan.weight,
+        imagesTotal: plan.images,
+        creditsCharged: plan.credits,
+        stage: first.name,
+        deadlineSeconds: req.deadlineSeconds ?? plan.deadlineSeconds ?? null,
+      },
+      jobs: jobsForCallStep(
+        { id, userId: req.userId, imagesTotal: plan.images },
+        first,
+        req.inputs.map((i) => i.storage_key),
+        config.worker.maxAttempts,
+      ),
+      webhook: req.webhook,
+      estimate,
     });
     if (!task) {
       // A concurrent submit for the same order committed first: answer with its task.
@@ -184,30 +186,13 @@ export async function submitTask(db: Db, config: Config, req: SubmitRequest): Pr
       if (!winner) throw new AppError('internal', 'order deduplication lost its task; retry');
       return finish({ status: 200, body: await existingResponse(tx, winner) });
     }
-    if (req.mayCreateUser !== false) await ensureUser(tx, req.userId, config.credits.initialGrant);
-    if (!(await chargeTask(tx, req.userId, id, plan.credits))) {
+    if (req.mayCreateUser !== false) await ensureUserWithGrant(tx, req.userId, config.credits.initialGrant);
+    if (!(await chargeSubmittedTask(tx, req.userId, id, plan.credits))) {
       throw new AppError(
         'insufficient_credits',
         `plan "${req.plan}" costs ${plan.credits} credits; the balance is not enough`,
       );
     }
-    if (req.webhook) await setTaskWebhook(tx, id, req.webhook.url, req.webhook.stages);
-    const inputKeys = req.inputs.map((i) => i.storage_key);
-    await insertJobs(
-      tx,
-      jobsForCallStep(
-        { id, userId: req.userId, imagesTotal: plan.images },
-        first,
-        inputKeys,
-        config.worker.maxAttempts,
-      ),
-    );
-    await appendEvent(tx, id, req.userId, 'queued', { state: 'queued' });
-    await tx.query(`SELECT pg_notify('darkroom_schedule', '')`);
-    const estimate = submitEstimate(config, { type: req.type, plan: req.plan, images: plan.images }, basis);
-    await insertSubmitForecast(tx, id, estimate.position, estimate.startAtMs, estimate.finishAtMs);
-    // Late, so the rate counters' row locks are held only briefly; the queue counter is later still.
-    await enforceSubmitLimits(tx, config, { userId: req.userId, keyId: req.keyId }, req.now ?? new Date());
     const result = await finish({
       status: 202,
       body: responseFor(
@@ -224,14 +209,8 @@ export async function submitTask(db: Db, config: Config, req: SubmitRequest): Pr
         false,
       ),
     });
-    // Last, so that the counter row stays locked only through the commit.
-    if ((await enterQueue(tx, config.limits.maxQueuedTasks)) === undefined) {
-      throw new AppError(
-        'queue_full',
-        `the queue holds ${config.limits.maxQueuedTasks} tasks, its limit; try again later`,
-        { retryAfterSeconds: 30 },
-      );
-    }
+    // Last, so that the counter rows (rate windows, the queue bound) stay locked only through the commit.
+    await enforceSubmitLimits(tx, config, { userId: req.userId, keyId: req.keyId }, req.now ?? new Date());
     return result;
   });
 }

@@ -14,25 +14,6 @@ export async function ensureUser(tx: Queryable, userId: string, initialGrant: nu
   }
 }
 
-/** Charges a task; false (nothing written) when the balance is short. */
-export async function chargeTask(
-  tx: Queryable,
-  userId: string,
-  taskId: string,
-  amount: number,
-): Promise<boolean> {
-  const { rowCount } = await tx.query(
-    'UPDATE users SET balance = balance - $2 WHERE id = $1 AND balance >= $2',
-    [userId, amount],
-  );
-  if (rowCount === 0) return false;
-  await tx.query(
-    `INSERT INTO credit_ledger (user_id, task_id, delta, reason) VALUES ($1, $2, $3, 'charge')`,
-    [userId, taskId, -amount],
-  );
-  return true;
-}
-
 /**
  * Refunds a task attempt at most once, whatever calls it: the ledger's unique (task, reason, attempt) index
  * decides, and the balance only moves when the ledger row was new. Returns the amount refunded now.

@@ -166,35 +166,6 @@ export interface SubmitBasis {
   summary: ForecastSummary | undefined;
 }
 
-/** The submit's own estimate, until a forecast covers the task. */
-export async function insertSubmitForecast(
-  tx: Queryable,
-  taskId: string,
-  position: number,
-  startAtMs: number,
-  finishAtMs: number,
-): Promise<void> {
-  await tx.query(
-    `INSERT INTO task_forecasts (task_id, position, start_at, finish_at, basis, forecast_at)
-     VALUES ($1, $2, to_timestamp($3::float8 / 1000), to_timestamp($4::float8 / 1000), 'submit', now())
-     ON CONFLICT (task_id) DO NOTHING`,
-    [taskId, position, startAtMs, finishAtMs],
-  );
-}
-
-/**
- * Counts a new queued task against the bound, as the last statement of the submit's
- * transaction: the counter row stays locked only through the commit. Returns the tasks queued
- * ahead of it, or undefined (nothing counted) when the queue is full.
- */
-export async function enterQueue(tx: Queryable, maxQueued: number): Promise<number | undefined> {
-  const { rows } = await tx.query<{ ahead: number }>(
-    'UPDATE queue_depth SET queued = queued + 1 WHERE id = 1 AND queued < $1 RETURNING queued - 1 AS ahead',
-    [maxQueued],
-  );
-  return rows[0]?.ahead;
-}
-
 export async function queuedCount(q: Queryable): Promise<number> {
   const { rows } = await q.query<{ queued: number }>('SELECT queued FROM queue_depth WHERE id = 1');
   return rows[0]?.queued ?? 0;

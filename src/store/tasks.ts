@@ -55,35 +55,6 @@ export interface NewTask {
   deadlineSeconds: number | null;
 }
 
-const INSERT_TASK = /* sql */ `
-  INSERT INTO tasks (id, user_id, order_id, type, plan, prompt, inputs, params, seed, weight, state, stage,
-                     images_total, credits_charged, deadline_at)
-  VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10, 'queued', $11, $12, $13,
-          CASE WHEN $14::int IS NULL THEN NULL ELSE now() + $14::int * interval '1 second' END)
-  ON CONFLICT (user_id, order_id) WHERE order_id IS NOT NULL AND state IN ('queued', 'running') DO NOTHING
-  RETURNING *`;
-
-/** Inserts a queued task; undefined when the order already has an active task. */
-export async function insertTask(tx: Queryable, t: NewTask): Promise<TaskRow | undefined> {
-  const { rows } = await tx.query<TaskRow>(INSERT_TASK, [
-    t.id,
-    t.userId,
-    t.orderId,
-    t.type,
-    t.plan,
-    t.prompt,
-    JSON.stringify(t.inputs),
-    JSON.stringify(t.params),
-    t.seed,
-    t.weight,
-    t.stage,
-    t.imagesTotal,
-    t.creditsCharged,
-    t.deadlineSeconds,
-  ]);
-  return rows[0];
-}
-
 export async function findActiveTaskForOrder(
   q: Queryable,
   userId: string,

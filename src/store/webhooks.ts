@@ -121,17 +121,3 @@ export async function pendingDeliveries(q: Queryable): Promise<number> {
   );
   return rows[0]?.n ?? 0;
 }
-
-/** Sets the webhook of a task being submitted (inside the submit transaction). */
-export async function setTaskWebhook(
-  q: Queryable,
-  taskId: string,
-  url: string,
-  stages: boolean,
-): Promise<void> {
-  await q.query('UPDATE tasks SET webhook_url = $2, webhook_stages = $3 WHERE id = $1', [
-    taskId,
-    url,
-    stages,
-  ]);
-}

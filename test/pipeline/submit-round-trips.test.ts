@@ -1,0 +1,99 @@
+import assert from 'node:assert/strict';
+import { it } from 'node:test';
+import { AppError } from '../../src/errors.ts';
+import { submitTask, type SubmitRequest } from '../../src/pipeline/submit.ts';
+import type { Db, Queryable } from '../../src/store/db.ts';
+import { testConfig } from '../helpers/config.ts';
+import { describeEachDb, useTestDb } from '../helpers/db.ts';
+
+/**
+ * A submit holds a database connection (on the embedded database, the only one) for as many
+ * round trips as it makes; at hundreds of submits a second those round trips are the queue
+ * (docs/benchmarks.md: the request path under load). Counted here, with everything a submit
+ * writes checked row by row, so merging statements cannot lose a write.
+ */
+
+function request(userId: string, extra: Partial<SubmitRequest> = {}): SubmitRequest {
+  return {
+    userId,
+    orderId: undefined,
+    type: 'photography',
+    plan: 'free',
+    prompt: 'p',
+    inputs: [],
+    params: {},
+    deadlineSeconds: undefined,
+    idempotencyKey: undefined,
+    requestHash: 'h',
+    ...extra,
+  };
+}
+
+/** The Db, with every statement of its transactions recorded. */
+function counting(db: Db, statements: string[]): Db {
+  const wrap = (q: Queryable): Queryable => ({
+    query: (sql, params) => {
+      statements.push(sql);
+      return q.query(sql, params);
+    },
+    exec: (sql) => q.exec(sql),
+  });
+  return Object.assign(Object.create(db) as Db, {
+    transaction: <T>(fn: (tx: Queryable) => Promise<T>) => db.transaction((tx) => fn(wrap(tx))),
+  });
+}
+
+describeEachDb('submit round trips', (kind) => {
+  const t = useTestDb(kind);
+  const config = testConfig({
+    credits: { initialGrant: 10 },
+    plans: { free: { images: 2, credits: 3, weight: 1 } },
+  });
+
+  it('a new user’s submit makes five statements and writes the task, jobs, event, estimate, grant, charge and counters', async () => {
+    const statements: string[] = [];
+    const { body } = await submitTask(counting(t.db, statements), config, {
+      ...request('rt-new', { keyId: null }),
+      webhook: { url: 'https://hooks.example/x', stages: true },
+    });
+    // basis read, task bundle, user + grant, charge, limits + queue bound (BEGIN/COMMIT aside).
+    assert.equal(statements.length, 5, statements.join('\n---\n'));
+    const { rows } = await t.db.query<Record<string, unknown>>(
+      `SELECT t.state, t.webhook_url, t.webhook_stages, u.balance,
+              (SELECT count(*)::int FROM jobs j WHERE j.task_id = t.id AND j.state = 'queued') AS jobs,
+              (SELECT string_agg(type, ',') FROM events e WHERE e.task_id = t.id) AS events,
+              (SELECT basis FROM task_forecasts f WHERE f.task_id = t.id) AS basis,
+              (SELECT string_agg(reason || ':' || delta, ',' ORDER BY id) FROM credit_ledger l WHERE l.user_id = t.user_id) AS ledger,
+              (SELECT count FROM rate_limits WHERE bucket = 'user:rt-new') AS window_count
+         FROM tasks t JOIN users u ON u.id = t.user_id WHERE t.id = $1`,
+      [body.id],
+    );
+    // Photography's first step (beautify) is one call.
+    assert.deepEqual(rows[0], {
+      state: 'queued',
+      webhook_url: 'https://hooks.example/x',
+      webhook_stages: true,
+      balance: 7,
+      jobs: 1,
+      events: 'queued',
+      basis: 'submit',
+      ledger: 'grant:10,charge:-3',
+      window_count: 1,
+    });
+  });
+
+  it('a refused charge writes nothing: no task, no jobs, no event, no counters', async () => {
+    const before = await t.db.query<{ n: number }>('SELECT count(*)::int AS n FROM tasks');
+    // 10 credits, 3 a task: three fit, the fourth does not.
+    for (let i = 0; i < 3; i++) await submitTask(t.db, config, request('rt-poor'));
+    await assert.rejects(submitTask(t.db, config, request('rt-poor')), (e: unknown) => {
+      return e instanceof AppError && e.code === 'insufficient_credits';
+    });
+    const after = await t.db.query<{ n: number }>('SELECT count(*)::int AS n FROM tasks');
+    assert.equal(after.rows[0]!.n, before.rows[0]!.n + 3);
+    const { rows } = await t.db.query<{ balance: number; window_count: number }>(
+      `SELECT balance, (SELECT count FROM rate_limits WHERE bucket = 'user:rt-poor') AS window_count FROM users WHERE id = 'rt-poor'`,
+    );
+    assert.deepEqual(rows[0], { balance: 1, window_count: 3 });
+  });
+});
