@@ -2,6 +2,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { ROLES, startServer, type Role } from '../server.ts';
 import { registerFakeProviderCommand } from './fake-provider.ts';
 import { registerOpsCommands } from './ops.ts';
+import { registerLoadtestCommand } from './loadtest.ts';
 import { registerPlanCommand } from './plan.ts';
 import { loadOrExit, withCommonOptions, type CommonOptions } from './common.ts';
 
@@ -93,6 +94,7 @@ export function buildCli(): Command {
 
   registerFakeProviderCommand(program);
   registerPlanCommand(program);
+  registerLoadtestCommand(program);
   registerOpsCommands(program);
   return program;
 }
