@@ -15,10 +15,16 @@ export async function saveCachedResult(q: Queryable, cacheKey: string, storageKe
   );
 }
 
-/** A cache hit made no provider request: its reservation stops counting against the key's RPM. */
-export async function releaseKeyReservation(q: Queryable, jobId: string): Promise<void> {
-  await q.query(
-    'DELETE FROM key_requests WHERE job_id = $1 AND id = (SELECT max(id) FROM key_requests WHERE job_id = $1)',
+/**
+ * A cache hit made no provider request: the attempt's reservation stops counting against the
+ * key's RPM. Only inside the outcome transaction that locked the job as running under the
+ * attempt's own lease token (so a stale attempt cannot get here), and only the rows that attempt
+ * started: its claim stamped them with the same `now()` as the job's `started_at`.
+ */
+export async function releaseAttemptReservation(tx: Queryable, jobId: string): Promise<void> {
+  await tx.query(
+    `DELETE FROM key_requests
+      WHERE job_id = $1 AND started_at = (SELECT started_at FROM jobs WHERE id = $1 AND state = 'succeeded')`,
     [jobId],
   );
 }

@@ -227,8 +227,17 @@ export async function requeueJob(
   );
 }
 
-export async function saveRemoteRef(q: Queryable, id: string, token: number, ref: string): Promise<void> {
-  await q.query('UPDATE jobs SET remote_ref = $3 WHERE id = $1 AND lease_token = $2', [id, token, ref]);
+/**
+ * Stores a provider-side handle for the attempt holding `token`, only while that attempt still
+ * runs: after its outcome is recorded (or the lease was taken over) the token alone does not
+ * fence it. False when nothing was written: the attempt is stale and must not start provider work.
+ */
+export async function saveRemoteRef(q: Queryable, id: string, token: number, ref: string): Promise<boolean> {
+  const { rowCount } = await q.query(
+    `UPDATE jobs SET remote_ref = $3 WHERE id = $1 AND lease_token = $2 AND state = 'running'`,
+    [id, token, ref],
+  );
+  return rowCount > 0;
 }
 
 /** Cancels a task's jobs that have not started; returns how many. */

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import sharp from 'sharp';
 import type { Context } from '../context.ts';
+import { keyIsUsable } from '../config/load.ts';
 import { AppError, coerceError } from '../errors.ts';
 import { makeThumbnail } from '../images/thumbnail.ts';
 import { extensionFor, resultKeys, stagedKey } from '../pipeline/plan-jobs.ts';
@@ -21,7 +22,7 @@ import {
 } from '../providers/types.ts';
 import { Channels, type Queryable } from '../store/db.ts';
 import { appendEvent } from '../store/events.ts';
-import { findCachedResult, releaseKeyReservation, saveCachedResult } from '../store/cache.ts';
+import { findCachedResult, releaseAttemptReservation, saveCachedResult } from '../store/cache.ts';
 import { resultCacheKey } from '../pipeline/cache-key.ts';
 import {
   claimJobs,
@@ -57,6 +58,9 @@ interface RunningJob {
 type RecordOutcome = <T>(write: (tx: Queryable) => Promise<T>) => Promise<T>;
 
 const PROGRESS_EVERY_MS = 500;
+
+/** The stable code a job's error carries when its admitted key is gone (docs/errors.md). */
+export const KEY_UNAVAILABLE = 'key_unavailable';
 
 const MIME_BY_EXT: Record<string, string> = {
   png: 'image/png',
@@ -163,7 +167,17 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
     const provider = config.providers[job.resource];
     const adapter = ctx.providers.get(job.resource);
     if (!provider || !adapter) throw new AppError('internal', `provider "${job.resource}" is not configured`);
-    const key = provider.keys.find((k) => k.id === job.key_id) ?? provider.keys[0]!;
+    const key = provider.keys.find((k) => k.id === job.key_id);
+    if (!key || !keyIsUsable(provider, key)) {
+      // The scheduler chose this key and counted the call against its limits: another key's
+      // limits know nothing of it, so the attempt fails (and is retried, admitted afresh).
+      const message = `${KEY_UNAVAILABLE}: key "${job.key_id ?? ''}" of provider "${provider.name}" is not usable by this worker (removed, disabled or its secret missing); not sent with another key`;
+      const result = await record((tx) =>
+        recordJobFailure(tx, config, job, { kind: 'transient', message }, ctx.random()),
+      );
+      log.warn({ jobId: job.id, taskId: task.id, keyId: job.key_id, retried: result.retried }, message);
+      return;
+    }
     const inputKeys = job.input.keys ?? [];
     const inputs: InputImage[] = await Promise.all(
       inputKeys.map(async (k, i) => ({
@@ -208,7 +222,11 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
         signal: callSignal,
         onProgress: reportProgress,
         remoteRef: job.remote_ref ?? undefined,
-        saveRemoteRef: (ref) => saveRemoteRef(db, job.id, job.lease_token, ref),
+        saveRemoteRef: async (ref) => {
+          // Thrown before the adapter queues anything: a stale attempt starts no provider work.
+          if (!(await saveRemoteRef(db, job.id, job.lease_token, ref)))
+            throw new Error('the attempt no longer holds its job (lease lost or outcome recorded)');
+        },
       });
     } catch (error) {
       // Adapters classify provider behaviour; anything thrown is an unexpected, retryable fault.
@@ -285,8 +303,11 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
       log.warn({ err: coerceError(error), cacheKey }, 'cached result unreadable; calling the provider');
       return false;
     }
-    await releaseKeyReservation(db, job.id);
-    const recorded = await record((tx) => recordCallSuccess(tx, config, job, keys, { cached: true }));
+    const recorded = await record(async (tx) => {
+      if (!(await recordCallSuccess(tx, config, job, keys, { cached: true }))) return false;
+      await releaseAttemptReservation(tx, job.id);
+      return true;
+    });
     if (recorded) log.debug({ jobId: job.id, cacheKey }, 'result cache hit');
     return true;
   }
