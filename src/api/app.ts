@@ -6,6 +6,7 @@ import { installAuth, type AuthRuntime } from './auth/plugin.ts';
 import { clientErrorHandler, frameworkErrors, installErrorHandler } from './error-handler.ts';
 import { collectRoutes, registerOpenApiRoutes } from './openapi.ts';
 import { registerAdminAlertRoutes } from './routes/admin-alerts.ts';
+import { registerAdminCapacityRoutes } from './routes/admin-capacity.ts';
 import { registerAdminStatsRoutes } from './routes/admin-stats.ts';
 import { registerAdminTaskRoutes } from './routes/admin-tasks.ts';
 import { registerAdminWebhookRoutes } from './routes/admin-webhooks.ts';
@@ -90,6 +91,7 @@ export async function buildApp(ctx: Context, options: AppOptions): Promise<Fasti
   registerMetricsRoute(app, ctx);
   registerAdminWebhookRoutes(app, ctx);
   registerAdminAlertRoutes(app, ctx);
+  registerAdminCapacityRoutes(app, ctx);
   await registerDashboardRoutes(app);
   registerOpenApiRoutes(app, ctx, routes);
   return app;

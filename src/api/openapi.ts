@@ -8,6 +8,7 @@ import { ErrorCodes } from '../errors.ts';
 import { scope, type RouteScope } from './auth/scope.ts';
 import { alertsQuerySchema } from './routes/admin-alerts.ts';
 import { eventsQuerySchema } from './routes/admin-tasks.ts';
+import { capacityRunSchema } from './routes/admin-capacity.ts';
 import { deliveriesQuerySchema } from './routes/admin-webhooks.ts';
 import { listSchema, submitSchema } from './routes/tasks.ts';
 
@@ -39,6 +40,16 @@ const INPUTS: Record<string, RouteInput> = {
   'GET /v1/admin/webhooks/deliveries': { query: deliveriesQuerySchema, summary: 'Task webhook deliveries' },
   'GET /v1/admin/alerts': { query: alertsQuerySchema, summary: 'Alerts firing and their history' },
   'GET /v1/admin/tasks/:id/events': { query: eventsQuerySchema, summary: "A task's event history" },
+  'GET /v1/admin/capacity/scenarios': { summary: 'Shipped planner scenarios and sweepable settings' },
+  'POST /v1/admin/capacity/runs': {
+    body: capacityRunSchema,
+    summary: 'Start a capacity run: the planner swept over a setting of the live configuration',
+    status: 202,
+  },
+  'GET /v1/admin/capacity/runs': { summary: 'Capacity runs of this process, newest first' },
+  'GET /v1/admin/capacity/runs/:id': {
+    summary: 'A capacity run: progress, rows as they land, the recommendation',
+  },
   'GET /metrics': { summary: 'Prometheus metrics (text format)' },
   'GET /healthz': { summary: 'Liveness' },
   'GET /readyz': { summary: 'Readiness' },

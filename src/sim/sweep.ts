@@ -153,12 +153,16 @@ export function runSweep(
   sweep: SweepSpec,
   targets: Target[],
   fixed: Record<string, number> = {},
+  /** Called as each value's run ends (the dashboard's progress). */
+  onRow?: (row: SweepRow, index: number) => void,
 ): SweepResult {
-  const rows: SweepRow[] = sweep.values.map((value) => {
+  const rows: SweepRow[] = sweep.values.map((value, index) => {
     const applied = applySetting(config, scenario, sweep.name, value);
     const run = simulate(applied.config, applied.scenario);
     const report = summarize(run, applied.config, applied.scenario, { ...fixed, [sweep.name]: value });
-    return { value, report, run, meets: targets.length ? meets(report, targets) : undefined };
+    const row = { value, report, run, meets: targets.length ? meets(report, targets) : undefined };
+    onRow?.(row, index);
+    return row;
   });
   const best = rows.find((r) => r.meets)?.value;
   return { name: sweep.name, rows, targets, best };

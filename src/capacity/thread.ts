@@ -1,0 +1,71 @@
+import { Worker } from 'node:worker_threads';
+import type { PlanReport } from '../sim/metrics.ts';
+import type { CapacityJob } from './request.ts';
+
+/** One swept value's result, as the API returns it (the CLI's `--json` row, plus target values). */
+export interface CapacityRow {
+  value: number;
+  meets: boolean | null;
+  /** Each target's metric for this value (seconds for times), as the CLI's sweep table shows it. */
+  targets: Array<{ target: string; value: number }>;
+  report: PlanReport;
+}
+
+export type ThreadMessage =
+  | { type: 'row'; index: number; row: CapacityRow }
+  | { type: 'done'; best: number | null }
+  | { type: 'error'; message: string };
+
+export type ThreadEnd =
+  | { outcome: 'done'; best: number | null }
+  | { outcome: 'failed'; message: string }
+  | { outcome: 'timeout' }
+  | { outcome: 'aborted' };
+
+export interface ThreadRun {
+  /** Settles when the thread is done, failed, over its budget or aborted; never rejects. */
+  ended: Promise<ThreadEnd>;
+  abort(): void;
+}
+
+/**
+ * Runs a job in a new worker thread (src/capacity/worker.ts), reporting each row as it lands.
+ * The thread is terminated once the job ends or after `budgetMs` of wall time, whichever is
+ * first. darkroom runs its TypeScript through tsx, whose loader a worker thread does not
+ * inherit: the entry registers it first (as src/scheduler/forecaster-thread.ts does).
+ */
+export function runInThread(
+  job: CapacityJob,
+  budgetMs: number,
+  onRow: (index: number, row: CapacityRow) => void,
+): ThreadRun {
+  const entry = new URL('./worker.ts', import.meta.url).href;
+  const code = `import { register } from ${JSON.stringify(import.meta.resolve('tsx/esm/api'))};
+register();
+await import(${JSON.stringify(entry)});`;
+  const worker = new Worker(new URL(`data:text/javascript,${encodeURIComponent(code)}`));
+  worker.unref();
+  let settle!: (end: ThreadEnd) => void;
+  let settled = false;
+  const ended = new Promise<ThreadEnd>((resolve) => (settle = resolve));
+  const finish = (end: ThreadEnd) => {
+    if (settled) return;
+    settled = true;
+    clearTimeout(timer);
+    settle(end);
+    void worker.terminate();
+  };
+  const timer = setTimeout(() => finish({ outcome: 'timeout' }), budgetMs);
+  timer.unref();
+  worker.on('message', (m: ThreadMessage) => {
+    if (settled) return;
+    if (m.type === 'row') onRow(m.index, m.row);
+    else if (m.type === 'done') finish({ outcome: 'done', best: m.best });
+    else finish({ outcome: 'failed', message: m.message });
+  });
+  worker.on('error', (error) => finish({ outcome: 'failed', message: error.message }));
+  worker.on('exit', (code) => finish({ outcome: 'failed', message: `planner thread exited (code ${code})` }));
+  const { source: _source, ...posted } = job;
+  worker.postMessage(posted);
+  return { ended, abort: () => finish({ outcome: 'aborted' }) };
+}
