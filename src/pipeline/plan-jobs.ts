@@ -1,13 +1,14 @@
 import { v7 as uuidv7 } from 'uuid';
 import type { ResolvedPipeline, ResolvedStep } from '../config/load.ts';
+import { callStepJobs, storeResource, type JobSpec } from '../policy/lifecycle.ts';
 import type { NewJob } from '../store/jobs.ts';
 
 /**
- * How a task fans out into jobs, step by step (pure):
- * - transform step: `calls` jobs, each one provider call whose outputs replace the inputs;
- * - generate step: ceil(images / batchSize) jobs, batch i covering images [i·B, min(N, (i+1)·B));
- * - store step: one job per generated image, created as soon as its batch succeeds.
+ * Job rows for the fan-out of src/policy/lifecycle.ts (which jobs a step has): each gets an id,
+ * its resource and its input keys.
  */
+
+export { storeResource };
 
 export interface TaskRef {
   id: string;
@@ -15,57 +16,48 @@ export interface TaskRef {
   imagesTotal: number;
 }
 
-export function storeResource(pipeline: ResolvedPipeline, step: ResolvedStep): string {
-  return `store:${pipeline.name}.${step.name}`;
-}
-
-function attemptsFor(step: ResolvedStep, defaultMaxAttempts: number): number {
-  return step.maxAttempts > 0 ? step.maxAttempts : defaultMaxAttempts;
-}
-
-/** Jobs of a transform or generate step; `inputKeys` are the staged outputs of the step before. */
-export function jobsForCallStep(
+/** Rows for a transform or generate step's jobs; `inputKeys` are the staged outputs of the step before. */
+export function callJobRows(
   task: TaskRef,
   step: ResolvedStep,
+  specs: JobSpec[],
   inputKeys: string[],
-  defaultMaxAttempts: number,
 ): NewJob[] {
-  const base = {
+  return specs.map((j) => ({
+    id: uuidv7(),
     taskId: task.id,
     userId: task.userId,
     stepIndex: step.index,
     stepName: step.name,
     kind: step.kind,
     resource: step.provider!,
-    maxAttempts: attemptsFor(step, defaultMaxAttempts),
+    firstIndex: j.firstIndex,
+    count: j.count,
+    maxAttempts: j.maxAttempts,
     input: { keys: inputKeys },
-  };
-  if (step.kind === 'transform') {
-    return Array.from({ length: step.calls }, (_, i) => ({ ...base, id: uuidv7(), firstIndex: i, count: 1 }));
-  }
-  const jobs: NewJob[] = [];
-  for (let first = 0; first < task.imagesTotal; first += step.batchSize) {
-    jobs.push({
-      ...base,
-      id: uuidv7(),
-      firstIndex: first,
-      count: Math.min(step.batchSize, task.imagesTotal - first),
-    });
-  }
-  return jobs;
+  }));
 }
 
-/** One store job per generated image: `stagedKeys[i]` holds image `firstIndex + i`. */
-export function jobsForStoreStep(
+/** Jobs of a transform or generate step (all of them: the step's start). */
+export function jobsForCallStep(
+  task: TaskRef,
+  step: ResolvedStep,
+  inputKeys: string[],
+  defaultMaxAttempts: number,
+): NewJob[] {
+  return callJobRows(task, step, callStepJobs(step, task.imagesTotal, defaultMaxAttempts), inputKeys);
+}
+
+/** Rows for store jobs: `stagedKeys[i]` holds the image of `specs[i]`. */
+export function storeJobRows(
   task: TaskRef,
   pipeline: ResolvedPipeline,
   step: ResolvedStep,
-  firstIndex: number,
+  specs: JobSpec[],
   stagedKeys: string[],
-  defaultMaxAttempts: number,
-  cached = false,
+  cached: boolean,
 ): NewJob[] {
-  return stagedKeys.map((key, i) => ({
+  return specs.map((j, i) => ({
     id: uuidv7(),
     taskId: task.id,
     userId: task.userId,
@@ -73,10 +65,10 @@ export function jobsForStoreStep(
     stepName: step.name,
     kind: 'store' as const,
     resource: storeResource(pipeline, step),
-    firstIndex: firstIndex + i,
-    count: 1,
-    maxAttempts: attemptsFor(step, defaultMaxAttempts),
-    input: cached ? { keys: [key], cached: true } : { keys: [key] },
+    firstIndex: j.firstIndex,
+    count: j.count,
+    maxAttempts: j.maxAttempts,
+    input: cached ? { keys: [stagedKeys[i]!], cached: true } : { keys: [stagedKeys[i]!] },
   }));
 }
 

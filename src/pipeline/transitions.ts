@@ -1,6 +1,16 @@
 import { keyIsUsable, type Config, type ResolvedPipeline } from '../config/load.ts';
-import { aimdOnRateLimit, aimdOnSuccess, decideRetry, finalStateFor, refundFor } from '../policy/index.ts';
+import { aimdOnRateLimit, aimdOnSuccess } from '../policy/index.ts';
 import type { OutcomeKind, RateLimitHistory } from '../policy/index.ts';
+import {
+  afterCallSuccess,
+  afterFailure,
+  afterPartialSuccess,
+  isSettled as settled,
+  taskEnd,
+  type JobFacts,
+  type NextJobs,
+  type TaskCounts,
+} from '../policy/lifecycle.ts';
 import { refundTask } from '../store/credits.ts';
 import type { Queryable } from '../store/db.ts';
 import { appendEvent } from '../store/events.ts';
@@ -10,6 +20,7 @@ import {
   completeJob,
   countActiveJobs,
   countUnfinishedInStep,
+  dropUnstartedKeyRequests,
   failJob,
   insertJobs,
   lockRunningJob,
@@ -17,17 +28,26 @@ import {
   requeueJob,
   shrinkJob,
   stepOutputs,
+  wakeScheduler,
   type JobRow,
 } from '../store/jobs.ts';
 import {
-  keysFreeAt,
+  keysWaitMs,
   recordProviderRateLimit,
   recordProviderSuccess,
   unhintedStreak,
 } from '../store/provider-state.ts';
 import { unhintedRestMs } from '../policy/rests.ts';
-import { addUnits, finishTask, lockTask, setStage, type TaskRow } from '../store/tasks.ts';
-import { jobsForCallStep, jobsForStoreStep } from './plan-jobs.ts';
+import {
+  addUnits,
+  finishTask,
+  lockTask,
+  requestCancel,
+  setStage,
+  setTaskErrorOnce,
+  type TaskRow,
+} from '../store/tasks.ts';
+import { callJobRows, storeJobRows } from './plan-jobs.ts';
 
 /**
  * Lock order, everywhere: job row, then task row, then provider state. (Inserting an image or
@@ -48,11 +68,23 @@ export function pipelineOf(config: Config, task: Pick<TaskRow, 'type'>): Resolve
   return pipeline;
 }
 
+/** A task row's counters as the lifecycle (src/policy/lifecycle.ts) reads them. */
+export function countsOf(
+  task: Pick<TaskRow, 'cancel_requested' | 'images_done' | 'images_failed' | 'images_total'>,
+): TaskCounts {
+  return {
+    imagesTotal: task.images_total,
+    done: task.images_done,
+    failed: task.images_failed,
+    canceled: task.cancel_requested,
+  };
+}
+
 /** Nothing more to start: canceled, or every image already accounted for. */
 export function isSettled(
   task: Pick<TaskRow, 'cancel_requested' | 'images_done' | 'images_failed' | 'images_total'>,
 ): boolean {
-  return task.cancel_requested || task.images_done + task.images_failed >= task.images_total;
+  return settled(countsOf(task));
 }
 
 /** A provider call (transform or generate batch) succeeded and its outputs are staged. */
@@ -84,48 +116,44 @@ export async function recordCallSuccess(
       row.key_id,
     );
   }
-
-  if (step.kind === 'generate') {
-    const missing = row.count - stagedKeys.length;
-    if (missing > 0) task = await addUnits(tx, task.id, 0, missing);
-    const store = pipeline.steps.find((s) => s.kind === 'store');
-    if (store && !isSettled(task) && stagedKeys.length > 0) {
-      const jobs = jobsForStoreStep(
-        { id: task.id, userId: task.user_id, imagesTotal: task.images_total },
-        pipeline,
-        store,
-        row.first_index,
-        stagedKeys,
-        config.worker.maxAttempts,
-        options.cached ?? false,
-      );
-      await insertJobs(tx, jobs);
-      if (task.stage !== store.name) {
-        await setStage(tx, task.id, store.name);
-        await appendEvent(tx, task.id, task.user_id, 'stage', { stage: store.name });
-      }
-    }
-  } else if (step.kind === 'transform' && !isSettled(task)) {
-    if ((await countUnfinishedInStep(tx, task.id, step.index)) === 0) {
-      const next = pipeline.steps[step.index + 1];
-      if (next && next.kind !== 'store') {
-        const inputs = await stepOutputs(tx, task.id, step.index);
-        await insertJobs(
-          tx,
-          jobsForCallStep(
-            { id: task.id, userId: task.user_id, imagesTotal: task.images_total },
-            next,
-            inputs,
-            config.worker.maxAttempts,
-          ),
-        );
-        await setStage(tx, task.id, next.name);
-        await appendEvent(tx, task.id, task.user_id, 'stage', { stage: next.name });
-      }
-    }
-  }
+  const unfinished =
+    step.kind === 'transform' && !isSettled(task) ? await countUnfinishedInStep(tx, task.id, step.index) : 0;
+  const outcome = afterCallSuccess(
+    pipeline,
+    countsOf(task),
+    { stepIndex: row.step_index, firstIndex: row.first_index, count: row.count },
+    stagedKeys.length,
+    unfinished,
+    config.worker.maxAttempts,
+  );
+  if (outcome.failedUnits > 0) task = await addUnits(tx, task.id, 0, outcome.failedUnits);
+  if (outcome.next)
+    await createNextJobs(tx, pipeline, task, outcome.next, stagedKeys, options.cached ?? false);
   await finishIfDone(tx, task.id);
   return true;
+}
+
+/** Inserts the next step's jobs the lifecycle asked for and moves the task to that stage. */
+async function createNextJobs(
+  tx: Queryable,
+  pipeline: ResolvedPipeline,
+  task: TaskRow,
+  next: NextJobs,
+  stagedKeys: string[],
+  cached: boolean,
+): Promise<void> {
+  const ref = { id: task.id, userId: task.user_id, imagesTotal: task.images_total };
+  if (next.step.kind === 'store') {
+    await insertJobs(tx, storeJobRows(ref, pipeline, next.step, next.jobs, stagedKeys, cached));
+  } else {
+    const inputs =
+      next.inputsFromStep === undefined ? [] : await stepOutputs(tx, task.id, next.inputsFromStep);
+    await insertJobs(tx, callJobRows(ref, next.step, next.jobs, inputs));
+  }
+  if (task.stage !== next.step.name) {
+    await setStage(tx, task.id, next.step.name);
+    await appendEvent(tx, task.id, task.user_id, 'stage', { stage: next.step.name });
+  }
 }
 
 /** An image was stored (original + thumbnail). A duplicate index changes no counter. */
@@ -175,7 +203,7 @@ export async function recordJobFailure(
 ): Promise<{ recorded: boolean; retried: boolean }> {
   const row = await lockRunningJob(tx, job.id, job.lease_token);
   if (!row) return { recorded: false, retried: false };
-  const task = await lockTask(tx, row.task_id);
+  const task = (await lockTask(tx, row.task_id))!;
   const provider = config.providers[row.resource];
   let rateLimits: RateLimitHistory | undefined;
   if (failure.kind === 'rate_limited') {
@@ -208,36 +236,41 @@ export async function recordJobFailure(
     }
     rateLimits = await rateLimitHistory(tx, config, row);
   }
-  const decision = decideRetry(
-    failure.kind,
-    row.attempts,
-    row.max_attempts,
-    {
-      baseMs: config.worker.backoffBaseMs,
-      maxMs: config.worker.backoffMaxMs,
-      random,
-      retryAfterMs: failure.kind === 'rate_limited' ? undefined : failure.retryAfterMs,
-    },
+  const outcome = afterFailure(countsOf(task), jobFacts(row), failure.kind, {
+    backoffBaseMs: config.worker.backoffBaseMs,
+    backoffMaxMs: config.worker.backoffMaxMs,
+    random,
+    retryAfterMs: failure.retryAfterMs,
     rateLimits,
-  );
-  if (decision.action === 'retry' && task && !isSettled(task)) {
+  });
+  if (outcome.action === 'retry') {
     await requeueJob(
       tx,
       row.id,
-      decision.delayMs,
-      !decision.spendsAttempt,
+      outcome.delayMs,
+      !outcome.spendsAttempt,
       `${failure.kind}: ${failure.message}`,
     );
     return { recorded: true, retried: true };
   }
   const message =
-    decision.action === 'fail' && decision.reason === 'rate_limit_bound'
+    outcome.reason === 'rate_limit_bound'
       ? `${RATE_LIMIT_GIVE_UP}: gave up after ${rateLimits?.count ?? 0} rate-limited attempts over ${Math.round((rateLimits?.sinceFirstMs ?? 0) / 1000)} s on provider "${row.resource}" (bounds: worker.maxRateLimitedRetries ${config.worker.maxRateLimitedRetries}, worker.maxRateLimitedWaitMs ${config.worker.maxRateLimitedWaitMs}); last: ${failure.message}`
       : `${failure.kind}: ${failure.message}`;
   await failJob(tx, row.id, message);
-  await failUnitsOf(tx, row, `${row.step_name} failed: ${message}`);
+  await failUnits(tx, row, outcome.failsTask, `${row.step_name} failed: ${message}`);
   await finishIfDone(tx, row.task_id);
   return { recorded: true, retried: false };
+}
+
+export function jobFacts(row: JobRow): JobFacts {
+  return {
+    kind: row.kind,
+    firstIndex: row.first_index,
+    count: row.count,
+    attempts: row.attempts,
+    maxAttempts: row.max_attempts,
+  };
 }
 
 /**
@@ -254,16 +287,9 @@ async function rateLimitHistory(tx: Queryable, config: Config, row: JobRow): Pro
   const provider = config.providers[row.resource];
   if (!provider) return { ...noted, ...bounds };
   const usable = provider.keys.filter((k) => keyIsUsable(provider, k)).map((k) => k.id);
-  const freeAt = await keysFreeAt(tx, provider.name, usable);
-  if (freeAt) {
-    const { rows } = await tx.query<{ wait_ms: number }>(
-      `SELECT (extract(epoch FROM $1::timestamptz - now()) * 1000)::float8 AS wait_ms`,
-      [freeAt],
-    );
-    const waitMs = rows[0]?.wait_ms ?? 0;
-    if (noted.sinceFirstMs + waitMs > bounds.maxWaitMs)
-      return { ...noted, sinceFirstMs: noted.sinceFirstMs + waitMs, ...bounds };
-  }
+  const waitMs = await keysWaitMs(tx, provider.name, usable);
+  if (waitMs !== undefined && noted.sinceFirstMs + waitMs > bounds.maxWaitMs)
+    return { ...noted, sinceFirstMs: noted.sinceFirstMs + waitMs, ...bounds };
   return { ...noted, ...bounds };
 }
 
@@ -284,40 +310,36 @@ export async function recordPartialSuccess(
   if (!row) return { recorded: false, retried: false };
   const task = (await lockTask(tx, row.task_id))!;
   const pipeline = pipelineOf(config, task);
-  const store = pipeline.steps.find((s) => s.kind === 'store');
-  if (store && !isSettled(task) && stagedKeys.length > 0) {
-    await insertJobs(
-      tx,
-      jobsForStoreStep(
-        { id: task.id, userId: task.user_id, imagesTotal: task.images_total },
-        pipeline,
-        store,
-        row.first_index,
-        stagedKeys,
-        config.worker.maxAttempts,
-      ),
-    );
-    if (task.stage !== store.name) {
-      await setStage(tx, task.id, store.name);
-      await appendEvent(tx, task.id, task.user_id, 'stage', { stage: store.name });
-    }
-  }
+  const { next } = afterPartialSuccess(
+    pipeline,
+    countsOf(task),
+    { firstIndex: row.first_index, count: row.count },
+    stagedKeys.length,
+    config.worker.maxAttempts,
+  );
+  if (next) await createNextJobs(tx, pipeline, task, next, stagedKeys, false);
   await shrinkJob(tx, row.id, stagedKeys.length);
   return recordJobFailure(tx, config, job, failure, random);
 }
 
-/** Marks the images a finally-failed job stood for as failed. */
-export async function failUnitsOf(tx: Queryable, row: JobRow, error: string): Promise<void> {
-  if (row.kind === 'transform') {
-    // Without this step's output nothing downstream can run: the whole task fails.
+/**
+ * Marks the images a finally-failed job stood for as failed; `failsTask` (a transform step
+ * failed, per the lifecycle): the task's unstarted jobs are canceled and all its images fail.
+ */
+export async function failUnits(
+  tx: Queryable,
+  row: JobRow,
+  failsTask: boolean,
+  error: string,
+): Promise<void> {
+  if (failsTask) {
     const task = (await lockTask(tx, row.task_id))!;
     await cancelPendingJobs(tx, task.id);
     await addUnits(tx, task.id, 0, task.images_total);
-    await tx.query('UPDATE tasks SET error = COALESCE(error, $2) WHERE id = $1', [task.id, error]);
   } else {
-    const task = await addUnits(tx, row.task_id, 0, row.count);
-    if (!task.error) await tx.query('UPDATE tasks SET error = $2 WHERE id = $1', [task.id, error]);
+    await addUnits(tx, row.task_id, 0, row.count);
   }
+  await setTaskErrorOnce(tx, row.task_id, error);
 }
 
 /**
@@ -328,26 +350,28 @@ export async function failUnitsOf(tx: Queryable, row: JobRow, error: string): Pr
 export async function finishIfDone(tx: Queryable, taskId: string): Promise<TaskRow | undefined> {
   const task = await lockTask(tx, taskId);
   if (!task || (task.state !== 'queued' && task.state !== 'running')) return undefined;
-  if ((await countActiveJobs(tx, taskId)) > 0) return undefined;
-  const state = finalStateFor(task.images_total, task.images_done, task.cancel_requested);
-  const refund = refundFor(task.credits_charged, task.images_total, task.images_done);
-  const refunded = await refundTask(tx, task.user_id, task.id, refund);
+  const end = taskEnd(
+    { ...countsOf(task), open: true, creditsCharged: task.credits_charged },
+    await countActiveJobs(tx, taskId),
+  );
+  if (!end) return undefined;
+  const refunded = await refundTask(tx, task.user_id, task.id, end.refund);
   const finished = await finishTask(
     tx,
     task.id,
-    state,
-    task.images_total - task.images_done,
+    end.state,
+    end.failed,
     task.credits_refunded + refunded,
     null,
   );
   await appendEvent(tx, task.id, task.user_id, 'finished', {
-    state,
+    state: end.state,
     done: finished.images_done,
     failed: finished.images_failed,
     total: finished.images_total,
     credits_refunded: finished.credits_refunded,
   });
-  await tx.query(`SELECT pg_notify('darkroom_schedule', '')`);
+  await wakeScheduler(tx);
   return finished;
 }
 
@@ -359,15 +383,9 @@ export async function cancelTask(
 ): Promise<TaskRow | undefined> {
   const task = await lockTask(tx, taskId);
   if (!task || (task.state !== 'queued' && task.state !== 'running')) return task;
-  await tx.query(
-    'UPDATE tasks SET cancel_requested = true, error = COALESCE(error, $2), updated_at = now() WHERE id = $1',
-    [taskId, reason],
-  );
+  await requestCancel(tx, taskId, reason);
   await cancelPendingJobs(tx, taskId);
-  await tx.query(
-    'DELETE FROM key_requests WHERE started_at IS NULL AND job_id IN (SELECT id FROM jobs WHERE task_id = $1)',
-    [taskId],
-  );
+  await dropUnstartedKeyRequests(tx, taskId);
   await appendEvent(tx, task.id, task.user_id, 'cancel_requested', { reason });
   return (await finishIfDone(tx, taskId)) ?? (await lockTask(tx, taskId));
 }

@@ -1,8 +1,14 @@
 import type { Config } from '../config/load.ts';
-import { isSettled, failUnitsOf, finishIfDone } from '../pipeline/transitions.ts';
-import { decideRetry } from '../policy/retry.ts';
+import { countsOf, failUnits, finishIfDone, jobFacts } from '../pipeline/transitions.ts';
+import { afterFailure } from '../policy/lifecycle.ts';
 import type { Db } from '../store/db.ts';
-import { lockExpiredLeases, failJob, requeueJobs, requeueStaleAdmissions } from '../store/jobs.ts';
+import {
+  lockExpiredLeases,
+  failJob,
+  requeueJobs,
+  requeueStaleAdmissions,
+  type JobRow,
+} from '../store/jobs.ts';
 import { lockTask, type TaskRow } from '../store/tasks.ts';
 
 const BATCH = 500;
@@ -27,28 +33,28 @@ export async function reapExpiredLeases(db: Db, config: Config, random: () => nu
     const round = await db.transaction(async (tx) => {
       const rows = await lockExpiredLeases(tx, BATCH);
       // Lock order everywhere: job rows, then task rows (transitions.ts).
-      const tasks = new Map<string, TaskRow | undefined>();
+      const tasks = new Map<string, TaskRow>();
       for (const taskId of [...new Set(rows.map((r) => r.task_id))].sort())
-        tasks.set(taskId, await lockTask(tx, taskId));
+        tasks.set(taskId, (await lockTask(tx, taskId))!);
       const requeue: Array<{ id: string; delayMs: number }> = [];
-      const fail = [];
+      const fail: Array<{ row: JobRow; failsTask: boolean }> = [];
       for (const row of rows) {
-        const task = tasks.get(row.task_id);
-        const decision = decideRetry('transient', row.attempts, row.max_attempts, {
-          baseMs: config.worker.backoffBaseMs,
-          maxMs: config.worker.backoffMaxMs,
+        const task = tasks.get(row.task_id)!;
+        // An expired lease is a transient failure: the attempt is spent.
+        const outcome = afterFailure(countsOf(task), jobFacts(row), 'transient', {
+          backoffBaseMs: config.worker.backoffBaseMs,
+          backoffMaxMs: config.worker.backoffMaxMs,
           random: random(),
         });
-        if (decision.action === 'retry' && task && !isSettled(task))
-          requeue.push({ id: row.id, delayMs: decision.delayMs });
-        else fail.push(row);
+        if (outcome.action === 'retry') requeue.push({ id: row.id, delayMs: outcome.delayMs });
+        else fail.push({ row, failsTask: outcome.failsTask });
       }
       await requeueJobs(tx, requeue, EXPIRED);
-      for (const row of fail) {
+      for (const { row, failsTask } of fail) {
         await failJob(tx, row.id, EXPIRED);
-        await failUnitsOf(tx, row, `${row.step_name} failed: lease expired`);
+        await failUnits(tx, row, failsTask, `${row.step_name} failed: lease expired`);
       }
-      for (const taskId of new Set(fail.map((r) => r.task_id))) await finishIfDone(tx, taskId);
+      for (const taskId of new Set(fail.map((f) => f.row.task_id))) await finishIfDone(tx, taskId);
       return { n: rows.length, requeued: requeue.length, failed: fail.length };
     });
     result.requeued += round.requeued;

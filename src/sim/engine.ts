@@ -1,10 +1,18 @@
 import type { Config, ResolvedStep } from '../config/load.ts';
-import { jobsForCallStep, jobsForStoreStep, stagedKey, storeResource } from '../pipeline/plan-jobs.ts';
 import { requestsFor, resolveCapabilities } from '../providers/capabilities.ts';
 import { decide } from '../policy/admission.ts';
 import { aimdOnRateLimit, aimdOnSuccess } from '../policy/aimd.ts';
-import { finalStateFor } from '../policy/credits.ts';
-import { decideRetry, type OutcomeKind } from '../policy/retry.ts';
+import {
+  afterCallSuccess,
+  afterFailure,
+  callStepJobs,
+  maxAttemptsOf,
+  stepResource,
+  storeResource,
+  taskEnd,
+  type TaskCounts,
+} from '../policy/lifecycle.ts';
+import type { OutcomeKind } from '../policy/retry.ts';
 import { noteServed, type ServiceMemory } from '../policy/service-memory.ts';
 import type { Decision, PolicyInput } from '../policy/types.ts';
 import { sampleLatency } from './distributions.ts';
@@ -39,12 +47,12 @@ export type {
 } from './records.ts';
 
 /**
- * The planner's discrete-event simulator. Tasks arrive per the scenario, fan out into jobs with
- * src/pipeline/plan-jobs.ts, and the SAME `decide()` the scheduler runs admits them on a virtual
- * clock (fed by view.ts, as src/scheduler/policy-input.ts feeds the server's). Outcomes follow
- * src/pipeline/transitions.ts: success advances the task, a 429 cools the key, lowers the
- * provider's AIMD concurrency and requeues without spending an attempt, other errors retry per
- * src/policy/retry.ts, and a task not started by its deadline is canceled.
+ * The planner's discrete-event simulator. Tasks arrive per the scenario, and the SAME `decide()`
+ * the scheduler runs admits their jobs on a virtual clock (fed by view.ts, as
+ * src/scheduler/policy-input.ts feeds the server's). What an outcome does to its task is the
+ * server's lifecycle, src/policy/lifecycle.ts (fan-out, next stage, retry, failure, end and
+ * refund); around it, a 429 cools the key and lowers the provider's AIMD concurrency, and a task
+ * not started by its deadline is canceled.
  */
 
 export interface SimHooks {
@@ -94,10 +102,6 @@ export class Simulation {
   private readonly jobs = new Map<string, SimJob>();
   private readonly tasks: SimTask[] = [];
   private readonly taskIndex = new Map<string, SimTask>();
-  private readonly fanOuts = new Map<
-    string,
-    Array<{ firstIndex: number; count: number; maxAttempts: number }>
-  >();
   private readonly memory: ServiceMemory = new Map();
   private readonly windowMs: number;
   private readonly rejected: Array<{ plan: string; atMs: number }> = [];
@@ -125,7 +129,7 @@ export class Simulation {
       this.providers.set(p.name, createProviderState(p, config, scenario));
     for (const pipeline of Object.values(config.pipelines)) {
       const first = pipeline.steps[0]!;
-      this.firstResources.add(first.kind === 'store' ? storeResource(pipeline, first) : first.provider!);
+      this.firstResources.add(stepResource(pipeline, first));
       for (const step of pipeline.steps) {
         if (step.kind !== 'store') continue;
         const name = storeResource(pipeline, step);
@@ -264,6 +268,8 @@ export class Simulation {
       pipeline,
       weight: plan.weight,
       imagesTotal: plan.images,
+      creditsCharged: plan.credits,
+      creditsRefunded: 0,
       createdAtMs: this.now,
       deadlineAtMs: plan.deadlineSeconds !== undefined ? this.now + plan.deadlineSeconds * 1000 : undefined,
       state: 'queued',
@@ -285,31 +291,8 @@ export class Simulation {
     if (task.deadlineAtMs !== undefined) this.heap.push({ at: task.deadlineAtMs, kind: 'deadline', task });
   }
 
-  /**
-   * The fan-out of src/pipeline/plan-jobs.ts, memoised by its shape: the job rows it builds carry
-   * fresh UUIDs, which cost more than the rest of a simulated step.
-   */
-  private fanOut(
-    key: string,
-    build: () => Array<{ firstIndex: number; count: number; maxAttempts: number }>,
-  ) {
-    let jobs = this.fanOuts.get(key);
-    if (!jobs) {
-      jobs = build().map((j) => ({ firstIndex: j.firstIndex, count: j.count, maxAttempts: j.maxAttempts }));
-      this.fanOuts.set(key, jobs);
-    }
-    return jobs;
-  }
-
   private enqueueCallStep(task: SimTask, step: ResolvedStep, readyAtMs = this.now): void {
-    const jobs = this.fanOut(`${task.pipeline.name}\0${step.index}\0${task.imagesTotal}`, () =>
-      jobsForCallStep(
-        { id: task.id, userId: task.userId, imagesTotal: task.imagesTotal },
-        step,
-        [],
-        this.config.worker.maxAttempts,
-      ),
-    );
+    const jobs = callStepJobs(step, task.imagesTotal, this.config.worker.maxAttempts);
     if (step.kind === 'transform') task.transformLeft.set(step.index, jobs.length);
     for (const j of jobs) this.enqueue(task, step, j.firstIndex, j.count, j.maxAttempts, readyAtMs);
   }
@@ -362,6 +345,8 @@ export class Simulation {
       pipeline,
       weight: t.weight,
       imagesTotal: t.imagesTotal,
+      creditsCharged: this.config.plans[t.plan]?.credits ?? 0,
+      creditsRefunded: 0,
       createdAtMs: t.createdAtMs,
       deadlineAtMs: t.deadlineAtMs,
       state: t.state,
@@ -384,8 +369,7 @@ export class Simulation {
       user.running.push(task);
       this.runningTasks++;
     }
-    const maxAttemptsOf = (step: ResolvedStep) =>
-      step.maxAttempts > 0 ? step.maxAttempts : this.config.worker.maxAttempts;
+    const attemptsOf = (step: ResolvedStep) => maxAttemptsOf(step, this.config.worker.maxAttempts);
     // Transform steps in progress: the next step's jobs come when their last call succeeds.
     const countTransform = (step: ResolvedStep) => {
       if (step.kind === 'transform')
@@ -397,7 +381,7 @@ export class Simulation {
         for (const j of t.queued) {
           const step = pipeline.steps[j.stepIndex];
           if (!step || !this.resourceKnown(pipeline, step)) continue;
-          this.enqueue(task, step, j.firstIndex, j.count, maxAttemptsOf(step), j.readyAtMs, j.attempts);
+          this.enqueue(task, step, j.firstIndex, j.count, attemptsOf(step), j.readyAtMs, j.attempts);
           countTransform(step);
           if (j.readyAtMs > this.now) this.scheduleWake(j.readyAtMs);
         }
@@ -407,15 +391,7 @@ export class Simulation {
       const step = pipeline.steps[f.stepIndex];
       if (!step || !this.resourceKnown(pipeline, step)) continue;
       countTransform(step);
-      const job = this.newJob(
-        task,
-        step,
-        f.firstIndex,
-        f.count,
-        maxAttemptsOf(step),
-        f.startedAtMs,
-        f.attempts,
-      );
+      const job = this.newJob(task, step, f.firstIndex, f.count, attemptsOf(step), f.startedAtMs, f.attempts);
       user.inFlight++;
       task.inFlight++;
       this.totalInFlight++;
@@ -569,7 +545,7 @@ export class Simulation {
       task,
       step,
       kind: step.kind,
-      resource: step.kind === 'store' ? storeResource(task.pipeline, step) : step.provider!,
+      resource: stepResource(task.pipeline, step),
       firstIndex,
       count,
       attempts,
@@ -595,10 +571,6 @@ export class Simulation {
     this.scheduleWake(readyAtMs);
   }
 
-  private settled(task: SimTask): boolean {
-    return task.canceled || task.done + task.failed >= task.imagesTotal;
-  }
-
   private deadline(task: SimTask): void {
     if (task.state !== 'queued') return;
     task.canceled = true;
@@ -612,8 +584,11 @@ export class Simulation {
   }
 
   private finishIfDone(task: SimTask): void {
-    if (task.state !== 'queued' && task.state !== 'running') return;
-    if (task.queued.length > 0 || task.inFlight > 0) return;
+    const end = taskEnd(
+      { ...countsOf(task), open: task.state === 'queued' || task.state === 'running' },
+      task.queued.length + task.inFlight,
+    );
+    if (!end) return;
     const user = this.users.get(task.userId)!;
     if (task.state === 'queued') {
       user.queued.splice(user.queued.indexOf(task), 1);
@@ -622,8 +597,9 @@ export class Simulation {
       user.running.splice(user.running.indexOf(task), 1);
       this.runningTasks--;
     }
-    task.state = finalStateFor(task.imagesTotal, task.done, task.canceled);
-    task.failed = task.imagesTotal - task.done;
+    task.state = end.state;
+    task.failed = end.failed;
+    task.creditsRefunded = end.refund;
     task.finishedAtMs = this.now;
     if (user.running.length === 0 && user.queued.length === 0) this.users.delete(user.id);
   }
@@ -800,35 +776,28 @@ export class Simulation {
 
   private succeed(job: SimJob): void {
     const task = job.task;
-    const pipeline = task.pipeline;
     if (job.kind === 'store') {
       task.done++;
       return;
     }
+    let unfinished = 0;
     if (job.kind === 'transform') {
-      const left = task.transformLeft.get(job.step.index)! - 1;
-      task.transformLeft.set(job.step.index, left);
-      if (left === 0 && !this.settled(task)) {
-        const next = pipeline.steps[job.step.index + 1];
-        if (next && next.kind !== 'store') this.enqueueCallStep(task, next);
-      }
-      return;
+      unfinished = task.transformLeft.get(job.step.index)! - 1;
+      task.transformLeft.set(job.step.index, unfinished);
     }
-    if (this.settled(task)) return;
-    const store = pipeline.steps.find((s) => s.kind === 'store');
-    if (!store) {
-      // No store step: the images count as delivered when their batch succeeds.
-      task.done += job.count;
-      return;
-    }
-    const jobs = this.fanOut(`${pipeline.name}\0${store.index}\0${job.firstIndex}\0${job.count}`, () => {
-      const staged = Array.from({ length: job.count }, (_, i) =>
-        stagedKey(task.id, job.step.name, job.firstIndex + i, 'png'),
-      );
-      const ref = { id: task.id, userId: task.userId, imagesTotal: task.imagesTotal };
-      return jobsForStoreStep(ref, pipeline, store, job.firstIndex, staged, this.config.worker.maxAttempts);
-    });
-    for (const j of jobs) this.enqueue(task, store, j.firstIndex, j.count, j.maxAttempts);
+    const outcome = afterCallSuccess(
+      task.pipeline,
+      countsOf(task),
+      { stepIndex: job.step.index, firstIndex: job.firstIndex, count: job.count },
+      job.count,
+      unfinished,
+      this.config.worker.maxAttempts,
+    );
+    task.failed = outcome.task.failed;
+    const next = outcome.next;
+    if (!next) return;
+    if (next.step.kind === 'transform') task.transformLeft.set(next.step.index, next.jobs.length);
+    for (const j of next.jobs) this.enqueue(task, next.step, j.firstIndex, j.count, j.maxAttempts);
   }
 
   private fail(job: SimJob, kind: Exclude<OutcomeKind, 'success'>): void {
@@ -838,33 +807,37 @@ export class Simulation {
       job.rateLimited++;
       job.firstRateLimitedAtMs ??= this.now;
     }
-    const decision = decideRetry(
-      kind,
-      job.attempts,
-      job.maxAttempts,
-      { baseMs: w.backoffBaseMs, maxMs: w.backoffMaxMs, random: this.rng.retries.uniform() },
-      {
+    const task = job.task;
+    const outcome = afterFailure(countsOf(task), job, kind, {
+      backoffBaseMs: w.backoffBaseMs,
+      backoffMaxMs: w.backoffMaxMs,
+      random: this.rng.retries.uniform(),
+      rateLimits: {
         count: job.rateLimited,
         sinceFirstMs: this.now - (job.firstRateLimitedAtMs ?? this.now),
         maxRetries: w.maxRateLimitedRetries,
         maxWaitMs: w.maxRateLimitedWaitMs,
       },
-    );
-    const task = job.task;
-    if (decision.action === 'retry' && !this.settled(task)) {
-      if (!decision.spendsAttempt) job.attempts = Math.max(0, job.attempts - 1);
+    });
+    if (outcome.action === 'retry') {
+      if (!outcome.spendsAttempt) job.attempts = Math.max(0, job.attempts - 1);
       else this.retries++;
-      this.requeue(job, this.now + decision.delayMs);
+      this.requeue(job, this.now + outcome.delayMs);
       return;
     }
-    if (job.kind === 'transform') {
-      // Without this step's output nothing downstream can run: the whole task fails.
-      this.dropQueuedJobs(task);
-      task.failed = task.imagesTotal - task.done;
-    } else {
-      task.failed = Math.min(task.imagesTotal - task.done, task.failed + job.count);
-    }
+    if (outcome.failsTask) this.dropQueuedJobs(task);
+    task.failed = outcome.task.failed;
   }
+}
+
+function countsOf(task: SimTask): TaskCounts & { creditsCharged: number } {
+  return {
+    imagesTotal: task.imagesTotal,
+    done: task.done,
+    failed: task.failed,
+    canceled: task.canceled,
+    creditsCharged: task.creditsCharged,
+  };
 }
 
 export function simulate(config: Config, scenario: Scenario, options: SimOptions = {}): SimRun {

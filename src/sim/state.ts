@@ -34,6 +34,9 @@ export interface SimTask {
   pipeline: ResolvedPipeline;
   weight: number;
   imagesTotal: number;
+  /** The plan's price, and what the task's end refunded (src/policy/lifecycle.ts). */
+  creditsCharged: number;
+  creditsRefunded: number;
   createdAtMs: number;
   deadlineAtMs: number | undefined;
   state: 'queued' | 'running' | FinalState;

@@ -171,6 +171,19 @@ export async function lockRunningJob(tx: Queryable, id: string, token: number): 
  */
 const WAKE_SCHEDULER = `pg_notify('darkroom_schedule', '')`;
 
+/** Wakes the scheduler at commit (a task ended: its running-task slot is free). */
+export async function wakeScheduler(tx: Queryable): Promise<void> {
+  await tx.query(`SELECT ${WAKE_SCHEDULER}`);
+}
+
+/** Drops the key reservations of a task's jobs that were admitted but never started (a cancel). */
+export async function dropUnstartedKeyRequests(tx: Queryable, taskId: string): Promise<void> {
+  await tx.query(
+    'DELETE FROM key_requests WHERE started_at IS NULL AND job_id IN (SELECT id FROM jobs WHERE task_id = $1)',
+    [taskId],
+  );
+}
+
 export async function completeJob(tx: Queryable, id: string, output: JobOutput): Promise<void> {
   await tx.query(
     `UPDATE jobs SET state = 'succeeded', output = $2::jsonb, finished_at = now(), lease_expires_at = NULL, error = NULL

@@ -111,22 +111,24 @@ export async function recordProviderRateLimit(
 }
 
 /**
- * When the first of these keys is free of its cool-down: undefined when one is free now. For the
- * rate-limit bound: a job whose every key rests longer than it may wait fails instead of waiting.
+ * Milliseconds until the first of these keys is free of its cool-down: undefined when one is free
+ * now. For the rate-limit bound: a job whose every key rests longer than it may wait fails instead
+ * of waiting.
  */
-export async function keysFreeAt(
+export async function keysWaitMs(
   q: Queryable,
   provider: string,
   keyIds: string[],
-): Promise<Date | undefined> {
+): Promise<number | undefined> {
   if (keyIds.length === 0) return undefined;
-  const { rows } = await q.query<{ key_id: string; cooldown_until: Date | null; resting: boolean }>(
-    `SELECT key_id, cooldown_until, cooldown_until > now() AS resting FROM provider_state
-      WHERE provider = $1 AND key_id = ANY($2::text[])`,
+  const { rows } = await q.query<{ key_id: string; wait_ms: number | null; resting: boolean }>(
+    `SELECT key_id, (extract(epoch FROM cooldown_until - now()) * 1000)::float8 AS wait_ms,
+            coalesce(cooldown_until > now(), false) AS resting
+       FROM provider_state WHERE provider = $1 AND key_id = ANY($2::text[])`,
     [provider, keyIds],
   );
   if (rows.length < keyIds.length || rows.some((r) => !r.resting)) return undefined;
-  return new Date(Math.min(...rows.map((r) => r.cooldown_until!.getTime())));
+  return Math.min(...rows.map((r) => r.wait_ms!));
 }
 
 /**

@@ -190,11 +190,17 @@ export async function finishTask(
   return rows[0]!;
 }
 
-export async function requestCancel(tx: Queryable, taskId: string, reason: string | null): Promise<void> {
+/** Marks a task canceled; an error it already has is kept. */
+export async function requestCancel(tx: Queryable, taskId: string, reason: string): Promise<void> {
   await tx.query(
-    'UPDATE tasks SET cancel_requested = true, error = COALESCE($2, error), updated_at = now() WHERE id = $1',
+    'UPDATE tasks SET cancel_requested = true, error = COALESCE(error, $2), updated_at = now() WHERE id = $1',
     [taskId, reason],
   );
+}
+
+/** Sets a task's error unless it already has one (the first failure explains the task). */
+export async function setTaskErrorOnce(tx: Queryable, taskId: string, error: string): Promise<void> {
+  await tx.query('UPDATE tasks SET error = COALESCE(error, $2) WHERE id = $1', [taskId, error]);
 }
 
 /** Mean seconds from start to finish of recent successful tasks, per plan. */
