@@ -2,17 +2,7 @@ import type { Config, ResolvedStep } from '../config/load.ts';
 import { requestsFor, resolveCapabilities } from '../providers/capabilities.ts';
 import { decide } from '../policy/admission.ts';
 import { aimdOnRateLimit, aimdOnSuccess } from '../policy/aimd.ts';
-import {
-  afterCallSuccess,
-  afterFailure,
-  callStepJobs,
-  maxAttemptsOf,
-  stepResource,
-  storeResource,
-  taskEnd,
-  type TaskCounts,
-} from '../policy/lifecycle.ts';
-import type { OutcomeKind } from '../policy/retry.ts';
+import { maxAttemptsOf, stepResource, storeResource } from '../policy/lifecycle.ts';
 import { noteServed, type ServiceMemory } from '../policy/service-memory.ts';
 import type { Decision, PolicyInput } from '../policy/types.ts';
 import { sampleLatency } from './distributions.ts';
@@ -22,17 +12,9 @@ import { streams, type Rng } from './random.ts';
 import type { CallStart, DepthSeries, SimRun } from './records.ts';
 import type { Scenario } from './scenario.ts';
 import type { SeedFlight, SeedTask, SimSeed } from './seed.ts';
+import { TaskBook } from './tasks.ts';
 import { drawOutcome, latencyOf } from './service.ts';
-import {
-  insertByOrder,
-  ms,
-  type Flight,
-  type ProviderState,
-  type SimJob,
-  type SimTask,
-  type SimUser,
-  type StoreState,
-} from './state.ts';
+import { ms, type Flight, type ProviderState, type SimTask, type StoreState } from './state.ts';
 import { buildPolicyInput } from './view.ts';
 import { generateArrivals, type Arrival } from './workload.ts';
 
@@ -98,21 +80,14 @@ export class Simulation {
   private readonly rng: { arrivals: Rng; service: Rng; retries: Rng };
   private readonly providers = new Map<string, ProviderState>();
   private readonly stores = new Map<string, StoreState>();
-  private readonly users = new Map<string, SimUser>();
-  private readonly jobs = new Map<string, SimJob>();
-  private readonly tasks: SimTask[] = [];
-  private readonly taskIndex = new Map<string, SimTask>();
+  private readonly book: TaskBook;
   private readonly memory: ServiceMemory = new Map();
   private readonly windowMs: number;
   private readonly rejected: Array<{ plan: string; atMs: number }> = [];
   private readonly depth: DepthSeries = { tMs: [], queued: [], running: [] };
   private readonly errors = { transient: 0, timeout: 0, permanent: 0 };
-  private queuedTasks = 0;
-  private runningTasks = 0;
-  private totalInFlight = 0;
   private queuedAreaMs = 0;
   private lastDepthAt = 0;
-  private retries = 0;
   private decisions = 0;
   private taskSeq = 0;
   /** Resources of the pipelines' first steps: the groups queued tasks start in. */
@@ -123,6 +98,11 @@ export class Simulation {
     this.scenario = scenario;
     this.options = options;
     this.rng = streams(scenario.seed);
+    this.book = new TaskBook(config, {
+      now: () => this.now,
+      wakeAt: (at) => this.scheduleWake(at),
+      requestsOf: (provider, count) => this.requestsOf(provider, count),
+    });
     this.workerSlots = options.seed?.workerSlots ?? scenario.workers * config.worker.concurrency;
     this.windowMs = 60_000 + config.scheduler.rpmWindowMarginMs;
     for (const p of Object.values(config.providers))
@@ -177,12 +157,12 @@ export class Simulation {
         break;
       }
     }
-    const endMs = this.tasks.reduce((m, t) => Math.max(m, t.finishedAtMs ?? this.now), startMs);
+    const endMs = this.book.tasks.reduce((m, t) => Math.max(m, t.finishedAtMs ?? this.now), startMs);
     return {
       startMs,
       endMs,
       workerSlots: this.workerSlots,
-      tasks: this.tasks.map((t) => ({
+      tasks: this.book.tasks.map((t) => ({
         id: t.id,
         userId: t.userId,
         plan: t.plan,
@@ -201,30 +181,31 @@ export class Simulation {
       depth: this.depth,
       queuedAreaMs: this.queuedAreaMs,
       errors: this.errors,
-      retries: this.retries,
+      retries: this.book.retries,
       decisions: this.decisions,
       stoppedEarly,
     };
   }
 
   private advanceTo(t: number): void {
-    this.queuedAreaMs += this.queuedTasks * (t - this.lastDepthAt);
+    this.queuedAreaMs += this.book.queuedTasks * (t - this.lastDepthAt);
     this.lastDepthAt = t;
     this.now = t;
   }
 
   private recordDepth(): void {
+    const { queuedTasks, runningTasks } = this.book;
     const d = this.depth;
     const n = d.tMs.length;
-    if (n > 0 && d.queued[n - 1] === this.queuedTasks && d.running[n - 1] === this.runningTasks) return;
+    if (n > 0 && d.queued[n - 1] === queuedTasks && d.running[n - 1] === runningTasks) return;
     if (n > 0 && d.tMs[n - 1] === this.now) {
-      d.queued[n - 1] = this.queuedTasks;
-      d.running[n - 1] = this.runningTasks;
+      d.queued[n - 1] = queuedTasks;
+      d.running[n - 1] = runningTasks;
       return;
     }
     d.tMs.push(this.now);
-    d.queued.push(this.queuedTasks);
-    d.running.push(this.runningTasks);
+    d.queued.push(queuedTasks);
+    d.running.push(runningTasks);
   }
 
   private handle(e: SimEvent): void {
@@ -241,7 +222,7 @@ export class Simulation {
         this.wakes.delete(e.at);
         return;
       case 'deadline':
-        return this.deadline(e.task);
+        return this.book.deadline(e.task);
     }
   }
 
@@ -254,7 +235,7 @@ export class Simulation {
   // ---- tasks and jobs --------------------------------------------------------------------
 
   private arrive(a: Arrival): void {
-    if (this.queuedTasks >= this.config.limits.maxQueuedTasks) {
+    if (this.book.queuedTasks >= this.config.limits.maxQueuedTasks) {
       this.rejected.push({ plan: a.plan, atMs: this.now });
       return;
     }
@@ -273,6 +254,7 @@ export class Simulation {
       createdAtMs: this.now,
       deadlineAtMs: plan.deadlineSeconds !== undefined ? this.now + plan.deadlineSeconds * 1000 : undefined,
       state: 'queued',
+      stage: pipeline.steps[0]!.name,
       startedAtMs: undefined,
       finishedAtMs: undefined,
       done: 0,
@@ -282,19 +264,9 @@ export class Simulation {
       inFlight: 0,
       transformLeft: new Map(),
     };
-    this.addTask(task);
-    let user = this.users.get(a.userId);
-    if (!user) this.users.set(a.userId, (user = { id: a.userId, running: [], queued: [], inFlight: 0 }));
-    user.queued.push(task);
-    this.queuedTasks++;
-    this.enqueueCallStep(task, pipeline.steps[0]!);
+    this.book.add(task);
+    this.book.enqueueCallStep(task, pipeline.steps[0]!);
     if (task.deadlineAtMs !== undefined) this.heap.push({ at: task.deadlineAtMs, kind: 'deadline', task });
-  }
-
-  private enqueueCallStep(task: SimTask, step: ResolvedStep, readyAtMs = this.now): void {
-    const jobs = callStepJobs(step, task.imagesTotal, this.config.worker.maxAttempts);
-    if (step.kind === 'transform') task.transformLeft.set(step.index, jobs.length);
-    for (const j of jobs) this.enqueue(task, step, j.firstIndex, j.count, j.maxAttempts, readyAtMs);
   }
 
   // ---- a seeded start (the live queue's forecast) -------------------------------------------
@@ -350,6 +322,7 @@ export class Simulation {
       createdAtMs: t.createdAtMs,
       deadlineAtMs: t.deadlineAtMs,
       state: t.state,
+      stage: pipeline.steps[0]!.name,
       startedAtMs: t.state === 'running' ? (t.startedAtMs ?? t.createdAtMs) : undefined,
       finishedAtMs: undefined,
       done: t.done,
@@ -359,16 +332,7 @@ export class Simulation {
       inFlight: 0,
       transformLeft: new Map(),
     };
-    this.addTask(task);
-    let user = this.users.get(t.userId);
-    if (!user) this.users.set(t.userId, (user = { id: t.userId, running: [], queued: [], inFlight: 0 }));
-    if (task.state === 'queued') {
-      user.queued.push(task);
-      this.queuedTasks++;
-    } else {
-      user.running.push(task);
-      this.runningTasks++;
-    }
+    this.book.add(task);
     const attemptsOf = (step: ResolvedStep) => maxAttemptsOf(step, this.config.worker.maxAttempts);
     // Transform steps in progress: the next step's jobs come when their last call succeeds.
     const countTransform = (step: ResolvedStep) => {
@@ -376,12 +340,12 @@ export class Simulation {
         task.transformLeft.set(step.index, (task.transformLeft.get(step.index) ?? 0) + 1);
     };
     if (!task.canceled) {
-      if (t.queued === undefined) this.enqueueCallStep(task, pipeline.steps[0]!, t.createdAtMs);
+      if (t.queued === undefined) this.book.enqueueCallStep(task, pipeline.steps[0]!, t.createdAtMs);
       else {
         for (const j of t.queued) {
           const step = pipeline.steps[j.stepIndex];
           if (!step || !this.resourceKnown(pipeline, step)) continue;
-          this.enqueue(task, step, j.firstIndex, j.count, attemptsOf(step), j.readyAtMs, j.attempts);
+          this.book.enqueue(task, step, j.firstIndex, j.count, attemptsOf(step), j.readyAtMs, j.attempts);
           countTransform(step);
           if (j.readyAtMs > this.now) this.scheduleWake(j.readyAtMs);
         }
@@ -391,10 +355,16 @@ export class Simulation {
       const step = pipeline.steps[f.stepIndex];
       if (!step || !this.resourceKnown(pipeline, step)) continue;
       countTransform(step);
-      const job = this.newJob(task, step, f.firstIndex, f.count, attemptsOf(step), f.startedAtMs, f.attempts);
-      user.inFlight++;
-      task.inFlight++;
-      this.totalInFlight++;
+      const job = this.book.newJob(
+        task,
+        step,
+        f.firstIndex,
+        f.count,
+        attemptsOf(step),
+        f.startedAtMs,
+        f.attempts,
+      );
+      this.book.running(job);
       let keyId: string | undefined;
       if (job.kind === 'store') this.stores.get(job.resource)!.inFlight++;
       else {
@@ -418,7 +388,7 @@ export class Simulation {
     }
     if (task.state === 'queued' && task.deadlineAtMs !== undefined)
       this.heap.push({ at: Math.max(this.now, task.deadlineAtMs), kind: 'deadline', task });
-    this.finishIfDone(task);
+    this.book.finishIfDone(task);
   }
 
   private resourceKnown(pipeline: SimTask['pipeline'], step: ResolvedStep): boolean {
@@ -504,58 +474,12 @@ export class Simulation {
 
   /** Tasks not ended yet (the forecast reads their remaining work when a run stops early). */
   openTasks(): readonly SimTask[] {
-    return this.tasks.filter((t) => t.state === 'queued' || t.state === 'running');
+    return this.book.openTasks();
   }
 
   /** The simulated task with this id (seeded tasks keep their ids). */
   task(id: string): SimTask | undefined {
-    return this.taskIndex.get(id);
-  }
-
-  private addTask(task: SimTask): void {
-    this.tasks.push(task);
-    this.taskIndex.set(task.id, task);
-  }
-
-  private enqueue(
-    task: SimTask,
-    step: ResolvedStep,
-    firstIndex: number,
-    count: number,
-    maxAttempts: number,
-    readyAtMs = this.now,
-    attempts = 0,
-  ): void {
-    const job = this.newJob(task, step, firstIndex, count, maxAttempts, readyAtMs, attempts);
-    this.jobs.set(job.id, job);
-    insertByOrder(task.queued, job);
-  }
-
-  private newJob(
-    task: SimTask,
-    step: ResolvedStep,
-    firstIndex: number,
-    count: number,
-    maxAttempts: number,
-    readyAtMs: number,
-    attempts: number,
-  ): SimJob {
-    return {
-      id: `${task.id}.${step.index}.${firstIndex}`,
-      task,
-      step,
-      kind: step.kind,
-      resource: stepResource(task.pipeline, step),
-      firstIndex,
-      count,
-      attempts,
-      maxAttempts,
-      readyAtMs,
-      order: step.index * 100000 + firstIndex,
-      requests: step.kind === 'store' ? 0 : this.requestsOf(step.provider!, count),
-      rateLimited: 0,
-      firstRateLimitedAtMs: undefined,
-    };
+    return this.book.task(id);
   }
 
   /** Requests a call of `count` images makes on this provider, as its adapter splits it. */
@@ -564,75 +488,19 @@ export class Simulation {
     return cfg ? requestsFor(count, resolveCapabilities(cfg).maxImagesPerRequest) : 1;
   }
 
-  private requeue(job: SimJob, readyAtMs: number): void {
-    job.readyAtMs = readyAtMs;
-    this.jobs.set(job.id, job);
-    insertByOrder(job.task.queued, job);
-    this.scheduleWake(readyAtMs);
-  }
-
-  private deadline(task: SimTask): void {
-    if (task.state !== 'queued') return;
-    task.canceled = true;
-    this.dropQueuedJobs(task);
-    this.finishIfDone(task);
-  }
-
-  private dropQueuedJobs(task: SimTask): void {
-    for (const j of task.queued) this.jobs.delete(j.id);
-    task.queued = [];
-  }
-
-  private finishIfDone(task: SimTask): void {
-    const end = taskEnd(
-      { ...countsOf(task), open: task.state === 'queued' || task.state === 'running' },
-      task.queued.length + task.inFlight,
-    );
-    if (!end) return;
-    const user = this.users.get(task.userId)!;
-    if (task.state === 'queued') {
-      user.queued.splice(user.queued.indexOf(task), 1);
-      this.queuedTasks--;
-    } else {
-      user.running.splice(user.running.indexOf(task), 1);
-      this.runningTasks--;
-    }
-    task.state = end.state;
-    task.failed = end.failed;
-    task.creditsRefunded = end.refund;
-    task.finishedAtMs = this.now;
-    if (user.running.length === 0 && user.queued.length === 0) this.users.delete(user.id);
-  }
-
   // ---- admission ---------------------------------------------------------------------------
 
   private admit(): void {
-    if (this.jobs.size === 0) return;
+    if (this.book.queuedJobs.size === 0) return;
     const input = this.policyInput(this.options.fullView ?? false);
     const decision = decide(input);
     this.decisions++;
     this.options.onDecision?.(input, decision, this);
     const dispatch = ms(this.scenario.dispatchMs);
     for (const a of decision.admissions) {
-      const job = this.jobs.get(a.jobId);
+      const job = this.book.queuedJobs.get(a.jobId);
       if (!job) throw new Error(`decide() admitted an unknown job ${a.jobId}`);
-      this.jobs.delete(job.id);
-      const task = job.task;
-      task.queued.splice(task.queued.indexOf(job), 1);
-      const user = this.users.get(task.userId)!;
-      if (a.startsTask) {
-        if (task.state !== 'queued') throw new Error(`decide() started task ${task.id} twice`);
-        task.state = 'running';
-        task.startedAtMs = this.now + dispatch;
-        user.queued.splice(user.queued.indexOf(task), 1);
-        user.running.push(task);
-        this.queuedTasks--;
-        this.runningTasks++;
-      }
-      user.inFlight++;
-      task.inFlight++;
-      this.totalInFlight++;
-      job.attempts++;
+      this.book.admit(job, a.startsTask, this.now + dispatch);
       if (job.kind === 'store') {
         this.stores.get(job.resource)!.inFlight++;
       } else {
@@ -665,9 +533,9 @@ export class Simulation {
         scenario: this.scenario,
         windowMs: this.windowMs,
         workerSlots: this.workerSlots,
-        totalInFlight: this.totalInFlight,
-        runningTasks: this.runningTasks,
-        users: this.users,
+        totalInFlight: this.book.totalInFlight,
+        runningTasks: this.book.runningTasks,
+        users: this.book.users,
         providers: this.providers,
         stores: this.stores,
         memory: this.memory,
@@ -730,12 +598,7 @@ export class Simulation {
 
   private end(flight: Flight): void {
     const job = flight.job;
-    const task = job.task;
-    const user = this.users.get(task.userId)!;
-    user.inFlight--;
-    task.inFlight--;
-    this.totalInFlight--;
-    noteServed(this.memory, user.id, this.now);
+    noteServed(this.memory, job.task.userId, this.now);
     const busy = this.now - flight.startAtMs;
     if (job.kind === 'store') {
       const store = this.stores.get(job.resource)!;
@@ -769,75 +632,11 @@ export class Simulation {
         this.scheduleWake(key.cooldownUntilMs);
       }
     }
-    if (flight.outcome.kind === 'success') this.succeed(job);
-    else this.fail(job, flight.outcome.kind);
-    this.finishIfDone(task);
+    const outcome = flight.outcome;
+    if (outcome.kind === 'success') return this.book.succeed(job);
+    if (outcome.kind !== 'rate_limited') this.errors[outcome.kind]++;
+    this.book.fail(job, outcome.kind, this.rng.retries.uniform());
   }
-
-  private succeed(job: SimJob): void {
-    const task = job.task;
-    if (job.kind === 'store') {
-      task.done++;
-      return;
-    }
-    let unfinished = 0;
-    if (job.kind === 'transform') {
-      unfinished = task.transformLeft.get(job.step.index)! - 1;
-      task.transformLeft.set(job.step.index, unfinished);
-    }
-    const outcome = afterCallSuccess(
-      task.pipeline,
-      countsOf(task),
-      { stepIndex: job.step.index, firstIndex: job.firstIndex, count: job.count },
-      job.count,
-      unfinished,
-      this.config.worker.maxAttempts,
-    );
-    task.failed = outcome.task.failed;
-    const next = outcome.next;
-    if (!next) return;
-    if (next.step.kind === 'transform') task.transformLeft.set(next.step.index, next.jobs.length);
-    for (const j of next.jobs) this.enqueue(task, next.step, j.firstIndex, j.count, j.maxAttempts);
-  }
-
-  private fail(job: SimJob, kind: Exclude<OutcomeKind, 'success'>): void {
-    if (kind !== 'rate_limited') this.errors[kind]++;
-    const w = this.config.worker;
-    if (kind === 'rate_limited') {
-      job.rateLimited++;
-      job.firstRateLimitedAtMs ??= this.now;
-    }
-    const task = job.task;
-    const outcome = afterFailure(countsOf(task), job, kind, {
-      backoffBaseMs: w.backoffBaseMs,
-      backoffMaxMs: w.backoffMaxMs,
-      random: this.rng.retries.uniform(),
-      rateLimits: {
-        count: job.rateLimited,
-        sinceFirstMs: this.now - (job.firstRateLimitedAtMs ?? this.now),
-        maxRetries: w.maxRateLimitedRetries,
-        maxWaitMs: w.maxRateLimitedWaitMs,
-      },
-    });
-    if (outcome.action === 'retry') {
-      if (!outcome.spendsAttempt) job.attempts = Math.max(0, job.attempts - 1);
-      else this.retries++;
-      this.requeue(job, this.now + outcome.delayMs);
-      return;
-    }
-    if (outcome.failsTask) this.dropQueuedJobs(task);
-    task.failed = outcome.task.failed;
-  }
-}
-
-function countsOf(task: SimTask): TaskCounts & { creditsCharged: number } {
-  return {
-    imagesTotal: task.imagesTotal,
-    done: task.done,
-    failed: task.failed,
-    canceled: task.canceled,
-    creditsCharged: task.creditsCharged,
-  };
 }
 
 export function simulate(config: Config, scenario: Scenario, options: SimOptions = {}): SimRun {

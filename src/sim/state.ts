@@ -13,6 +13,8 @@ export interface SimJob {
   step: ResolvedStep;
   kind: JobKind;
   resource: string;
+  /** As the server's job rows (src/store/jobs.ts), admitted and running being one here. */
+  state: 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled';
   firstIndex: number;
   count: number;
   attempts: number;
@@ -40,6 +42,8 @@ export interface SimTask {
   createdAtMs: number;
   deadlineAtMs: number | undefined;
   state: 'queued' | 'running' | FinalState;
+  /** The step the task is at: its first, then the step its newest jobs belong to. */
+  stage: string;
   startedAtMs: number | undefined;
   finishedAtMs: number | undefined;
   done: number;
