@@ -205,13 +205,13 @@ async function setupUsers(
   const need = creditsNeeded(config, work);
   const before = new Map<string, number>();
   await mapLimit([...need.entries()], 8, async ([userId, credits]) => {
-    const path = `/v1/users/${encodeURIComponent(userId)}`;
-    const token = await api.request('POST', `${path}/tokens`, {});
+    const user = encodeURIComponent(userId);
+    const token = await api.request('POST', `/v1/users/${user}/tokens`, {});
     if (token.status !== 201)
       throw new UsageError(`creating user ${userId}: ${token.status} ${errorCode(token.body)}`);
     let balance = await balanceOf(api, userId);
     if (admin && balance < credits) {
-      const res = await api.request('POST', `/v1/admin${path}/credits`, {
+      const res = await api.request('POST', `/v1/admin/users/${user}/credits`, {
         delta: credits - balance,
         reason: `darkroom loadtest ${runId}`,
       });

@@ -123,7 +123,7 @@ describe('darkroom loadtest against a real server', () => {
   let adminKey: string;
 
   before(async () => {
-    const raw = testConfigInput({ auth: { enabled: true }, credits: { initialGrant: 100 } });
+    const raw = testConfigInput({ auth: { enabled: true }, credits: { initialGrant: 10 } });
     server = await startTestServer(KIND, raw);
     const dir = tempDir('darkroom-loadtest-');
     configFile = path.join(dir, 'darkroom.yaml');
@@ -144,6 +144,15 @@ describe('darkroom loadtest against a real server', () => {
       const proxy = await cuttingProxy(server.baseUrl);
       try {
         const prefix = 'lt-e2e-ok';
+        // An app key cannot add credits: fund the users (initial grant 10) the way an operator would.
+        for (const user of ['g0b-00000', 'g0b-00001', 'g0b-00002', 'g0b-00003', 'g1b-00000', 'g1b-00001']) {
+          const res = await fetch(`${server.baseUrl}/v1/admin/users/${prefix}-${user}/credits`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' },
+            body: JSON.stringify({ delta: 100, reason: 'load test budget' }),
+          });
+          assert.equal(res.status, 200);
+        }
         const run = await runLoadtest([
           '--url',
           proxy.url,
@@ -284,6 +293,16 @@ describe('darkroom loadtest against a real server', () => {
         assert.match(images.failures[0]!, new RegExp(`^${taskId} image ${index}: 404 `));
         const ledger = byName.get('ledger')!;
         assert.equal(ledger.ok, false);
+        // With an admin key the load test topped up the users short of credits: the two Start
+        // users (apportioned free, start, free, start) need 2 × 30 and hold the grant of 10.
+        const { rows: adjusts } = await server.ctx.db.query<{ user_id: string; delta: number }>(
+          `SELECT user_id, delta FROM credit_ledger WHERE reason = 'adjust' AND user_id LIKE $1 ORDER BY user_id`,
+          [`${prefix}-%`],
+        );
+        assert.deepEqual(adjusts, [
+          { user_id: `${prefix}-g0b-00001`, delta: 50 },
+          { user_id: `${prefix}-g0b-00003`, delta: 50 },
+        ]);
         assert.equal(ledger.failures.length, 1);
         assert.match(ledger.failures[0]!, new RegExp(`^${prefix}-g1b-00000: .* balance is \\d+$`));
       } finally {
