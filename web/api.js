@@ -55,11 +55,21 @@ export function isMissingRoute(error) {
  * Calls onEvent(name, data) for each event; resolves when the stream ends.
  */
 export async function stream(path, onEvent, signal) {
-  const res = await fetch(path, {
-    headers: { authorization: `Bearer ${session.key() ?? ''}`, accept: 'text/event-stream' },
-    signal,
-  });
-  if (!res.ok || !res.body) throw new ApiError(res.status, `http_${res.status}`, res.statusText);
+  let res;
+  try {
+    res = await fetch(path, {
+      headers: { authorization: `Bearer ${session.key() ?? ''}`, accept: 'text/event-stream' },
+      cache: 'no-store',
+      signal,
+    });
+  } catch (error) {
+    if (error.name === 'AbortError') throw error;
+    throw new ApiError(0, 'network', String(error.message ?? error));
+  }
+  if (!res.ok || !res.body) {
+    const err = (await res.json().catch(() => ({}))).error ?? {};
+    throw new ApiError(res.status, err.code ?? `http_${res.status}`, err.message ?? res.statusText);
+  }
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = '';
   for (;;) {

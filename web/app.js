@@ -1,16 +1,18 @@
-// The dashboard shell: login, hash routing, and one poll loop (every POLL_MS) that samples
-// /v1/admin/stats for the charts and refreshes the open view. darkroom has no admin event
-// stream, so the overview polls; a task's detail view follows the task's own SSE stream.
-import { ApiError, api, isMissingRoute, session } from './api.js';
+// The dashboard shell: login, hash routing, the admin stream (GET /v1/admin/stream: `stats` and
+// `series` events as they change, read with fetch since EventSource cannot send the key in a
+// header) that drives the overview and the live indicator, and a poll loop (every POLL_MS) for
+// the other views; a task's detail view also follows the task's own SSE stream.
+import { ApiError, api, isMissingRoute, session, stream } from './api.js';
 import { renderAlerts } from './alerts.js';
 import { fetchTask, renderTask, stopFollowing } from './detail.js';
 import { time } from './format.js';
 import { applyStatic, currentLang, setLang, t } from './i18n.js';
-import { recordSample, renderOverview, resetOverview, resizeOverview } from './overview.js';
+import { recordSample, renderOverview, renderSeries, resetOverview, resizeOverview } from './overview.js';
 import { renderProviders } from './providers.js';
 import { fetchTasks, renderTasks, resetTasks } from './tasks.js';
 
 const POLL_MS = 2000;
+const RETRY_MS = [1000, 2000, 5000, 10_000];
 const $ = (id) => document.getElementById(id);
 const VIEWS = ['overview', 'providers', 'tasks', 'task', 'alerts'];
 
@@ -18,6 +20,66 @@ let timer;
 let running = false;
 let again = false;
 let hasAlerts = false;
+let latest; // the newest stats event
+let live; // the admin stream's AbortController
+
+let liveShown; // [ok, key, vars]: redrawn in the other language on a switch
+
+function setLive(ok, key, vars) {
+  liveShown = [ok, key, vars];
+  const el = $('live');
+  delete el.dataset.i18n;
+  el.className = `live ${ok ? 'ok' : 'error'}`;
+  el.textContent = t(key, vars);
+}
+
+function onStreamEvent(name, data) {
+  if (name === 'stats') {
+    latest = data;
+    recordSample(data);
+    if (route().view === 'overview') renderOverview($('view-overview'), data);
+    setLive(true, 'live.ok', { time: time(data.now) });
+  } else if (name === 'series') renderSeries(data);
+  else if (name === 'error') setLive(false, 'live.error', { message: data.message });
+}
+
+/** Keeps the admin stream open while logged in, reconnecting with a growing pause. */
+function startStream() {
+  stopStream();
+  const controller = new AbortController();
+  live = controller;
+  void (async () => {
+    let failures = 0;
+    while (!controller.signal.aborted) {
+      try {
+        await stream(
+          '/v1/admin/stream',
+          (name, data) => {
+            failures = 0;
+            onStreamEvent(name, data);
+          },
+          controller.signal,
+        );
+        setLive(false, 'live.ended');
+      } catch (error) {
+        if (controller.signal.aborted) return;
+        if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
+          session.clear();
+          showLogin(loginMessage(error));
+          return;
+        }
+        setLive(false, 'live.error', { message: error.message });
+      }
+      const pause = RETRY_MS[Math.min(failures++, RETRY_MS.length - 1)];
+      await new Promise((resolve) => setTimeout(resolve, pause));
+    }
+  })();
+}
+
+function stopStream() {
+  live?.abort();
+  live = undefined;
+}
 
 function route() {
   const hash = location.hash.replace(/^#\/?/, '');
@@ -28,6 +90,8 @@ function route() {
 
 function showLogin(message) {
   clearTimeout(timer);
+  stopStream();
+  latest = undefined;
   stopFollowing();
   $('login').hidden = false;
   $('nav').hidden = true;
@@ -59,6 +123,7 @@ async function showApp() {
     if (!isMissingRoute(error)) console.warn('alerts', error);
   }
   document.querySelector('[data-view="alerts"]').hidden = !hasAlerts;
+  startStream();
   await refresh();
 }
 
@@ -68,16 +133,15 @@ async function poll() {
   for (const a of document.querySelectorAll('#nav a'))
     a.classList.toggle('active', a.dataset.view === view || (view === 'task' && a.dataset.view === 'tasks'));
   if (view !== 'task') stopFollowing();
-  const stats = await api('/v1/admin/stats');
-  recordSample(stats);
   const root = $(`view-${view}`);
-  if (view === 'overview') renderOverview(root, stats);
+  // The overview is drawn by the stream's events; until the first one, from one read.
+  if (view === 'overview') renderOverview(root, latest ?? (await api('/v1/admin/stats')));
   else if (view === 'providers') renderProviders(root, await api('/v1/admin/providers'));
-  else if (view === 'tasks') renderTasks(root, await fetchTasks(), Object.keys(stats.by_plan), refresh);
-  else if (view === 'task') renderTask(root, await fetchTask(id), refresh);
+  else if (view === 'tasks') {
+    const plans = Object.keys((latest ?? (await api('/v1/admin/stats'))).by_plan);
+    renderTasks(root, await fetchTasks(), plans, refresh);
+  } else if (view === 'task') renderTask(root, await fetchTask(id), refresh);
   else if (view === 'alerts' && hasAlerts) renderAlerts(root, await api('/v1/admin/alerts'));
-  $('live').className = 'live ok';
-  $('live').textContent = t('live.ok', { time: time(stats.now) });
 }
 
 /** Runs one poll now (or right after the one in flight) and schedules the next. */
@@ -97,15 +161,15 @@ async function refresh() {
       showLogin(loginMessage(error));
       return;
     }
-    $('live').className = 'live error';
-    $('live').textContent = t('live.error', { message: error.message });
+    setLive(false, 'live.error', { message: error.message });
   }
   running = false;
   if (again) {
     again = false;
     return refresh();
   }
-  timer = setTimeout(refresh, POLL_MS);
+  // The overview needs no poll: the stream redraws it.
+  if (route().view !== 'overview') timer = setTimeout(refresh, POLL_MS);
 }
 
 function renderLangButton() {
@@ -129,12 +193,14 @@ $('login-form').addEventListener('submit', async (event) => {
 
 $('logout').addEventListener('click', () => {
   session.clear();
+  stopStream();
   showLogin();
 });
 
 $('lang').addEventListener('click', () => {
   setLang(currentLang() === 'zh' ? 'en' : 'zh');
   renderLangButton();
+  if (liveShown) setLive(...liveShown);
   resetOverview();
   resetTasks();
   if (session.key()) void refresh();

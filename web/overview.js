@@ -1,5 +1,7 @@
-// Overview: queue, running, workers and throughput from /v1/admin/stats, with charts of the
-// last hour built from the samples this page takes (kept in sessionStorage across reloads).
+// Overview: queue, running, workers and throughput from the admin stream's `stats` events, and
+// charts of the last hour: queued and running from the samples this page takes of those events
+// (kept in sessionStorage across reloads); tasks finished, queue wait and completion time per
+// minute from its `series` events (the server's own per-minute percentiles, src/store/latency.ts).
 import uPlot from './vendor/uplot/uPlot.esm.js';
 import { h, fill } from './dom.js';
 import { duration, num, shortId } from './format.js';
@@ -22,7 +24,7 @@ function loadHistory() {
 /** Records one stats sample; called on every poll whichever view is open. */
 export function recordSample(stats) {
   const at = Date.parse(stats.now) / 1000;
-  samples.push([at, stats.queued, stats.running, stats.throughput['1m'].tasks_per_minute]);
+  samples.push([at, stats.queued, stats.running]);
   samples = samples.filter((s) => s[0] >= at - HOUR_S);
   sessionStorage.setItem(HISTORY_KEY, JSON.stringify(samples));
 }
@@ -43,25 +45,30 @@ function set(id, value, sub = '') {
   el.querySelector('.sub').textContent = sub;
 }
 
-function chart(target, title, series) {
+/** Axis labels in seconds: tenths below 10 s, then the page's usual durations. */
+function secondsAxis(_u, values) {
+  return values.map((v) => (v === null ? '' : v < 10 ? `${num(v, 1)}s` : duration(v)));
+}
+
+function chart(target, title, series, yValues) {
+  const axis = { stroke: '#9aa4b2', grid: { stroke: '#2a313c' } };
   const opts = {
     width: Math.max(280, target.clientWidth - 8),
     height: 200,
     title,
-    scales: { x: { time: true } },
+    scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(max ?? 0, 1) * 1.1] } },
     legend: { live: false },
-    axes: [
-      { stroke: '#9aa4b2', grid: { stroke: '#2a313c' } },
-      { stroke: '#9aa4b2', grid: { stroke: '#2a313c' } },
-    ],
+    axes: [axis, yValues ? { ...axis, size: 56, values: yValues } : axis],
     series: [{}, ...series],
   };
   return new uPlot(opts, [[], ...series.map(() => [])], target);
 }
 
 function build(root) {
-  const queueChart = h('div', { class: 'chart' });
-  const tpChart = h('div', { class: 'chart' });
+  const queueChart = h('div', { class: 'chart', id: 'chart-queue' });
+  const tpChart = h('div', { class: 'chart', id: 'chart-finished' });
+  const waitChart = h('div', { class: 'chart', id: 'chart-wait' });
+  const doneChart = h('div', { class: 'chart', id: 'chart-completion' });
   fill(
     root,
     h(
@@ -74,7 +81,7 @@ function build(root) {
       card('ov-workers', t('ov.workers')),
       card('ov-totals', t('ov.totals')),
     ),
-    h('div', { class: 'charts' }, queueChart, tpChart),
+    h('div', { class: 'charts' }, queueChart, tpChart, waitChart, doneChart),
     h('h2', {}, t('ov.by_plan')),
     h(
       'table',
@@ -100,14 +107,61 @@ function build(root) {
       { label: t('ov.queued'), stroke: '#f5a524', width: 2 },
       { label: t('ov.running'), stroke: '#4cc38a', width: 2 },
     ]),
-    tp: chart(tpChart, t('ov.chart_tp'), [{ label: t('ov.tpm'), stroke: '#52a8ff', width: 2 }]),
+    tp: chart(tpChart, t('ov.chart_tp'), [
+      { label: t('ov.tpm'), stroke: '#52a8ff', width: 2 },
+      { label: t('ov.ipm'), stroke: '#b48ead', width: 1 },
+    ]),
+    wait: chart(waitChart, t('ov.chart_wait'), percentileSeries(), secondsAxis),
+    done: chart(doneChart, t('ov.chart_done'), percentileSeries(), secondsAxis),
   };
+  if (lastSeries) renderSeries(lastSeries);
+}
+
+function percentileSeries() {
+  return [
+    { label: 'p50', stroke: '#4cc38a', width: 2, points: { show: true, size: 4 } },
+    { label: 'p95', stroke: '#f5a524', width: 2, points: { show: true, size: 4 } },
+  ];
+}
+
+let lastSeries;
+
+/**
+ * Charts one `series` event: a point per minute of the hour. A minute without tasks is 0 on
+ * the throughput chart and a gap on the percentile charts (no task, no percentile).
+ */
+export function renderSeries(series) {
+  lastSeries = series;
+  if (!built) return;
+  const from = Date.parse(series.from) / 1000;
+  const minutes = Math.ceil((Date.parse(series.to) / 1000 - from) / 60);
+  const xs = Array.from({ length: minutes }, (_, i) => from + i * 60);
+  const column = (buckets, pick, empty) => {
+    const out = xs.map(() => empty);
+    for (const b of buckets) {
+      const i = Math.round((Date.parse(b.at) / 1000 - from) / 60);
+      if (i >= 0 && i < out.length) out[i] = pick(b);
+    }
+    return out;
+  };
+  built.tp.setData([
+    xs,
+    column(series.finished, (b) => b.tasks, 0),
+    column(series.finished, (b) => b.images, 0),
+  ]);
+  for (const [c, buckets] of [
+    [built.wait, series.queue_wait],
+    [built.done, series.completion],
+  ]) {
+    c.setData([xs, column(buckets, (b) => b.p50_seconds, null), column(buckets, (b) => b.p95_seconds, null)]);
+    c.root.parentElement.dataset.points = String(buckets.length);
+  }
+  built.root.dataset.seriesTo = series.to;
 }
 
 /** Rebuilds the view (after a language change). */
 export function resetOverview() {
-  built?.queue.destroy();
-  built?.tp.destroy();
+  for (const c of charts()) c.destroy();
   built = undefined;
 }
 
@@ -152,12 +206,14 @@ export function renderOverview(root, stats) {
   );
   const cols = (i) => samples.map((s) => s[i]);
   built.queue.setData([cols(0), cols(1), cols(2)]);
-  built.tp.setData([cols(0), cols(3)]);
+}
+
+function charts() {
+  return built ? [built.queue, built.tp, built.wait, built.done] : [];
 }
 
 export function resizeOverview() {
-  if (!built) return;
-  for (const c of [built.queue, built.tp]) {
+  for (const c of charts()) {
     const width = Math.max(280, c.root.parentElement.clientWidth - 8);
     c.setSize({ width, height: 200 });
   }

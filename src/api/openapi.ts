@@ -36,6 +36,10 @@ const INPUTS: Record<string, RouteInput> = {
   'GET /v1/tasks/:id/events': { summary: 'Follow a task (Server-Sent Events)' },
   'POST /v1/uploads': { summary: 'Upload an input image (multipart)', status: 201 },
   'GET /v1/admin/stats': { summary: 'Queue and outcome statistics' },
+  'GET /v1/admin/stats/series': {
+    summary: 'Queue wait, completion time and throughput per minute, last hour',
+  },
+  'GET /v1/admin/stream': { summary: 'Stats and series as they change (Server-Sent Events)' },
   'GET /v1/admin/providers': { summary: 'Providers and keys now' },
   'GET /v1/admin/webhooks/deliveries': { query: deliveriesQuerySchema, summary: 'Task webhook deliveries' },
   'GET /v1/admin/alerts': { query: alertsQuerySchema, summary: 'Alerts firing and their history' },

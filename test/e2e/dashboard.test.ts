@@ -42,6 +42,7 @@ describe('dashboard in headless Chromium', { skip }, () => {
   let page: Page;
   let adminKey: string;
   let base: string;
+  const requests: Array<{ url: string; auth: string | undefined }> = [];
 
   before(async () => {
     mkdirSync(ARTIFACTS, { recursive: true });
@@ -114,6 +115,9 @@ describe('dashboard in headless Chromium', { skip }, () => {
       timezoneId: 'UTC',
     });
     page = await context.newPage();
+    page.on('request', (request) =>
+      requests.push({ url: request.url(), auth: request.headers().authorization }),
+    );
   });
 
   after(async () => {
@@ -241,6 +245,8 @@ describe('dashboard in headless Chromium', { skip }, () => {
     await page.goto(`${base}/#/overview`);
     await page.locator('#ov-queued .value', { hasText: /^1$/ }).waitFor(WAIT);
     await page.locator('#ov-running .value', { hasText: /^1$/ }).waitFor(WAIT);
+    // The blocker started after a queue wait: the server's per-minute series has a point.
+    await page.locator('#chart-wait[data-points]:not([data-points="0"])').waitFor(WAIT);
     await shot('04-overview-busy');
     await page.goto(`${base}/#/alerts`);
     await page.locator('#alerts-firing tr[data-rule="queued"]').waitFor(WAIT);
@@ -361,6 +367,36 @@ describe('dashboard in headless Chromium', { skip }, () => {
       return [...en.filter((k) => !zh.includes(k)).map((k) => 'zh ' + k), ...zh.filter((k) => !en.includes(k)).map((k) => 'en ' + k)];
     })`);
     assert.deepEqual(missing, []);
+  });
+
+  it('draws the overview from the admin stream, with the key in a header and never in a URL', async () => {
+    await page.goto(`${base}/#/overview`);
+    // Tasks have succeeded by now: the completion-time chart has points, sent by the stream.
+    await page.locator('#chart-completion[data-points]:not([data-points="0"])').waitFor(WAIT);
+    const streams = requests.filter((r) => new URL(r.url).pathname === '/v1/admin/stream');
+    assert.ok(streams.length >= 1, 'the page opened the admin stream');
+    for (const r of streams) assert.equal(r.auth, `Bearer ${adminKey}`);
+    for (const r of requests) assert.ok(!r.url.includes(adminKey), r.url);
+
+    // A wall display and a laptop: nothing wider than the screen, the charts redrawn to fit.
+    for (const [name, width, height] of [
+      ['11-overview-wall', 2560, 1440],
+      ['12-overview-laptop', 1280, 800],
+    ] as const) {
+      await page.setViewportSize({ width, height });
+      await page.waitForFunction(
+        `(() => {
+          const d = document.documentElement;
+          const charts = [...document.querySelectorAll('.chart')];
+          return d.scrollWidth <= d.clientWidth && charts.length === 4 &&
+            charts.every((c) => c.querySelector('.uplot').offsetWidth <= c.clientWidth);
+        })()`,
+        null,
+        WAIT,
+      );
+      await shot(name);
+    }
+    await page.setViewportSize({ width: 1440, height: 900 });
   });
 
   it('switches to Chinese', async () => {
