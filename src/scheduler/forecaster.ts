@@ -16,7 +16,8 @@ import { createForecastThread, type ForecastThread } from './forecaster-thread.t
  * Cost control: a pass starts at least MIN_INTERVAL_MS after the previous one ended, and at
  * least DUTY_FACTOR × its duration, so a huge queue does not keep the leader busy; when the
  * queue's fingerprint (newest event, queued count) has not moved, the queue is not read again,
- * the summary is only confirmed (`checked_at`), and a full pass is redone every REFRESH_MS. The
+ * the summary is only confirmed (`checked_at`), and a full pass is redone every REFRESH_MS while
+ * work is in flight (never while nothing moves). The
  * simulation stops at BUDGET_MS; what it did not simulate is written as `extrapolated`.
  */
 const MIN_INTERVAL_MS = 1000;
@@ -37,8 +38,11 @@ export interface ForecastPass {
 export interface Forecaster {
   /** The scheduler's hook after an admission pass; returns at once. */
   afterPass(): void;
-  /** Runs a full pass now (after any pass under way) and returns what it did (tests, benches). */
-  runNow(): Promise<ForecastPass>;
+  /**
+   * Runs a pass now (after any pass under way) and returns what it did (tests, benches); a full
+   * one unless `force` is false, when it skips as the scheduler's passes do.
+   */
+  runNow(force?: boolean): Promise<ForecastPass>;
   stop(): Promise<void>;
 }
 
@@ -59,12 +63,15 @@ export async function stopForecaster(ctx: Context): Promise<void> {
 export interface ForecasterOptions {
   /** The simulation's time budget per pass (ms); default BUDGET_MS. */
   budgetMs?: number;
+  /** The clock of the refresh and confirmation intervals (tests); default Date.now. */
+  now?: () => number;
 }
 
 export function createForecaster(ctx: Context, options: ForecasterOptions = {}): Forecaster {
   const { db, config, log } = ctx;
   const thread: ForecastThread = createForecastThread(config);
   const budgetMs = options.budgetMs ?? BUDGET_MS;
+  const now = options.now ?? Date.now;
   let requested = false;
   let running: Promise<ForecastPass> | undefined;
   let timer: NodeJS.Timeout | undefined;
@@ -77,11 +84,15 @@ export function createForecaster(ctx: Context, options: ForecasterOptions = {}):
 
   async function pass(force: boolean): Promise<ForecastPass> {
     const started = performance.now();
-    const fingerprint = await queueFingerprint(db);
-    if (!force && fingerprint === lastFingerprint && Date.now() - lastWrittenAt < REFRESH_MS) {
-      if (Date.now() - lastConfirmedAt >= CONFIRM_EVERY_MS) {
+    const { key: fingerprint, inFlight } = await queueFingerprint(db);
+    // Unchanged and nothing in flight: the last forecast still holds, however long the queue
+    // waits (an idle server does not re-read its backlog). With work in flight, time alone moves
+    // it: redo it every REFRESH_MS even when no event arrived (a long silent call).
+    const refreshDue = inFlight && now() - lastWrittenAt >= REFRESH_MS;
+    if (!force && fingerprint === lastFingerprint && !refreshDue) {
+      if (now() - lastConfirmedAt >= CONFIRM_EVERY_MS) {
         await confirmForecast(db);
-        lastConfirmedAt = Date.now();
+        lastConfirmedAt = now();
       }
       return { outcome: 'unchanged', tasks: 0, steps: 0, durationMs: performance.now() - started };
     }
@@ -96,7 +107,7 @@ export function createForecaster(ctx: Context, options: ForecasterOptions = {}):
     });
     forecastIds = ids;
     lastFingerprint = fingerprint;
-    lastWrittenAt = lastConfirmedAt = Date.now();
+    lastWrittenAt = lastConfirmedAt = now();
     return {
       outcome: 'written',
       tasks: ids.size,
@@ -136,9 +147,9 @@ export function createForecaster(ctx: Context, options: ForecasterOptions = {}):
       requested = true;
       kick();
     },
-    async runNow() {
+    async runNow(force = true) {
       while (running) await running.catch(() => {});
-      return start(true);
+      return start(force);
     },
     async stop() {
       stopped = true;

@@ -108,13 +108,15 @@ export async function confirmForecast(q: Queryable): Promise<void> {
 
 /**
  * What changes whenever the queue does: the newest event (every submit, start, progress and end
- * appends one) and the queued count. An index-only look at the end of each, O(1).
+ * appends one) and the queued count; and whether any job is in flight (admitted or running), the
+ * only case in which time alone moves the forecast. Index-only looks, O(1).
  */
-export async function queueFingerprint(q: Queryable): Promise<string> {
-  const { rows } = await q.query<{ e: number | null; n: number | null }>(
-    `SELECT (SELECT max(id) FROM events) AS e, (SELECT queued FROM queue_depth WHERE id = 1) AS n`,
+export async function queueFingerprint(q: Queryable): Promise<{ key: string; inFlight: boolean }> {
+  const { rows } = await q.query<{ e: number | null; n: number | null; f: boolean }>(
+    `SELECT (SELECT max(id) FROM events) AS e, (SELECT queued FROM queue_depth WHERE id = 1) AS n,
+            EXISTS (SELECT 1 FROM jobs WHERE state IN ('admitted', 'running')) AS f`,
   );
-  return `${rows[0]?.e ?? 0}/${rows[0]?.n ?? 0}`;
+  return { key: `${rows[0]?.e ?? 0}/${rows[0]?.n ?? 0}`, inFlight: rows[0]?.f ?? false };
 }
 
 export async function readForecastSummary(q: Queryable): Promise<ForecastSummary | undefined> {

@@ -200,6 +200,35 @@ describeEachDb('queue position and ETA through the API', (kind) => {
     await forecaster.runNow();
   });
 
+  it('an unchanged queue is not read again, however long it waits, unless work is in flight', async () => {
+    let clock = Date.now();
+    const lazy = createForecaster(t.server.ctx, { budgetMs: Number.POSITIVE_INFINITY, now: () => clock });
+    try {
+      assert.equal((await lazy.runNow()).outcome, 'written');
+      assert.equal((await lazy.runNow(false)).outcome, 'unchanged');
+      // Nothing queued moves and nothing is in flight: an hour later the forecast still holds.
+      clock += 3_600_000;
+      assert.equal((await lazy.runNow(false)).outcome, 'unchanged');
+      // A job in flight (no event yet): time alone moves the forecast, so it is redone.
+      const { rows } = await t.server.ctx.db.query<{ id: string }>(
+        `UPDATE jobs SET state = 'admitted', admitted_at = now()
+          WHERE id = (SELECT id FROM jobs WHERE task_id = $1 LIMIT 1) RETURNING id`,
+        [pro[0]!],
+      );
+      assert.equal(rows.length, 1);
+      // Written an hour ago, with work in flight now: redone; then held for a minute, then redone.
+      assert.equal((await lazy.runNow(false)).outcome, 'written');
+      assert.equal((await lazy.runNow(false)).outcome, 'unchanged');
+      clock += 61_000;
+      assert.equal((await lazy.runNow(false)).outcome, 'written');
+      await t.server.ctx.db.query(`UPDATE jobs SET state = 'queued', admitted_at = NULL WHERE id = $1`, [
+        rows[0]!.id,
+      ]);
+    } finally {
+      await lazy.stop();
+    }
+  });
+
   it('the event stream opens with the stored numbers and pushes a changed forecast', async () => {
     const base = t.server.baseUrl;
     const before = (await getJson(base, `/v1/tasks/${pro[5]!}`)).body;
