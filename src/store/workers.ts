@@ -1,4 +1,4 @@
-import type { Queryable } from './db.ts';
+import { Channels, type Queryable } from './db.ts';
 
 export interface WorkerRegistration {
   id: string;
@@ -8,10 +8,14 @@ export interface WorkerRegistration {
   slots: number;
 }
 
+/** Registers a worker's slots and wakes the scheduler: new capacity is a reason to admit at once. */
 export async function registerWorker(q: Queryable, w: WorkerRegistration): Promise<void> {
   await q.query(
-    `INSERT INTO workers (id, host, pid, roles, slots) VALUES ($1, $2, $3, $4, $5)
-     ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), stopping = false, slots = EXCLUDED.slots`,
+    `WITH w AS (
+       INSERT INTO workers (id, host, pid, roles, slots) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), stopping = false, slots = EXCLUDED.slots
+       RETURNING id)
+     SELECT pg_notify('${Channels.schedule}', '') FROM w`,
     [w.id, w.host, w.pid, w.roles, w.slots],
   );
 }
