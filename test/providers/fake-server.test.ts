@@ -47,11 +47,13 @@ function openai(
   provider: string,
   key: string,
   body: Record<string, unknown> = {},
+  signal?: AbortSignal,
 ): Promise<Answer> {
   return post(
     `${sim.url}/p/${provider}/v1/images/generations`,
     { model: 'darkroom-sim', prompt: 'a lighthouse', size: '64x64', ...body },
     { authorization: `Bearer ${key}` },
+    signal,
   );
 }
 
@@ -294,6 +296,53 @@ describe('fake provider: concurrency, faults, stats', () => {
     };
     await assert.rejects(sharp(Buffer.from(notImage.data[0]?.b64_json ?? '', 'base64')).metadata());
     assert.equal((await openai(sim, 'multi', 'b')).status, 500);
+  });
+
+  it('counts in flight across keys, 429s by cause and the faults still queued', async () => {
+    await post(`${sim.url}/_sim/faults`, {
+      provider: 'multi',
+      key: 'b',
+      faults: ['hang', 'http429', 'http429_no_retry_info', 'http500'],
+    });
+    assert.equal(sim.stats().providers.multi?.totals.faults_queued, 4);
+    const abort = new AbortController();
+    const hanging = openai(sim, 'multi', 'b', {}, abort.signal).catch(() => 'aborted');
+    await waitFor('the hang to be accepted', () => sim.stats().providers.multi?.totals.faults_queued === 3);
+    // Two keys busy at once: the hanging call on b and a call on a.
+    assert.equal((await gemini(sim, 'multi', 'secret-a')).status, 200);
+    const hinted = await openai(sim, 'multi', 'b');
+    assert.equal(hinted.status, 429);
+    assert.equal(hinted.headers.get('retry-after'), '7');
+    const hintless = await openai(sim, 'multi', 'b');
+    assert.equal(hintless.status, 429);
+    assert.equal(hintless.headers.get('retry-after'), null, 'no retry-after on a hint-less 429');
+    assert.equal(hintless.headers.get('retry-after-ms'), null);
+    assert.equal(hintless.headers.get('x-ratelimit-reset-requests'), null);
+    abort.abort();
+    assert.equal(await hanging, 'aborted');
+    assert.equal((await openai(sim, 'multi', 'b')).status, 500);
+    assert.deepEqual(sim.stats().providers.multi?.totals, {
+      max_in_flight: 2,
+      rejected: { rpm: 0, concurrency: 0, scripted: 2 },
+      faults_queued: 0,
+    });
+  });
+
+  it('breaks bodies: a truncated answer and a reset connection', async () => {
+    await post(`${sim.url}/_sim/faults`, { provider: 'multi', faults: ['truncated', 'reset'] });
+    const truncated = await fetch(`${sim.url}/p/multi/v1/images/generations`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: 'Bearer b' },
+      body: JSON.stringify({ model: 'darkroom-sim', prompt: 'x', size: '64x64' }),
+    });
+    assert.equal(truncated.status, 200, 'the headers arrive');
+    await assert.rejects(truncated.text(), 'the body ends early');
+    await assert.rejects(openai(sim, 'multi', 'b'), 'the connection closes before any answer');
+    assert.equal((await openai(sim, 'multi', 'b')).status, 200);
+    await waitFor('both slots to be free', () => {
+      const keys = sim.stats().providers.multi?.keys;
+      return keys?.b?.requests === 3;
+    });
   });
 
   it('rejects unknown faults and providers', async () => {

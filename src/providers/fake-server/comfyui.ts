@@ -19,6 +19,7 @@ import {
   readBody,
   send,
   sendTrickle,
+  sendTruncated,
   text,
   type Reply,
 } from './http.ts';
@@ -178,6 +179,7 @@ export class ComfyFake {
       case 'http429_daily':
       case 'http429': {
         gpu.noteRejected();
+        this.provider.noteRejected('scripted');
         const retryAfter = Math.ceil(this.provider.hintedRetryAfterMs() / 1000);
         send(res, json(429, { error: 'Too Many Requests' }, { 'retry-after': retryAfter }));
         return;
@@ -194,9 +196,12 @@ export class ComfyFake {
       case 'malformed_json':
         send(res, { status: 200, contentType: 'application/json; charset=utf-8', body: '{"prompt_id": "' });
         return;
+      case 'reset':
+        res.destroy();
+        return;
       default:
     }
-    const result = this.enqueue(body, fault === 'trickle' ? undefined : fault);
+    const result = this.enqueue(body, fault === 'trickle' || fault === 'truncated' ? undefined : fault);
     // The answer goes out before the queue's status or any execution event (server.py publishes those
     // from its message loop, after the handler returned).
     res.once('close', () =>
@@ -206,6 +211,7 @@ export class ComfyFake {
       }),
     );
     if (fault === 'trickle') sendTrickle(res, result, this.ctx.trickleMs);
+    else if (fault === 'truncated') sendTruncated(res, result);
     else send(res, result);
   }
 

@@ -94,6 +94,18 @@ export function sendTrickle(res: ServerResponse, reply: Reply, durationMs: numbe
   res.on('close', () => clearInterval(timer));
 }
 
+/** Promises the whole reply in its headers, sends the first half of the body, then closes the connection. */
+export function sendTruncated(res: ServerResponse, reply: Reply): void {
+  if (res.destroyed) return;
+  const body = typeof reply.body === 'string' ? Buffer.from(reply.body) : reply.body;
+  res.writeHead(reply.status, {
+    ...(reply.contentType ? { 'content-type': reply.contentType } : {}),
+    'content-length': body.length,
+    ...reply.headers,
+  });
+  res.write(body.subarray(0, Math.floor(body.length / 2)), () => res.destroy());
+}
+
 /** Resolves after `ms`, or early when the client disconnects (returns false then). */
 export function delay(res: ServerResponse, ms: number): Promise<boolean> {
   if (ms <= 0) return Promise.resolve(!res.destroyed);

@@ -68,12 +68,17 @@ function protocolFor(ctx: SimContext, presentedKey?: KeyLimiter): GenerationProt
     rateLimited(retryAfterMs, limiter, reason) {
       const now = ctx.now();
       const seconds = Math.max(1, Math.ceil(retryAfterMs / 1000));
-      const headers: Headers = {
-        ...rateHeaders(limiter, now),
-        'retry-after': seconds,
-        'retry-after-ms': Math.ceil(retryAfterMs),
-      };
-      if (reason !== 'rpm') headers['x-ratelimit-reset-requests'] = formatResetDuration(retryAfterMs);
+      // A hint-less 429 (a relay's, an overloaded gateway's): no retry-after and no reset time.
+      const headers: Headers =
+        reason === 'scripted_no_hint'
+          ? { 'x-ratelimit-limit-requests': limiter.key.rpm }
+          : {
+              ...rateHeaders(limiter, now),
+              'retry-after': seconds,
+              'retry-after-ms': Math.ceil(retryAfterMs),
+            };
+      if (reason !== 'rpm' && reason !== 'scripted_no_hint')
+        headers['x-ratelimit-reset-requests'] = formatResetDuration(retryAfterMs);
       const message =
         reason === 'concurrency'
           ? `Too many concurrent requests for this key (limit ${limiter.key.concurrency}). Please try again in ${seconds}s.`

@@ -1,9 +1,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { FaultQueue } from './faults.ts';
-import { delay, hangUntilClosed, send, sendTrickle, type Reply } from './http.ts';
+import { delay, hangUntilClosed, send, sendTrickle, sendTruncated, type Reply } from './http.ts';
 import { KeyLimiter } from './key-limiter.ts';
 import { mulberry32 } from '../../images/prng.ts';
-import type { FakeProviderConfig, FakeStats } from './types.ts';
+import type { FakeProviderConfig, FakeProviderTotals, FakeStats } from './types.ts';
 
 /** What every protocol handler needs from the server around it. */
 export interface SimContext {
@@ -48,6 +48,8 @@ export class SimProvider {
   readonly faults = new FaultQueue();
   private readonly limiters = new Map<string, KeyLimiter>();
   private random: () => number;
+  private inFlight = 0;
+  private totals: Omit<FakeProviderTotals, 'faults_queued'> = emptyTotals();
 
   constructor(config: FakeProviderConfig) {
     this.config = config;
@@ -93,17 +95,47 @@ export class SimProvider {
     return (this.config.retryAfterSeconds ?? 1) * 1000;
   }
 
-  stats(): FakeStats['providers'][string] {
+  /** Counts a 429 by its cause. */
+  noteRejected(cause: keyof FakeProviderTotals['rejected']): void {
+    this.totals.rejected[cause] += 1;
+  }
+
+  /** Counts an accepted request in flight across the provider; the returned function ends it (idempotent). */
+  holdProviderSlot(): () => void {
+    this.inFlight += 1;
+    this.totals.max_in_flight = Math.max(this.totals.max_in_flight, this.inFlight);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.inFlight -= 1;
+    };
+  }
+
+  stats(): Omit<FakeStats['providers'][string], 'comfyui'> {
     const keys: FakeStats['providers'][string]['keys'] = {};
     for (const [id, limiter] of this.limiters) keys[id] = limiter.stats();
-    return { keys };
+    return {
+      keys,
+      totals: {
+        max_in_flight: this.totals.max_in_flight,
+        rejected: { ...this.totals.rejected },
+        faults_queued: this.faults.size,
+      },
+    };
   }
 
   reset(): void {
     this.faults.clear();
+    this.totals = emptyTotals();
+    this.totals.max_in_flight = this.inFlight;
     this.random = mulberry32(this.config.seed ?? 1);
     for (const limiter of this.limiters.values()) limiter.reset();
   }
+}
+
+function emptyTotals(): Omit<FakeProviderTotals, 'faults_queued'> {
+  return { max_in_flight: 0, rejected: { rpm: 0, concurrency: 0, scripted: 0 } };
 }
 
 /**
@@ -131,19 +163,26 @@ export async function runGeneration(args: {
   if (scripted) {
     provider.faults.take(keyId);
     limiter.noteRejected();
+    provider.noteRejected('scripted');
     send(res, protocol.rateLimited(provider.hintedRetryAfterMs(), limiter, scripted));
     return;
   }
   const admission = limiter.tryAcquire(ctx.now());
   if (!admission.ok) {
     limiter.noteRejected();
+    provider.noteRejected(admission.reason);
     const retryAfterMs = admission.reason === 'rpm' ? admission.retryAfterMs : provider.hintedRetryAfterMs();
     send(res, protocol.rateLimited(retryAfterMs, limiter, admission.reason));
     return;
   }
   res.once('close', admission.release);
+  res.once('close', provider.holdProviderSlot());
 
   const fault = provider.faults.take(keyId) ?? provider.randomServerError();
+  if (fault === 'reset') {
+    res.destroy();
+    return;
+  }
   if (fault === 'hang') {
     await hangUntilClosed(res);
     return;
@@ -159,6 +198,9 @@ export async function runGeneration(args: {
       return;
     case 'trickle':
       sendTrickle(res, await args.produce(undefined, limiter), ctx.trickleMs);
+      return;
+    case 'truncated':
+      sendTruncated(res, await args.produce(undefined, limiter));
       return;
     case 'http429': // taken by the scripted-429 check above; unreachable
     case 'http429_no_retry_info':

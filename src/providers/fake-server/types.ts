@@ -47,10 +47,14 @@ export const FAULTS = [
   'no_image',
   'not_an_image',
   'http429',
-  /** A 429 with no retry hint (Gemini: no google.rpc.RetryInfo; other protocols: like http429). */
+  /** A 429 with no retry hint (Gemini: no google.rpc.RetryInfo; OpenAI: no retry-after, no reset header; ComfyUI: like http429). */
   'http429_no_retry_info',
   /** A 429 naming a per-day quota (Gemini: QuotaFailure `…PerDay…`; other protocols: like http429). */
   'http429_daily',
+  /** A broken body: the headers promise the whole answer, half of it is sent, then the connection closes. */
+  'truncated',
+  /** The connection is closed once the request is accepted, before any answer. */
+  'reset',
 ] as const;
 
 export type Fault = (typeof FAULTS)[number];
@@ -64,8 +68,21 @@ export interface FakeKeyStats {
   max_requests_in_any_60s_window: number;
 }
 
+/** Counters of one simulated provider across its keys (Gemini and OpenAI protocols). */
+export interface FakeProviderTotals {
+  /** Most requests in flight at once over all keys (accepted, not yet answered or abandoned). */
+  max_in_flight: number;
+  /** 429s by cause: the key's rpm window, its concurrency, or a scripted fault. */
+  rejected: { rpm: number; concurrency: number; scripted: number };
+  /** Scripted faults not yet applied. */
+  faults_queued: number;
+}
+
 export interface FakeStats {
-  providers: Record<string, { keys: Record<string, FakeKeyStats>; comfyui?: ComfyFakeStats }>;
+  providers: Record<
+    string,
+    { keys: Record<string, FakeKeyStats>; totals: FakeProviderTotals; comfyui?: ComfyFakeStats }
+  >;
 }
 
 export interface FakeProviderHandle {
