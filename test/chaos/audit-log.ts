@@ -63,6 +63,6 @@ CREATE TRIGGER chaos_job_log_update AFTER UPDATE OF state ON jobs
   FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state) EXECUTE FUNCTION chaos_job_log();
 `;
 
-export async function installAuditLog(client: pg.Client): Promise<void> {
+export async function installAuditLog(client: pg.Pool): Promise<void> {
   await client.query(AUDIT_SCHEMA);
 }

@@ -16,7 +16,7 @@ export interface Violation {
 }
 
 export interface AuditInput {
-  db: pg.Client;
+  db: pg.Pool;
   plan: ChaosPlan;
   clientLog: ClientEntry[];
   faults: FaultRecord[];
@@ -185,7 +185,7 @@ function checkTasksAgainstClient(
 
 /** One charge per attempt, at most one refund per attempt, refunds as the rule says, balances exact. */
 async function checkCredits(
-  db: pg.Client,
+  db: pg.Pool,
   tasks: TaskRow[],
   clientLog: ClientEntry[],
   fail: Fail,
@@ -269,7 +269,7 @@ async function checkCredits(
 
 /** Every image of a finished task is on disk, decodes, and matches its row; succeeded tasks have them all. */
 async function checkImages(
-  db: pg.Client,
+  db: pg.Pool,
   byId: Map<string, TaskRow>,
   storageDir: string,
   fail: Fail,
@@ -325,7 +325,7 @@ async function checkImages(
 
 /** Jobs all ended; none succeeded twice (work recorded twice is work duplicated). */
 async function checkJobs(
-  db: pg.Client,
+  db: pg.Pool,
   byId: Map<string, TaskRow>,
   fail: Fail,
 ): Promise<{ jobs: number; admissions: number }> {
@@ -391,7 +391,7 @@ function checkProviderLimits(fake: FakeStats, fail: Fail): void {
  * No admission under a stale term: each admission carries the term the leader row held when it
  * was written (the trigger reads the row the fence locked), and no later term had begun by then.
  */
-async function checkTerms(db: pg.Client, fail: Fail): Promise<number> {
+async function checkTerms(db: pg.Pool, fail: Fail): Promise<number> {
   const mismatched = await db.query<{ job_id: string; admitted_term: number; leader_term: number }>(
     `SELECT job_id, admitted_term::int, leader_term::int FROM chaos_job_log
       WHERE new_state = 'admitted' AND admitted_term IS DISTINCT FROM leader_term`,

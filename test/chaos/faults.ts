@@ -28,8 +28,8 @@ export interface FaultContext {
   cluster: PgCluster;
   proxy: CuttableProxy;
   fake: FakeProviderHandle;
-  /** A connection of the run's own to the database (reconnected by the caller after restarts). */
-  db: () => Promise<pg.Client>;
+  /** The run's own connections to the database (a pool: it reconnects after a restart). */
+  db: () => Promise<pg.Pool>;
   log: (message: string) => void;
 }
 
@@ -74,7 +74,7 @@ export class FaultRunner {
   private async execute(step: FaultStep): Promise<void> {
     switch (step.kind) {
       case 'worker_kill':
-        return this.killWorker();
+        return this.killWorker(this.startedAt + step.at);
       case 'leader_kill':
         return this.killLeader();
       case 'leader_stop':
@@ -113,11 +113,36 @@ export class FaultRunner {
     }
   }
 
-  private async killWorker(): Promise<void> {
-    const workers = this.ctx.procs.live('worker');
-    // Seeded choice among the live workers, by the order they were started.
-    const victim = workers[Math.floor(this.victimRandom() * workers.length)];
-    if (!victim) return;
+  private killing: Promise<void> = Promise.resolve();
+  skipped = 0;
+
+  /** Worker kills one at a time, in schedule order. */
+  private killWorker(dueAt: number): Promise<void> {
+    this.killing = this.killing.then(() => this.killOneWorker(dueAt));
+    return this.killing;
+  }
+
+  /**
+   * SIGKILL a worker while it runs jobs: the victim is drawn (seeded) among the live workers that
+   * hold running jobs. At least half the workers stay at work: a replacement takes tens of seconds to
+   * start on a loaded machine, and killing only starting workers tests nothing. A kill that finds
+   * no such moment within 30 s is skipped (and counted).
+   */
+  private async killOneWorker(dueAt: number): Promise<void> {
+    const until = dueAt + 30_000;
+    const keep = Math.floor(this.ctx.plan.form.workers / 2);
+    let victim: Proc | undefined;
+    while (!victim && Date.now() < until) {
+      const busy = await this.busyWorkerPids().catch(() => new Set<number>());
+      const working = this.ctx.procs.live('worker').filter((w) => busy.has(w.pid));
+      if (working.length >= keep + 1) victim = working[Math.floor(this.victimRandom() * working.length)];
+      if (!victim) await sleep(500);
+    }
+    if (!victim) {
+      this.skipped += 1;
+      this.ctx.log('worker_kill skipped: too few workers running jobs for 30 s');
+      return;
+    }
     const start = Date.now();
     this.ctx.procs.signal(victim, 'SIGKILL');
     await victim.exited;
@@ -130,6 +155,15 @@ export class FaultRunner {
       recoveryMs: TIMING.workerLeaseMs + TIMING.heartbeatMs,
       detail: { worker: victim.name },
     });
+  }
+
+  /** Pids of the workers holding running jobs (worker ids are `worker:host:pid:…`). */
+  private async busyWorkerPids(): Promise<Set<number>> {
+    const db = await this.ctx.db();
+    const { rows } = await db.query<{ worker_id: string }>(
+      `SELECT DISTINCT worker_id FROM jobs WHERE state = 'running' AND lease_expires_at > clock_timestamp()`,
+    );
+    return new Set(rows.map((r) => Number(r.worker_id.split(':')[2])));
   }
 
   private victimState = 0x9e3779b9;
@@ -165,7 +199,28 @@ export class FaultRunner {
     return undefined;
   }
 
+  /**
+   * Every scheduler candidate is up (its LISTEN session is open), so a standby exists when the
+   * leader goes: a replacement started after the last leader fault may still be booting.
+   */
+  private async waitForStandby(): Promise<void> {
+    const until = Date.now() + 180_000;
+    while (Date.now() < until) {
+      const db = await this.ctx.db();
+      const { rows } = await db
+        .query<{ n: number }>(
+          `SELECT count(DISTINCT application_name)::int AS n FROM pg_stat_activity
+            WHERE application_name LIKE 'chaos-scheduler-%' AND query LIKE 'LISTEN%'`,
+        )
+        .catch(() => ({ rows: [{ n: 0 }] }));
+      if ((rows[0]?.n ?? 0) >= this.ctx.plan.form.schedulers) return;
+      await sleep(250);
+    }
+    throw new Error('the scheduler candidates did not all come up within 180 s');
+  }
+
   private async killLeader(): Promise<void> {
+    await this.waitForStandby();
     const leader = await this.waitForLeader(30_000);
     if (!leader) throw new Error('no live leader to kill');
     const start = Date.now();
@@ -191,6 +246,7 @@ export class FaultRunner {
    * stops the leader anyway and says so.
    */
   private async stopLeader(holdMs: number): Promise<void> {
+    await this.waitForStandby();
     const leader = await this.waitForLeader(30_000);
     if (!leader) throw new Error('no live leader to stop');
     const db = await this.ctx.db();
@@ -205,6 +261,7 @@ export class FaultRunner {
         [`chaos-${leader.name}`],
       );
       caught = rows[0];
+      if (!caught) await sleep(5);
     }
     const start = Date.now();
     this.ctx.procs.signal(leader, 'SIGSTOP');

@@ -32,7 +32,7 @@ export const FAILOVER_BOUND_MS = TIMING.leaderLeaseMs * 2;
 type Fail = (invariant: string, detail: string) => void;
 
 export async function livenessChecks(
-  db: pg.Client,
+  db: pg.Pool,
   tasks: Array<{ id: string; created_ms: number; finished_ms: number | null }>,
   faults: FaultRecord[],
   fail: Fail,

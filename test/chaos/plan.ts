@@ -136,7 +136,7 @@ export function makePlan(seed: number, form: ChaosForm): ChaosPlan {
       at,
       label: hinted ? 'storm' : 'storm_no_hint',
       provider: target,
-      faults: Array<Fault>(hinted ? int(12, 30) : int(keys, 2 * keys)).fill(
+      faults: Array<Fault>(hinted ? int(6, 16) : int(keys, 2 * keys)).fill(
         hinted ? 'http429' : 'http429_no_retry_info',
       ),
     });

@@ -72,22 +72,16 @@ const proxy = new CuttableProxy('127.0.0.1', cluster.port);
 await proxy.listen();
 const procs = new Processes(logDir, (role) => configFiles[role]);
 let configFiles: Record<ProcRole, string>;
-let dbClient: pg.Client | undefined;
 let exitCode = 1;
 
-/** The run's own connection, opened again after a restart broke it. */
-async function db(): Promise<pg.Client> {
-  if (dbClient) return dbClient;
-  const client = new pg.Client({ connectionString: databaseUrl });
-  client.on('error', () => {
-    if (dbClient === client) dbClient = undefined;
-  });
-  await client.connect();
-  client.on('end', () => {
-    if (dbClient === client) dbClient = undefined;
-  });
-  dbClient = client;
-  return client;
+/** The run's own connections to the database: a pool, which reconnects after a restart. */
+let pool: pg.Pool | undefined;
+async function db(): Promise<pg.Pool> {
+  if (!pool) {
+    pool = new pg.Pool({ connectionString: databaseUrl, max: 4, connectionTimeoutMillis: 10_000 });
+    pool.on('error', () => {});
+  }
+  return pool;
 }
 
 async function query<T extends pg.QueryResultRow>(sql: string): Promise<T[]> {
@@ -95,12 +89,22 @@ async function query<T extends pg.QueryResultRow>(sql: string): Promise<T[]> {
     try {
       return (await (await db()).query<T>(sql)).rows;
     } catch {
-      dbClient?.end().catch(() => {});
-      dbClient = undefined;
       await new Promise((resolve) => setTimeout(resolve, 500));
     }
   }
 }
+
+// Interrupted: stop what the run started (processes, PostgreSQL) before leaving.
+for (const signal of ['SIGINT', 'SIGTERM'] as const)
+  process.once(signal, () => {
+    say(`${signal}: stopping the run's processes and PostgreSQL`);
+    void procs
+      .killAll()
+      .catch(() => {})
+      .then(() => proxy.close().catch(() => {}))
+      .then(() => cluster.destroy().catch(() => {}))
+      .finally(() => process.exit(130));
+  });
 
 const databaseUrl = await cluster.createDatabase('darkroom');
 try {
@@ -191,7 +195,7 @@ try {
     provider_requests: result.figures.providerCalls,
     admissions: result.figures.admissions,
     leader_terms: result.figures.terms,
-    kills: { worker: count('worker_kill'), leader: count('leader_kill') },
+    kills: { worker: count('worker_kill'), worker_skipped: faults.skipped, leader: count('leader_kill') },
     leader_stops: faults.records
       .filter((f) => f.kind === 'leader_stop')
       .map((f) => ({ holdMs: f.detail.holdMs, inside: f.detail.inside })),
@@ -234,7 +238,7 @@ try {
   say(`the run failed: ${(error as Error).stack ?? String(error)}`);
 } finally {
   await procs.killAll().catch(() => {});
-  await dbClient?.end().catch(() => {});
+  await pool?.end().catch(() => {});
   await proxy.close().catch(() => {});
   await fake.close().catch(() => {});
   await cluster.destroy().catch(() => {});

@@ -150,7 +150,9 @@ export function darkroomConfig(opts: {
         ],
       },
     },
-    scheduler: { pollMs: TIMING.schedulerPollMs, leaderLeaseMs: TIMING.leaderLeaseMs },
+    // AIMD halves a provider's concurrency per congestion event; recovering one step per 3
+    // successes (not 10) lets a storm's after-effects pass within the run.
+    scheduler: { pollMs: TIMING.schedulerPollMs, leaderLeaseMs: TIMING.leaderLeaseMs, aimdIncreaseAfter: 3 },
     worker: {
       concurrency: 4,
       leaseMs: TIMING.workerLeaseMs,
