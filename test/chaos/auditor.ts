@@ -34,6 +34,8 @@ export interface AuditResult {
     providerCalls: number;
     admissions: number;
     terms: number;
+    /** Why tasks failed or ended partial (a few), to tell faults that outlasted the retries from bugs. */
+    failures: Array<{ id: string; state: string; error: string | null }>;
   };
   liveness: Liveness;
 }
@@ -93,6 +95,11 @@ export async function audit(input: AuditInput): Promise<AuditResult> {
 
   const byState: Record<string, number> = {};
   for (const t of tasks) byState[t.state] = (byState[t.state] ?? 0) + 1;
+  const failures = (
+    await db.query<{ id: string; state: string; error: string | null }>(
+      `SELECT id, state, error FROM tasks WHERE state IN ('failed', 'partial') ORDER BY id LIMIT 10`,
+    )
+  ).rows;
   let providerCalls = 0;
   for (const p of Object.values(input.fake.providers))
     for (const k of Object.values(p.keys)) providerCalls += k.requests;
@@ -106,6 +113,7 @@ export async function audit(input: AuditInput): Promise<AuditResult> {
       providerCalls,
       admissions: jobStats.admissions,
       terms,
+      failures,
     },
     liveness,
   };

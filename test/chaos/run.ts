@@ -190,6 +190,7 @@ try {
     form: form.name,
     tasks: result.figures.tasks,
     tasks_by_state: result.figures.byState,
+    failed_tasks: result.figures.failures,
     images: result.figures.images,
     jobs: result.figures.jobs,
     provider_requests: result.figures.providerCalls,
