@@ -312,6 +312,22 @@ async function fairness(): Promise<Json> {
         [[...pro, free]],
       );
       const calls = rows[0]!.n;
+      // Where capacity went idle: after each call ended, how long until the next call started
+      // (the admission hop: outcome, NOTIFY, scheduler pass, claim), while calls were waiting.
+      const hops = await server.ctx.db.query<{ p50: number; p90: number; started_to_call: number }>(
+        `WITH calls AS (
+           SELECT started_at, finished_at, admitted_at FROM jobs
+            WHERE kind <> 'store' AND state = 'succeeded' AND task_id = ANY($1::text[])),
+         gaps AS (
+           SELECT extract(epoch FROM (SELECT min(c2.started_at) FROM calls c2 WHERE c2.started_at >= c.finished_at)
+                  - c.finished_at) * 1000 AS ms
+             FROM calls c)
+         SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::float8 AS p50,
+                percentile_cont(0.9) WITHIN GROUP (ORDER BY ms)::float8 AS p90,
+                (SELECT avg(extract(epoch FROM started_at - admitted_at) * 1000) FROM calls)::float8 AS started_to_call
+           FROM gaps WHERE ms IS NOT NULL`,
+        [[...pro, free]],
+      );
       const physicalBound = (calls * FAIR.latencyMs) / FAIR.keyConcurrency;
       const measuredBound = (calls * rows[0]!.ms) / FAIR.keyConcurrency;
       return {
@@ -325,6 +341,13 @@ async function fairness(): Promise<Json> {
         mean_call_ms: Math.round(rows[0]!.ms),
         measured_bound_ms: Math.round(measuredBound),
         pro_makespan_over_measured_bound: Number((makespan / measuredBound).toFixed(3)),
+        // After a call ends, the delay until the next call starts (p50 / p90), and a call's mean
+        // wait from admission to its start (the worker's claim).
+        call_end_to_next_call_start_ms: {
+          p50: Math.round(hops.rows[0]!.p50),
+          p90: Math.round(hops.rows[0]!.p90),
+        },
+        call_admitted_to_started_ms: Math.round(hops.rows[0]!.started_to_call),
       };
     } finally {
       await cleanup();
