@@ -4,6 +4,7 @@
 // the other views; a task's detail view also follows the task's own SSE stream.
 import { ApiError, api, isMissingRoute, session, stream } from './api.js';
 import { renderAlerts } from './alerts.js';
+import { renderCapacity, resetCapacity, resizeCapacity } from './capacity.js';
 import { fetchTask, renderTask, stopFollowing } from './detail.js';
 import { time } from './format.js';
 import { applyStatic, currentLang, setLang, t } from './i18n.js';
@@ -14,7 +15,7 @@ import { fetchTasks, renderTasks, resetTasks } from './tasks.js';
 const POLL_MS = 2000;
 const RETRY_MS = [1000, 2000, 5000, 10_000];
 const $ = (id) => document.getElementById(id);
-const VIEWS = ['overview', 'providers', 'tasks', 'task', 'alerts'];
+const VIEWS = ['overview', 'providers', 'tasks', 'task', 'alerts', 'capacity'];
 
 let timer;
 let running = false;
@@ -142,6 +143,7 @@ async function poll() {
     renderTasks(root, await fetchTasks(), plans, refresh);
   } else if (view === 'task') renderTask(root, await fetchTask(id), refresh);
   else if (view === 'alerts' && hasAlerts) renderAlerts(root, await api('/v1/admin/alerts'));
+  else if (view === 'capacity') await renderCapacity(root);
 }
 
 /** Runs one poll now (or right after the one in flight) and schedules the next. */
@@ -203,13 +205,17 @@ $('lang').addEventListener('click', () => {
   if (liveShown) setLive(...liveShown);
   resetOverview();
   resetTasks();
+  resetCapacity();
   if (session.key()) void refresh();
 });
 
 window.addEventListener('hashchange', () => {
   if (session.key()) void refresh();
 });
-window.addEventListener('resize', () => resizeOverview());
+window.addEventListener('resize', () => {
+  resizeOverview();
+  resizeCapacity();
+});
 
 setLang(currentLang());
 renderLangButton();
