@@ -52,6 +52,11 @@ interface RunningJob {
   done: Promise<void>;
   /** performance.now() by which the lease may have run out: the last claim or renewal's start + leaseMs. */
   leaseUntil: number;
+  /**
+   * The outcome write has begun: from here the fenced write itself tells whether the lease still
+   * held, and a lease the heartbeat cannot renew is the attempt's own recorded outcome, not a loss.
+   */
+  recording: boolean;
 }
 
 /** Writes an attempt's outcome in one transaction, retried on a lost connection while the lease lasts. */
@@ -128,7 +133,7 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
         const kept = await renewLeases(db, held, w.leaseMs);
         for (const r of running.values()) {
           if (kept.has(r.job.id)) r.leaseUntil = sentAt + w.leaseMs;
-          if (!kept.has(r.job.id) && held.some((h) => h.id === r.job.id)) {
+          if (!kept.has(r.job.id) && !r.recording && held.some((h) => h.id === r.job.id)) {
             log.warn({ jobId: r.job.id }, 'lease lost; abandoning the attempt');
             r.controller.abort(new CallAborted('lease_lost'));
           }
@@ -142,8 +147,9 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
 
   function recorderFor(entry: RunningJob): RecordOutcome {
     const { job, controller } = entry;
-    return (write) =>
-      retryOnLostConnection(() => db.transaction(write), {
+    return (write) => {
+      entry.recording = true;
+      return retryOnLostConnection(() => db.transaction(write), {
         leaseUntil: () => entry.leaseUntil,
         // A cancel still wants its outcome written; a lost lease or a shutdown release does not.
         gone: () => controller.signal.aborted && !wasCanceled(controller.signal),
@@ -154,6 +160,7 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
             'recording the outcome failed on a lost connection; retrying',
           ),
       });
+    };
   }
 
   async function runCall(
@@ -428,6 +435,7 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
               controller,
               done: Promise.resolve(),
               leaseUntil: claimedAt + w.leaseMs,
+              recording: false,
             };
             entry.done = run(entry).finally(() => {
               running.delete(job.id);

@@ -1,0 +1,115 @@
+import assert from 'node:assert/strict';
+import { after, before, it } from 'node:test';
+import type { Config } from '../../src/config/load.ts';
+import { submitTask } from '../../src/pipeline/submit.ts';
+import { startFakeProvider, type FakeProviderHandle } from '../../src/providers/fake-server/index.ts';
+import { stopForecaster } from '../../src/scheduler/forecaster.ts';
+import { startScheduler } from '../../src/scheduler/scheduler.ts';
+import type { Db } from '../../src/store/db.ts';
+import { startWorker } from '../../src/worker/worker.ts';
+import { testConfig } from '../helpers/config.ts';
+import { describeEachDb, useTestDb } from '../helpers/db.ts';
+import { waitFor } from '../helpers/wait.ts';
+import { capturedLog, holdableStorage, localStorage, workerContext } from '../helpers/worker.ts';
+
+async function submit(db: Db, config: Config, userId: string, plan: string, prompt: string): Promise<string> {
+  const r = await submitTask(db, config, {
+    userId,
+    orderId: undefined,
+    type: 'gen',
+    plan,
+    prompt,
+    inputs: [],
+    params: {},
+    deadlineSeconds: undefined,
+    idempotencyKey: undefined,
+    requestHash: `${userId}:${prompt}`,
+  });
+  return r.body.id;
+}
+
+async function taskState(db: Db, taskId: string): Promise<string> {
+  const { rows } = await db.query<{ state: string }>('SELECT state FROM tasks WHERE id = $1', [taskId]);
+  return rows[0]!.state;
+}
+
+async function heartbeatAt(db: Db, workerId: string): Promise<number> {
+  const { rows } = await db.query<{ ms: number }>(
+    `SELECT (extract(epoch FROM heartbeat_at) * 1000)::float8 AS ms FROM workers WHERE id = $1`,
+    [workerId],
+  );
+  return rows[0]?.ms ?? 0;
+}
+
+describeEachDb('a worker attempt', (kind) => {
+  const t = useTestDb(kind);
+  let db: Db;
+  let fake: FakeProviderHandle;
+  before(async () => {
+    db = t.db;
+    fake = await startFakeProvider({
+      providers: [
+        {
+          name: 'slow',
+          keys: [{ id: 'k1', rpm: 100_000, concurrency: 100 }],
+          latencyMs: 5,
+          jitterMs: 0,
+          errorRate: 0,
+        },
+      ],
+    });
+  });
+  after(async () => {
+    await fake?.close();
+  });
+
+  it('does not call the lease of a job it already recorded lost', async () => {
+    const config = testConfig({
+      plans: { three: { images: 3, credits: 3, weight: 1 } },
+      pipelines: {
+        gen: {
+          steps: [
+            { name: 'generate', provider: 'main', batchSize: 1 },
+            { name: 'store', concurrency: 5 },
+          ],
+        },
+      },
+      // Heartbeats often, so several of them see jobs whose outcome is already written.
+      worker: { concurrency: 4, leaseMs: 60_000, heartbeatMs: 30, pollMs: 50 },
+    });
+    const { log, captured } = capturedLog('info');
+    const held = holdableStorage(localStorage());
+    const ctx = workerContext(db, config, { log, storage: held.storage });
+    // After the first image is stored and recorded, the worker deletes its staged copy: held there.
+    const hold = held.hold('delete', () => true);
+    const worker = await startWorker(ctx, 'w-heartbeat', 'worker');
+    const scheduler = await startScheduler(ctx, 'sched-heartbeat');
+    try {
+      const taskId = await submit(db, config, 'hb', 'three', 'a quiet street');
+      const staged = await hold.reached;
+      const recorded = await db.query<{ state: string }>(
+        `SELECT state FROM jobs WHERE task_id = $1 AND kind = 'store' AND input->'keys'->>0 = $2`,
+        [taskId, staged],
+      );
+      assert.equal(recorded.rows[0]?.state, 'succeeded', 'the store job is recorded before its cleanup');
+      // Two heartbeats while the recorded job is still the worker's: at least one renewal ran after the write.
+      const first = await heartbeatAt(db, 'w-heartbeat');
+      const second = await waitFor('a heartbeat', async () => {
+        const at = await heartbeatAt(db, 'w-heartbeat');
+        return at > first ? at : undefined;
+      });
+      await waitFor('another heartbeat', async () => (await heartbeatAt(db, 'w-heartbeat')) > second);
+      hold.release();
+      await waitFor('the task to end', async () => (await taskState(db, taskId)) === 'succeeded', {
+        timeoutMs: 120_000,
+      });
+      const alarms = captured.lines.filter((l) => /lease lost/.test(l.msg));
+      assert.deepEqual(alarms, [], 'no false lease-lost alarm');
+      assert.ok(captured.lines.length > 0, 'the log was captured');
+    } finally {
+      await scheduler.stop();
+      await stopForecaster(ctx);
+      await worker.stop(0);
+    }
+  });
+});
