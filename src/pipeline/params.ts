@@ -28,8 +28,8 @@ export const DEFAULT_TASK_PARAMS: Record<string, Record<string, TaskParamSpec>> 
     height: { type: 'integer', min: 16, max: 1024 },
   },
   // https://developers.openai.com/api/reference/resources/images/methods/generate
+  // (`style` is dall-e-3's only; GPT image models, the default, refuse it: opt in with taskParams.)
   openai: {
-    style: { type: 'oneOf', values: ['vivid', 'natural'] },
     background: { type: 'oneOf', values: ['auto', 'transparent', 'opaque'] },
     output_format: { type: 'oneOf', values: ['png', 'jpeg', 'webp'] },
   },
