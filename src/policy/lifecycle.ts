@@ -6,7 +6,8 @@ import type { JobKind } from './types.ts';
 /**
  * The task/job lifecycle, pure: what a job's outcome does to its task. The server persists it
  * (src/pipeline/transitions.ts, src/scheduler/reaper.ts) and the planner replays it
- * (src/sim/engine.ts), so both move a task through the same states.
+ * (src/sim/tasks.ts), so both move a task through the same states:
+ * test/pipeline/lifecycle-replay.test.ts runs random scenarios through both and compares every state.
  *
  * A task fans out into jobs step by step:
  * - transform step: `calls` jobs, each one provider call whose outputs replace the inputs; the next

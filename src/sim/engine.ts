@@ -239,33 +239,7 @@ export class Simulation {
       this.rejected.push({ plan: a.plan, atMs: this.now });
       return;
     }
-    const plan = this.config.plans[a.plan]!;
-    const pipeline = this.config.pipelines[a.type]!;
-    const task: SimTask = {
-      id: `t${String(++this.taskSeq).padStart(6, '0')}`,
-      userId: a.userId,
-      plan: a.plan,
-      type: a.type,
-      pipeline,
-      weight: plan.weight,
-      imagesTotal: plan.images,
-      creditsCharged: plan.credits,
-      creditsRefunded: 0,
-      createdAtMs: this.now,
-      deadlineAtMs: plan.deadlineSeconds !== undefined ? this.now + plan.deadlineSeconds * 1000 : undefined,
-      state: 'queued',
-      stage: pipeline.steps[0]!.name,
-      startedAtMs: undefined,
-      finishedAtMs: undefined,
-      done: 0,
-      failed: 0,
-      canceled: false,
-      queued: [],
-      inFlight: 0,
-      transformLeft: new Map(),
-    };
-    this.book.add(task);
-    this.book.enqueueCallStep(task, pipeline.steps[0]!);
+    const task = this.book.submit(`t${String(++this.taskSeq).padStart(6, '0')}`, a.userId, a.plan, a.type);
     if (task.deadlineAtMs !== undefined) this.heap.push({ at: task.deadlineAtMs, kind: 'deadline', task });
   }
 

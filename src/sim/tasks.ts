@@ -16,7 +16,7 @@ import { insertByOrder, type SimJob, type SimTask, type SimUser } from './state.
 /**
  * The simulator's tasks and jobs, moved by the server's lifecycle (src/policy/lifecycle.ts) as
  * src/pipeline/transitions.ts moves the rows: the engine (engine.ts) calls it for admissions and
- * outcomes, and test/sim/lifecycle-replay.test.ts drives it and the server with the same scripted
+ * outcomes, and test/pipeline/lifecycle-replay.test.ts drives it and the server with the same scripted
  * outcomes and compares every state.
  */
 
@@ -86,6 +86,39 @@ export class TaskBook {
       user.running.push(task);
       this.runningTasks++;
     }
+  }
+
+  /** A task submitted now: queued, with its first step's jobs. */
+  submit(id: string, userId: string, planName: string, type: string): SimTask {
+    const plan = this.config.plans[planName]!;
+    const pipeline = this.config.pipelines[type]!;
+    const now = this.hooks.now();
+    const task: SimTask = {
+      id,
+      userId,
+      plan: planName,
+      type,
+      pipeline,
+      weight: plan.weight,
+      imagesTotal: plan.images,
+      creditsCharged: plan.credits,
+      creditsRefunded: 0,
+      createdAtMs: now,
+      deadlineAtMs: plan.deadlineSeconds !== undefined ? now + plan.deadlineSeconds * 1000 : undefined,
+      state: 'queued',
+      stage: pipeline.steps[0]!.name,
+      startedAtMs: undefined,
+      finishedAtMs: undefined,
+      done: 0,
+      failed: 0,
+      canceled: false,
+      queued: [],
+      inFlight: 0,
+      transformLeft: new Map(),
+    };
+    this.add(task);
+    this.enqueueCallStep(task, pipeline.steps[0]!);
+    return task;
   }
 
   /** The jobs of a call step, all at once (the task's first step). */
