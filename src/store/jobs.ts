@@ -64,6 +64,25 @@ export interface NewJob {
   input: JobInput;
 }
 
+/** New jobs as the JSON array `jsonb_to_recordset` reads (snake_case columns). */
+export function jobsAsJson(jobs: NewJob[]): string {
+  return JSON.stringify(
+    jobs.map((j) => ({
+      id: j.id,
+      task_id: j.taskId,
+      user_id: j.userId,
+      step_index: j.stepIndex,
+      step_name: j.stepName,
+      kind: j.kind,
+      resource: j.resource,
+      first_index: j.firstIndex,
+      count: j.count,
+      max_attempts: j.maxAttempts,
+      input: j.input,
+    })),
+  );
+}
+
 export async function insertJobs(tx: Queryable, jobs: NewJob[]): Promise<void> {
   if (jobs.length === 0) return;
   await tx.query(
@@ -72,23 +91,7 @@ export async function insertJobs(tx: Queryable, jobs: NewJob[]): Promise<void> {
             'queued', x.max_attempts, x.input
        FROM jsonb_to_recordset($1::jsonb) AS x(id text, task_id text, user_id text, step_index int, step_name text,
             kind text, resource text, first_index int, count int, max_attempts int, input jsonb)`,
-    [
-      JSON.stringify(
-        jobs.map((j) => ({
-          id: j.id,
-          task_id: j.taskId,
-          user_id: j.userId,
-          step_index: j.stepIndex,
-          step_name: j.stepName,
-          kind: j.kind,
-          resource: j.resource,
-          first_index: j.firstIndex,
-          count: j.count,
-          max_attempts: j.maxAttempts,
-          input: j.input,
-        })),
-      ),
-    ],
+    [jobsAsJson(jobs)],
   );
 }
 

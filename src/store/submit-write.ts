@@ -1,6 +1,6 @@
 import type { Queryable } from './db.ts';
 import { Channels } from './db.ts';
-import type { NewJob } from './jobs.ts';
+import { jobsAsJson, type NewJob } from './jobs.ts';
 import type { NewTask, TaskRow } from './tasks.ts';
 
 /**
@@ -70,19 +70,7 @@ export async function insertQueuedTask(tx: Queryable, w: SubmitWrite): Promise<T
       t.deadlineSeconds,
       w.webhook?.url ?? null,
       w.webhook?.stages ?? false,
-      JSON.stringify(
-        w.jobs.map((j) => ({
-          id: j.id,
-          step_index: j.stepIndex,
-          step_name: j.stepName,
-          kind: j.kind,
-          resource: j.resource,
-          first_index: j.firstIndex,
-          count: j.count,
-          max_attempts: j.maxAttempts,
-          input: j.input,
-        })),
-      ),
+      jobsAsJson(w.jobs),
       w.estimate.position,
       w.estimate.startAtMs,
       w.estimate.finishAtMs,
