@@ -112,12 +112,13 @@ export class Deadline {
     else callerSignal.addEventListener('abort', this.onCallerAbort, { once: true });
   }
 
+  /** Our own timer fired, or the caller's signal was itself a timeout (`AbortSignal.timeout`). */
   get timedOut(): boolean {
-    return this.expired;
+    return this.expired || (this.callerSignal.aborted && isTimeoutReason(this.callerSignal.reason));
   }
 
   get callerAborted(): boolean {
-    return this.callerSignal.aborted && !this.expired;
+    return this.callerSignal.aborted && !this.timedOut;
   }
 
   /** Rejects once the deadline fires; for waits that are not a fetch (websocket events, sleeps). */
@@ -132,6 +133,11 @@ export class Deadline {
     clearTimeout(this.timer);
     this.callerSignal.removeEventListener('abort', this.onCallerAbort);
   }
+}
+
+/** `AbortSignal.timeout()` aborts with a DOMException named TimeoutError (WHATWG DOM, AbortSignal.timeout). */
+function isTimeoutReason(reason: unknown): boolean {
+  return reason instanceof Error && reason.name === 'TimeoutError';
 }
 
 /** Sleeps `ms`, rejecting early when the deadline fires. */

@@ -33,6 +33,7 @@ function createSingleAdapter(p: ResolvedProvider, seed: number): ProviderAdapter
         latencyMs: p.sim.latencyMs,
         jitterMs: p.sim.jitterMs,
         errorRate: p.sim.errorRate,
+        timeoutMs: p.timeoutMs,
         seed,
       });
     case 'gemini':

@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import { mulberry32 } from '../images/prng.ts';
 import { synthesizeImage } from '../images/synth.ts';
+import { Deadline } from './http-util.ts';
 import type { ProviderAdapter, ProviderCall, ProviderImage, ProviderOutcome } from './types.ts';
 
 export interface SimProviderOptions {
@@ -28,6 +29,8 @@ export interface SimProviderOptions {
   random?: () => number;
   /** Waits ms; may reject or resolve early when signal aborts. */
   sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
+  /** The call's time budget (the provider's `timeoutMs`): past it the outcome is `timeout`. None by default. */
+  timeoutMs?: number;
 }
 
 const DEFAULT_SIDE = 512;
@@ -45,52 +48,65 @@ export function createSimProvider(opts: SimProviderOptions): ProviderAdapter {
   return {
     type: 'sim',
     async call(call: ProviderCall): Promise<ProviderOutcome> {
-      if (call.signal.aborted) return aborted();
-      // Both draws happen on every call, so directives never shift the random sequence.
-      const waitMs = Math.max(0, opts.latencyMs + (random() * 2 - 1) * opts.jitterMs);
-      const errorRoll = random();
-
+      const deadline = opts.timeoutMs === undefined ? undefined : new Deadline(call.signal, opts.timeoutMs);
       try {
-        await sleep(waitMs, call.signal);
-      } catch (error) {
-        if (call.signal.aborted) return aborted();
-        return { kind: 'transient', message: `simulated provider wait failed: ${String(error)}` };
+        return await simulate(call, deadline?.signal ?? call.signal, () => abortedOutcome(call, deadline));
+      } finally {
+        deadline?.dispose();
       }
-      if (call.signal.aborted) return aborted();
-
-      const fault = faultFromDirectives(call);
-      if (fault) return fault;
-      if (errorRoll < opts.errorRate) return { kind: 'transient', message: 'simulated provider error' };
-      if (!Number.isInteger(call.count) || call.count < 1) {
-        return { kind: 'permanent', message: `invalid image count ${call.count}`, reason: 'invalid_request' };
-      }
-
-      const width = sideParam(call.params['width']) ?? defaultWidth;
-      const height = sideParam(call.params['height']) ?? defaultHeight;
-      const first = call.inputs[0];
-      const tint = first ? createHash('sha256').update(first.data).digest('hex') : undefined;
-      let images: ProviderImage[];
-      try {
-        const buffers = await Promise.all(
-          Array.from({ length: call.count }, (_, i) =>
-            synthesizeImage({
-              prompt: call.prompt,
-              index: call.firstIndex + i,
-              seed: call.seed,
-              width,
-              height,
-              ...(tint === undefined ? {} : { tint }),
-            }),
-          ),
-        );
-        images = buffers.map((data) => ({ data, mime: 'image/png' }));
-      } catch (error) {
-        return { kind: 'transient', message: `simulated provider could not render: ${String(error)}` };
-      }
-      if (call.signal.aborted) return aborted();
-      return { kind: 'success', images };
     },
   };
+
+  async function simulate(
+    call: ProviderCall,
+    signal: AbortSignal,
+    aborted: () => ProviderOutcome,
+  ): Promise<ProviderOutcome> {
+    if (signal.aborted) return aborted();
+    // Both draws happen on every call, so directives never shift the random sequence.
+    const waitMs = Math.max(0, opts.latencyMs + (random() * 2 - 1) * opts.jitterMs);
+    const errorRoll = random();
+
+    try {
+      await sleep(waitMs, signal);
+    } catch (error) {
+      if (signal.aborted) return aborted();
+      return { kind: 'transient', message: `simulated provider wait failed: ${String(error)}` };
+    }
+    if (signal.aborted) return aborted();
+
+    const fault = faultFromDirectives(call);
+    if (fault) return fault;
+    if (errorRoll < opts.errorRate) return { kind: 'transient', message: 'simulated provider error' };
+    if (!Number.isInteger(call.count) || call.count < 1) {
+      return { kind: 'permanent', message: `invalid image count ${call.count}`, reason: 'invalid_request' };
+    }
+
+    const width = sideParam(call.params['width']) ?? defaultWidth;
+    const height = sideParam(call.params['height']) ?? defaultHeight;
+    const first = call.inputs[0];
+    const tint = first ? createHash('sha256').update(first.data).digest('hex') : undefined;
+    let images: ProviderImage[];
+    try {
+      const buffers = await Promise.all(
+        Array.from({ length: call.count }, (_, i) =>
+          synthesizeImage({
+            prompt: call.prompt,
+            index: call.firstIndex + i,
+            seed: call.seed,
+            width,
+            height,
+            ...(tint === undefined ? {} : { tint }),
+          }),
+        ),
+      );
+      images = buffers.map((data) => ({ data, mime: 'image/png' }));
+    } catch (error) {
+      return { kind: 'transient', message: `simulated provider could not render: ${String(error)}` };
+    }
+    if (signal.aborted) return aborted();
+    return { kind: 'success', images };
+  }
 }
 
 function checkOptions(opts: SimProviderOptions): void {
@@ -115,8 +131,14 @@ function sideParam(value: unknown): number | undefined {
     : undefined;
 }
 
-function aborted(): ProviderOutcome {
-  return { kind: 'timeout', message: 'simulated provider call aborted' };
+/** A timeout only when the call's own budget ran out (or the caller's signal was a timeout). */
+function abortedOutcome(call: ProviderCall, deadline: Deadline | undefined): ProviderOutcome {
+  const timedOut = deadline
+    ? deadline.timedOut
+    : call.signal.reason instanceof Error && call.signal.reason.name === 'TimeoutError';
+  return timedOut
+    ? { kind: 'timeout', message: `simulated provider: no answer within ${deadline?.timeoutMs ?? '?'} ms` }
+    : { kind: 'transient', message: 'simulated provider call aborted by the caller' };
 }
 
 async function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {

@@ -210,7 +210,6 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
         })
       : undefined;
     if (cacheKey && (await reuseCachedResult(job, task, step.name, cacheKey, record))) return;
-    const callSignal = AbortSignal.any([signal, AbortSignal.timeout(provider.timeoutMs)]);
     const reportProgress = throttledProgress(job, task, step.name);
     let outcome: ProviderOutcome;
     const callStartedMs = performance.now();
@@ -226,7 +225,9 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
         firstIndex: job.first_index,
         params,
         key: { id: key.id, secret: key.secret },
-        signal: callSignal,
+        // The adapter owns the call's timeout (provider.timeoutMs): one timer, so a timeout is
+        // never reported as the caller's abort because a second timer here fired first.
+        signal,
         onProgress: reportProgress,
         remoteRef: job.remote_ref ?? undefined,
         saveRemoteRef: async (ref) => {

@@ -50,7 +50,7 @@ describeEachDb('a worker attempt', (kind) => {
     fake = await startFakeProvider({
       providers: [
         {
-          name: 'slow',
+          name: 'main',
           keys: [{ id: 'k1', rpm: 100_000, concurrency: 100 }],
           latencyMs: 5,
           jitterMs: 0,
@@ -106,6 +106,61 @@ describeEachDb('a worker attempt', (kind) => {
       const alarms = captured.lines.filter((l) => /lease lost/.test(l.msg));
       assert.deepEqual(alarms, [], 'no false lease-lost alarm');
       assert.ok(captured.lines.length > 0, 'the log was captured');
+    } finally {
+      await scheduler.stop();
+      await stopForecaster(ctx);
+      await worker.stop(0);
+    }
+  });
+
+  it('reports a provider call that hangs past its timeout as a timeout, on every attempt', async () => {
+    const jobs = 12;
+    const response = await fetch(`${fake.url}/_sim/faults`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ provider: 'main', faults: Array(jobs).fill('hang') }),
+    });
+    assert.equal(response.status, 200);
+    const config = testConfig({
+      plans: { many: { images: jobs, credits: jobs, weight: 1 } },
+      providers: {
+        main: {
+          type: 'sim',
+          baseUrl: fake.url,
+          timeoutMs: 30,
+          concurrency: 20,
+          keys: [{ id: 'k1', rpm: 100_000, concurrency: 20 }],
+        },
+      },
+      pipelines: {
+        gen: {
+          steps: [
+            { name: 'generate', provider: 'main', batchSize: 1 },
+            { name: 'store', concurrency: 5 },
+          ],
+        },
+      },
+      limits: { perUserRunningTasks: 5 },
+      worker: { concurrency: jobs, maxAttempts: 1, heartbeatMs: 300, pollMs: 50 },
+    });
+    const ctx = workerContext(db, config);
+    const worker = await startWorker(ctx, 'w-timeouts', 'worker');
+    const scheduler = await startScheduler(ctx, 'sched-timeouts');
+    try {
+      const taskId = await submit(db, config, 'to', 'many', 'a call that never answers');
+      await waitFor('the task to end', async () => (await taskState(db, taskId)) === 'failed', {
+        timeoutMs: 120_000,
+      });
+      const { rows } = await db.query<{ error: string }>(
+        `SELECT error FROM jobs WHERE task_id = $1 AND kind = 'generate' ORDER BY first_index`,
+        [taskId],
+      );
+      assert.equal(rows.length, jobs);
+      assert.deepEqual(
+        rows.map((r) => r.error).filter((e) => !e.startsWith('timeout: ')),
+        [],
+        'every hanging call failed as a timeout',
+      );
     } finally {
       await scheduler.stop();
       await stopForecaster(ctx);

@@ -177,17 +177,16 @@ describe('sim provider', () => {
     }
   });
 
-  it('returns timeout when the call is aborted while waiting', async () => {
+  it("reports a caller's abort while waiting as transient, not as a timeout", async () => {
     const sim = createSimProvider({ latencyMs: 10_000, jitterMs: 0, errorRate: 0 });
     const controller = new AbortController();
-    const started = performance.now();
     setTimeout(() => controller.abort(), 20);
     const outcome = await sim.call(callOf({ signal: controller.signal }));
-    assert.equal(outcome.kind, 'timeout');
-    assert.ok(performance.now() - started < 1000);
+    assert.equal(outcome.kind, 'transient');
+    assert.match((outcome as { message: string }).message, /aborted by the caller/);
   });
 
-  it('returns timeout at once for an already aborted signal', async () => {
+  it('returns at once for an already aborted signal, without waiting', async () => {
     let slept = false;
     const sim = fastSim({
       sleep: async () => {
@@ -195,11 +194,11 @@ describe('sim provider', () => {
       },
     });
     const outcome = await sim.call(callOf({ signal: AbortSignal.abort() }));
-    assert.equal(outcome.kind, 'timeout');
+    assert.equal(outcome.kind, 'transient');
     assert.equal(slept, false);
   });
 
-  it('returns timeout when a custom sleep resolves early on abort', async () => {
+  it('notices an abort when a custom sleep resolves early', async () => {
     const controller = new AbortController();
     const sim = fastSim({
       latencyMs: 1000,
@@ -207,7 +206,20 @@ describe('sim provider', () => {
         controller.abort();
       },
     });
-    assert.equal((await sim.call(callOf({ signal: controller.signal }))).kind, 'timeout');
+    assert.equal((await sim.call(callOf({ signal: controller.signal }))).kind, 'transient');
+  });
+
+  it('times out on its own budget, whatever unrelated signal the caller passes', async () => {
+    // A call that never answers in time: only the sleep's abort ends it.
+    const sim = createSimProvider({ latencyMs: 60_000, jitterMs: 0, errorRate: 0, timeoutMs: 5 });
+    for (let i = 0; i < 50; i++) {
+      const unrelated = new AbortController();
+      // The caller's signal may carry its own timer of the same length (the worker did): still a timeout.
+      const signal =
+        i % 2 === 0 ? unrelated.signal : AbortSignal.any([unrelated.signal, AbortSignal.timeout(5)]);
+      const outcome = await sim.call(callOf({ signal }));
+      assert.equal(outcome.kind, 'timeout', `iteration ${i}: ${JSON.stringify(outcome)}`);
+    }
   });
 
   describe('fault directives', () => {
