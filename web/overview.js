@@ -45,24 +45,44 @@ function set(id, value, sub = '') {
   el.querySelector('.sub').textContent = sub;
 }
 
-/** Axis labels in seconds: tenths below 10 s, then the page's usual durations. */
-function secondsAxis(_u, values) {
-  return values.map((v) => (v === null ? '' : v < 10 ? `${num(v, 1)}s` : duration(v)));
+// Tick steps for a seconds axis: whole seconds, then whole minutes, then hours, so every
+// label is short ("45s", "5m", "2h") and fits the axis' fixed width.
+const SECOND_STEPS = [0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400];
+
+function secondsLabel(v) {
+  if (v === null || v === undefined) return '';
+  if (v === 0) return '0';
+  if (v < 10) return `${num(v, v % 1 ? 1 : 0)}s`;
+  if (v < 60) return `${num(v)}s`;
+  if (v < 3600) return `${num(v / 60, v % 60 ? 1 : 0)}m`;
+  return `${num(v / 3600, v % 3600 ? 1 : 0)}h`;
 }
 
-function chart(target, title, series, yValues) {
-  const axis = { stroke: '#9aa4b2', grid: { stroke: '#2a313c' } };
+const AXIS = { stroke: '#9aa4b2', grid: { stroke: '#2a313c' }, size: 56 };
+const fromZero = (_u, _min, max) => [0, Math.max(max ?? 0, 1) * 1.1];
+
+function chart(target, title, series, { axes, scales = {} }) {
   const opts = {
     width: Math.max(280, target.clientWidth - 8),
     height: 200,
     title,
-    scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(max ?? 0, 1) * 1.1] } },
+    scales: { x: { time: true }, y: { range: fromZero }, ...scales },
     legend: { live: false },
-    axes: [axis, yValues ? { ...axis, size: 56, values: yValues } : axis],
+    axes: [{ stroke: AXIS.stroke, grid: AXIS.grid }, ...axes],
     series: [{}, ...series],
   };
   return new uPlot(opts, [[], ...series.map(() => [])], target);
 }
+
+const countAxes = { axes: [AXIS] };
+const secondsAxes = {
+  axes: [{ ...AXIS, incrs: SECOND_STEPS, values: (_u, vals) => vals.map(secondsLabel) }],
+};
+// Images per minute run an order of magnitude above tasks: their own scale, on the right.
+const throughputAxes = {
+  axes: [AXIS, { ...AXIS, stroke: '#b48ead', scale: 'img', side: 1, grid: { show: false } }],
+  scales: { img: { range: fromZero } },
+};
 
 function build(root) {
   const queueChart = h('div', { class: 'chart', id: 'chart-queue' });
@@ -103,16 +123,26 @@ function build(root) {
   );
   built = {
     root,
-    queue: chart(queueChart, t('ov.chart_queue'), [
-      { label: t('ov.queued'), stroke: '#f5a524', width: 2 },
-      { label: t('ov.running'), stroke: '#4cc38a', width: 2 },
-    ]),
-    tp: chart(tpChart, t('ov.chart_tp'), [
-      { label: t('ov.tpm'), stroke: '#52a8ff', width: 2 },
-      { label: t('ov.ipm'), stroke: '#b48ead', width: 1 },
-    ]),
-    wait: chart(waitChart, t('ov.chart_wait'), percentileSeries(), secondsAxis),
-    done: chart(doneChart, t('ov.chart_done'), percentileSeries(), secondsAxis),
+    queue: chart(
+      queueChart,
+      t('ov.chart_queue'),
+      [
+        { label: t('ov.queued'), stroke: '#f5a524', width: 2 },
+        { label: t('ov.running'), stroke: '#4cc38a', width: 2 },
+      ],
+      countAxes,
+    ),
+    tp: chart(
+      tpChart,
+      t('ov.chart_tp'),
+      [
+        { label: t('ov.tpm'), stroke: '#52a8ff', width: 2 },
+        { label: t('ov.ipm'), stroke: '#b48ead', width: 1, scale: 'img' },
+      ],
+      throughputAxes,
+    ),
+    wait: chart(waitChart, t('ov.chart_wait'), percentileSeries(), secondsAxes),
+    done: chart(doneChart, t('ov.chart_done'), percentileSeries(), secondsAxes),
   };
   if (lastSeries) renderSeries(lastSeries);
 }
