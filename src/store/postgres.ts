@@ -30,6 +30,9 @@ pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
  * estimate ignores, so JIT compiled them for 2+ s a pass (measured: the scheduler's head read
  * at 100k queued, 2.3 s of JIT for 15 ms of work).
  */
+/** application_name of the LISTEN session, so it can be told apart in pg_stat_activity. */
+export const LISTEN_APPLICATION_NAME = 'darkroom-listen';
+
 const SESSION_TIMEOUTS = {
   lock_timeout: 5_000,
   statement_timeout: 30_000,
@@ -52,41 +55,7 @@ export async function createPostgresDb(options: PostgresOptions): Promise<Db> {
   });
   pool.on('error', (error) => onError(error));
   const listeners = new Map<string, Set<NotificationHandler>>();
-  let listenClient: pg.Client | undefined;
-  let closed = false;
-  let reconnectTimer: NodeJS.Timeout | undefined;
-
-  async function connectListener(delayMs = 0): Promise<void> {
-    if (closed || listeners.size === 0) return;
-    if (delayMs) {
-      await new Promise<void>((resolve) => {
-        reconnectTimer = setTimeout(resolve, delayMs);
-      });
-      if (closed) return;
-    }
-    const client = new pg.Client({ connectionString: options.url });
-    client.on('error', (error) => {
-      onError(error);
-      if (listenClient === client) {
-        listenClient = undefined;
-        client.end().catch(() => {});
-        void connectListener(1000);
-      }
-    });
-    client.on('notification', (msg) => {
-      for (const handler of listeners.get(msg.channel) ?? []) handler(msg.payload ?? '');
-    });
-    try {
-      await client.connect();
-      for (const channel of listeners.keys()) await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
-      listenClient = client;
-    } catch (error) {
-      onError(coerceError(error));
-      client.end().catch(() => {});
-      void connectListener(Math.min(5000, Math.max(500, delayMs * 2)));
-    }
-  }
-
+  const listener = createListenSession(options.url, listeners, onError);
   const db: Db = {
     kind: 'postgres',
     async query<R>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
@@ -137,17 +106,12 @@ export async function createPostgresDb(options: PostgresOptions): Promise<Db> {
     },
     async listen(channel, handler) {
       let set = listeners.get(channel);
-      const isNew = !set;
       if (!set) {
         set = new Set();
         listeners.set(channel, set);
       }
       set.add(handler);
-      if (!listenClient) await connectListener();
-      else if (isNew)
-        await listenClient
-          .query(`LISTEN ${pg.escapeIdentifier(channel)}`)
-          .catch((e: unknown) => onError(coerceError(e)));
+      await listener.ensure();
       return async () => {
         set.delete(handler);
       };
@@ -156,11 +120,109 @@ export async function createPostgresDb(options: PostgresOptions): Promise<Db> {
       await pool.query('SELECT pg_notify($1, $2)', [channel, payload]);
     },
     async close() {
-      closed = true;
-      if (reconnectTimer) clearTimeout(reconnectTimer);
-      await listenClient?.end().catch(() => {});
+      await listener.close();
       await pool.end();
     },
   };
   return db;
+}
+
+/**
+ * The one LISTEN session of a Db. At most one session exists at a time: connects are single-flight
+ * (a subscription during a reconnect joins the connect in flight instead of opening a second
+ * session, which would deliver every NOTIFY twice), a lost session is replaced after a backoff,
+ * notifications from any session but the current one are dropped, and close() waits for a connect
+ * in flight so its session is ended rather than leaked.
+ */
+function createListenSession(
+  url: string,
+  listeners: Map<string, Set<NotificationHandler>>,
+  onError: (error: Error) => void,
+): { ensure(): Promise<void>; close(): Promise<void> } {
+  let active: { client: pg.Client; listening: Set<string> } | undefined;
+  let connecting: Promise<void> | undefined;
+  let retryTimer: NodeJS.Timeout | undefined;
+  let backoffMs = 0;
+  let closed = false;
+
+  function scheduleRetry(): void {
+    if (closed || retryTimer || listeners.size === 0) return;
+    backoffMs = Math.min(5_000, Math.max(500, backoffMs * 2));
+    retryTimer = setTimeout(() => {
+      retryTimer = undefined;
+      void ensure();
+    }, backoffMs);
+  }
+
+  function lost(client: pg.Client): void {
+    if (active?.client !== client) return;
+    active = undefined;
+    client.end().catch(() => {});
+    scheduleRetry();
+  }
+
+  /** LISTENs on every subscribed channel this session does not listen on yet. */
+  async function sync(session: { client: pg.Client; listening: Set<string> }): Promise<void> {
+    for (const channel of listeners.keys()) {
+      if (session.listening.has(channel)) continue;
+      await session.client.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
+      session.listening.add(channel);
+    }
+  }
+
+  async function connect(): Promise<void> {
+    const client = new pg.Client({
+      connectionString: url,
+      application_name: LISTEN_APPLICATION_NAME,
+      connectionTimeoutMillis: 10_000,
+    });
+    client.on('error', (error) => {
+      onError(error);
+      lost(client);
+    });
+    client.on('end', () => lost(client));
+    client.on('notification', (msg) => {
+      if (active?.client !== client) return;
+      for (const handler of listeners.get(msg.channel) ?? []) handler(msg.payload ?? '');
+    });
+    try {
+      await client.connect();
+      if (closed) {
+        await client.end().catch(() => {});
+        return;
+      }
+      const session = { client, listening: new Set<string>() };
+      active = session;
+      await sync(session);
+      backoffMs = 0;
+    } catch (error) {
+      onError(coerceError(error));
+      if (active?.client === client) active = undefined;
+      client.end().catch(() => {});
+      scheduleRetry();
+    }
+  }
+
+  /** Connects (or joins the connect in flight) and listens on every subscribed channel. */
+  async function ensure(): Promise<void> {
+    if (closed) return;
+    if (connecting) await connecting;
+    else if (!active) {
+      connecting = connect().finally(() => (connecting = undefined));
+      await connecting;
+    }
+    if (active) await sync(active).catch((error: unknown) => onError(coerceError(error)));
+  }
+
+  return {
+    ensure,
+    async close() {
+      closed = true;
+      if (retryTimer) clearTimeout(retryTimer);
+      await connecting;
+      const session = active;
+      active = undefined;
+      await session?.client.end().catch(() => {});
+    },
+  };
 }
