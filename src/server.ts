@@ -154,8 +154,9 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       stopping ??= (async () => {
         ready = false;
         try {
-          await app?.close();
-          await worker?.stop();
+          // Together: the worker's grace period starts at the signal, not once the last HTTP
+          // connection is gone.
+          await Promise.all([app?.close(), worker?.stop()]);
           await leaderLoop?.stop();
           await deliverer?.stop();
           await scheduler?.stop();

@@ -1,4 +1,4 @@
-import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Context } from '../context.ts';
 import { estimateOf } from '../pipeline/estimate.ts';
 import { createWakeup } from '../scheduler/wakeup.ts';
@@ -10,6 +10,21 @@ import { viewOf } from './views.ts';
 
 const POLL_MS = 1000; // covers lost notifications
 const KEEPALIVE_MS = 15_000;
+
+/** Open task streams of each app (its Context): closing the app ends them. */
+const openStreams = new WeakMap<Context, Set<() => void>>();
+
+/**
+ * Ends every task stream of this app when it closes. Fastify's close() waits for every open
+ * connection, a hijacked SSE response included, so without this one connected client kept a
+ * SIGTERM'd process from ever reaching the worker's grace logic. Each stream gets a `closing`
+ * event first, so a client knows to reconnect elsewhere rather than treat the end as a failure.
+ */
+export function endTaskStreams(app: FastifyInstance, ctx: Context): void {
+  app.addHook('preClose', async () => {
+    for (const end of openStreams.get(ctx) ?? []) end();
+  });
+}
 
 function isFinal(state: TaskRow['state']): boolean {
   return state !== 'queued' && state !== 'running';
@@ -52,7 +67,15 @@ async function runStream(
     'x-accel-buffering': 'no',
   });
   let closed = false;
+  let shuttingDown = false;
   const wakeup = createWakeup();
+  let streams = openStreams.get(ctx);
+  if (!streams) openStreams.set(ctx, (streams = new Set()));
+  const endForShutdown = () => {
+    shuttingDown = closed = true;
+    wakeup.wake();
+  };
+  streams.add(endForShutdown);
   const unlistenTask = await ctx.db.listen(Channels.task, (id) => {
     if (id === task.id) wakeup.wake();
   });
@@ -116,7 +139,10 @@ async function runStream(
   } catch (error) {
     request.log.warn({ err: error }, 'SSE stream failed');
   } finally {
+    streams.delete(endForShutdown);
     clearInterval(keepalive);
+    if (shuttingDown)
+      send('closing', { reason: 'the server is shutting down; reconnect to follow the task' });
     await unlisten();
     raw.end();
   }

@@ -13,7 +13,7 @@ import { callerOf, canSeeUser, ownUserOf, type Caller } from '../caller.ts';
 import { parseBody } from '../validation.ts';
 import { checkWebhookUrl } from '../../webhooks/url-policy.ts';
 import { viewOf } from '../views.ts';
-import { streamTaskEvents } from '../sse.ts';
+import { endTaskStreams, streamTaskEvents } from '../sse.ts';
 
 const idText = z.string().min(1).max(128);
 
@@ -81,6 +81,7 @@ export function registerTaskRoutes(
   ctx: Context,
   now: () => Date = () => new Date(),
 ): void {
+  endTaskStreams(app, ctx);
   app.post('/v1/tasks', scope('user'), async (request: FastifyRequest, reply: FastifyReply) => {
     const caller = callerOf(request);
     const body = parseBody(submitSchema, request.body);
