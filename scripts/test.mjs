@@ -91,7 +91,7 @@ if (url) {
 
 const child = spawn(
   process.execPath,
-  ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-timeout=240000', ...files],
+  ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-timeout=480000', ...files],
   { stdio: 'inherit', env },
 );
 child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));

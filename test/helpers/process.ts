@@ -51,7 +51,7 @@ export function spawnDarkroom(args: string[], env: Record<string, string> = {}):
 }
 
 /** Waits until `GET <url>/readyz` answers 200. */
-export async function waitReady(url: string, proc?: DarkroomProcess, timeoutMs = 60_000): Promise<void> {
+export async function waitReady(url: string, proc?: DarkroomProcess, timeoutMs = 180_000): Promise<void> {
   await waitFor(
     `${url}/readyz`,
     async () => {
