@@ -37,8 +37,13 @@ function buildForm() {
   const scenario = h(
     'select',
     { id: 'cap-scenario', onchange: (e) => update({ scenario: e.target.value }) },
+    // A scenario whose plans or task type this server lacks is listed, disabled, with the reason.
     meta.scenarios.map((s) =>
-      h('option', { value: s.name, selected: s.name === form.scenario }, `${s.name} — ${s.title}`),
+      h(
+        'option',
+        { value: s.name, selected: s.name === form.scenario, disabled: Boolean(s.problem), title: s.problem },
+        s.problem ? `${s.name} — ${t('cp.unfit')}` : `${s.name} — ${s.title}`,
+      ),
     ),
     h('option', { value: CUSTOM, selected: form.scenario === CUSTOM }, t('cp.custom')),
   );
@@ -330,7 +335,9 @@ export async function renderCapacity(root) {
   meta ??= await api('/v1/admin/capacity/scenarios');
   form ??= {
     scenario:
-      meta.scenarios.find((s) => s.name === '02-ten-pro-at-once')?.name ?? meta.scenarios[0]?.name ?? CUSTOM,
+      meta.scenarios.find((s) => s.name === '02-ten-pro-at-once' && !s.problem)?.name ??
+      meta.scenarios.find((s) => !s.problem)?.name ??
+      CUSTOM,
     custom: CUSTOM_EXAMPLE,
     setting: 'concurrency',
     values: '1..6',

@@ -208,12 +208,26 @@ export async function prepareJob(
       throw invalid('sweep', plainMessage(error));
     }
   }
+  const problem = namesProblem(live, scenario);
+  if (problem) throw invalid('scenario', problem);
+  return { config: live, scenario, sweep, targets, fixed, source };
+}
+
+/** Unknown plans and task types: the planner's own check, on the submissions alone. */
+function namesProblem(config: Config, scenario: Scenario): string | null {
   try {
-    // Unknown plans and task types: the planner's own check, on the submissions alone.
-    generateArrivals(scenario, live, streams(scenario.seed).arrivals);
+    generateArrivals(scenario, config, streams(scenario.seed).arrivals);
+    return null;
   } catch (error) {
-    if (error instanceof ScenarioError) throw invalid('scenario', error.message);
+    if (error instanceof ScenarioError) return error.message;
     throw error;
   }
-  return { config: live, scenario, sweep, targets, fixed, source };
+}
+
+/** Why a shipped scenario cannot run against this config (null: it can), for the page's list. */
+export function shippedProblem(config: Config, raw: unknown): string | null {
+  const scenario = scenarioSchema.parse(raw);
+  if (Object.keys(scenario.config).length > 0) return 'it overrides the config (scenario.config)';
+  if (expectedTasks(scenario) > MAX_TASKS) return `more than ${MAX_TASKS} submissions`;
+  return namesProblem(config, scenario);
 }

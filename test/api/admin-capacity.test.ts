@@ -152,6 +152,21 @@ describe('capacity runs: the planner against the live configuration', () => {
     }
   });
 
+  it('is described in /openapi.json with the body schema it validates', async () => {
+    const res = await t.app.inject({ method: 'GET', url: '/openapi.json' });
+    type Op = {
+      'x-darkroom-scope': string;
+      requestBody?: { content: Record<string, { schema: { properties: Record<string, unknown> } }> };
+    };
+    const paths = res.json<{ paths: Record<string, Record<string, Op>> }>().paths;
+    const start = paths['/v1/admin/capacity/runs']!.post!;
+    assert.equal(start['x-darkroom-scope'], 'admin');
+    const props = start.requestBody!.content['application/json']!.schema.properties;
+    assert.deepEqual(Object.keys(props).sort(), ['scenario', 'seed', 'set', 'sweep', 'target']);
+    for (const p of ['/v1/admin/capacity/runs/{id}', '/v1/admin/capacity/scenarios'])
+      assert.equal(paths[p]!.get!['x-darkroom-scope'], 'admin', p);
+  });
+
   it('is for admin keys only', async () => {
     const body = { scenario: TWELVE_CALLS, sweep: 'keys=1..2' };
     assert.equal((await post(t, body, t.appKey)).statusCode, 403);
@@ -172,9 +187,18 @@ describe('capacity runs: the planner against the live configuration', () => {
       headers: bearer(t.adminKey),
     });
     assert.equal(res.statusCode, 200);
-    const names = res.json<{ scenarios: Array<{ name: string }> }>().scenarios.map((s) => s.name);
-    assert.ok(names.includes('02-ten-pro-at-once'), names.join());
+    const scenarios = res.json<{ scenarios: Array<{ name: string; problem: string | null }> }>().scenarios;
+    const names = scenarios.map((s) => s.name);
     assert.ok(!names.some((n) => n.startsWith('config-')), names.join());
+    const problem = (name: string) => scenarios.find((s) => s.name === name)?.problem;
+    // This server has the plans free/start/pro and the task type photography.
+    assert.equal(problem('02-ten-pro-at-once'), null);
+    assert.match(problem('01-sixty-users') ?? '', /unknown plan "portrait"/);
+    assert.match(problem('03-kiosks') ?? '', /unknown (plan "kiosk"|task type "kiosk")/);
+    // The page's list agrees with what POST accepts.
+    const refused = await post(t, { scenario: '01-sixty-users', sweep: 'keys=1..2' });
+    assert.equal(refused.statusCode, 400);
+    assert.match(refused.json<{ error: { message: string } }>().error.message, /unknown plan "portrait"/);
     const missing = await t.app.inject({
       method: 'GET',
       url: '/v1/admin/capacity/runs/cap_00000000-0000-0000-0000-000000000000',

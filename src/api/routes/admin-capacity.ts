@@ -8,6 +8,7 @@ import {
   MAX_TASKS,
   MAX_VALUES,
   prepareJob,
+  shippedProblem,
   shippedScenarios,
 } from '../../capacity/request.ts';
 import { createCapacityRunner, type CapacityRunner, type RunnerOptions } from '../../capacity/runs.ts';
@@ -32,7 +33,10 @@ export function registerAdminCapacityRoutes(
   app.addHook('onClose', () => runner.close());
 
   app.get('/v1/admin/capacity/scenarios', ADMIN_ONLY, async () => ({
-    scenarios: [...(await shippedScenarios()).values()].map((s) => s.info),
+    scenarios: [...(await shippedScenarios()).values()].map((s) => ({
+      ...s.info,
+      problem: shippedProblem(ctx.config, s.raw),
+    })),
     settings: SETTINGS,
     providers: Object.keys(ctx.config.providers),
     limits: { max_values: MAX_VALUES, max_tasks: MAX_TASKS },
