@@ -29,6 +29,7 @@ export const ErrorCodes = {
   idempotency_key_in_flight: 409,
   task_not_cancelable: 409,
   planner_busy: 409,
+  task_not_retryable: 409,
   input_fetch_failed: 422,
   input_url_forbidden: 422,
   webhook_url_forbidden: 422,

@@ -9,6 +9,7 @@ import { scope, type RouteScope } from './auth/scope.ts';
 import { alertsQuerySchema } from './routes/admin-alerts.ts';
 import { eventsQuerySchema } from './routes/admin-tasks.ts';
 import { capacityRunSchema } from './routes/admin-capacity.ts';
+import { retrySchema } from './routes/admin-tasks.ts';
 import { deliveriesQuerySchema } from './routes/admin-webhooks.ts';
 import { listSchema, submitSchema } from './routes/tasks.ts';
 
@@ -21,6 +22,8 @@ import { listSchema, submitSchema } from './routes/tasks.ts';
 
 interface RouteInput {
   body?: z.ZodType;
+  /** The body may be left out (default: required). */
+  bodyOptional?: boolean;
   query?: z.ZodType;
   summary: string;
   /** Status of success (default 200). */
@@ -41,6 +44,12 @@ const INPUTS: Record<string, RouteInput> = {
   },
   'GET /v1/admin/stream': { summary: 'Stats and series as they change (Server-Sent Events)' },
   'GET /v1/admin/providers': { summary: 'Providers and keys now' },
+  'POST /v1/admin/tasks/:id/retry': {
+    body: retrySchema,
+    bodyOptional: true,
+    summary: 'Run a failed or partial task’s undelivered images again, charging only those',
+    status: 202,
+  },
   'GET /v1/admin/webhooks/deliveries': { query: deliveriesQuerySchema, summary: 'Task webhook deliveries' },
   'GET /v1/admin/alerts': { query: alertsQuerySchema, summary: 'Alerts firing and their history' },
   'GET /v1/admin/tasks/:id/events': { query: eventsQuerySchema, summary: "A task's event history" },
@@ -140,7 +149,7 @@ export function buildOpenApiDocument(
       ...(input?.body
         ? {
             requestBody: {
-              required: true,
+              required: !input.bodyOptional,
               content: { 'application/json': { schema: jsonSchema(input.body) } },
             },
           }

@@ -115,6 +115,7 @@ async function runStream(
         id: current.id,
         state: current.state,
         stage: current.stage,
+        attempt: current.attempt,
         progress: { done: current.images_done, failed: current.images_failed, total: current.images_total },
         ...estimate,
       };

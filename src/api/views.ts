@@ -25,8 +25,11 @@ export interface TaskView extends TaskEstimate {
   progress: { done: number; failed: number; total: number };
   images: ImageView[];
   error: string | null;
+  /** Totals over every attempt. */
   credits_charged: number;
   credits_refunded: number;
+  /** 1, or 2, 3, … once an administrator retried the task. */
+  attempt: number;
   created_at: string;
   started_at: string | null;
   finished_at: string | null;
@@ -75,6 +78,7 @@ export async function taskView(
     error: task.error,
     credits_charged: task.credits_charged,
     credits_refunded: task.credits_refunded,
+    attempt: task.attempt,
     created_at: task.created_at.toISOString(),
     started_at: task.started_at?.toISOString() ?? null,
     finished_at: task.finished_at?.toISOString() ?? null,

@@ -6,6 +6,7 @@ import {
   afterFailure,
   afterPartialSuccess,
   isSettled as settled,
+  missingImages,
   taskEnd,
   type JobFacts,
   type NextJobs,
@@ -14,7 +15,7 @@ import {
 import { refundTask } from '../store/credits.ts';
 import type { Queryable } from '../store/db.ts';
 import { appendEvent } from '../store/events.ts';
-import { insertImage, type ImageRow } from '../store/images.ts';
+import { imageIndices, insertImage, type ImageRow } from '../store/images.ts';
 import {
   cancelPendingJobs,
   completeJob,
@@ -118,6 +119,11 @@ export async function recordCallSuccess(
   }
   const unfinished =
     step.kind === 'transform' && !isSettled(task) ? await countUnfinishedInStep(tx, task.id, step.index) : 0;
+  // A retried task that delivered images before owes only the others.
+  const owed =
+    step.kind === 'transform' && unfinished === 0 && task.images_done > 0
+      ? missingImages(task.images_total, await imageIndices(tx, task.id))
+      : undefined;
   const outcome = afterCallSuccess(
     pipeline,
     countsOf(task),
@@ -125,6 +131,7 @@ export async function recordCallSuccess(
     stagedKeys.length,
     unfinished,
     config.worker.maxAttempts,
+    owed,
   );
   if (outcome.failedUnits > 0) task = await addUnits(tx, task.id, 0, outcome.failedUnits);
   if (outcome.next)
@@ -345,17 +352,22 @@ export async function failUnits(
 /**
  * Ends the task once none of its jobs is queued, admitted or running: every image not
  * delivered counts as failed (or canceled), the final state is set and the undelivered
- * share refunded, all in this transaction. The ledger allows one refund per task.
+ * share of this attempt's charge refunded, all in this transaction. The ledger allows one
+ * refund per task and attempt.
  */
 export async function finishIfDone(tx: Queryable, taskId: string): Promise<TaskRow | undefined> {
   const task = await lockTask(tx, taskId);
   if (!task || (task.state !== 'queued' && task.state !== 'running')) return undefined;
+  const attempt =
+    task.attempt_images !== null && task.attempt_credits !== null
+      ? { images: task.attempt_images, credits: task.attempt_credits }
+      : undefined;
   const end = taskEnd(
-    { ...countsOf(task), open: true, creditsCharged: task.credits_charged },
+    { ...countsOf(task), open: true, creditsCharged: task.credits_charged, attempt },
     await countActiveJobs(tx, taskId),
   );
   if (!end) return undefined;
-  const refunded = await refundTask(tx, task.user_id, task.id, end.refund);
+  const refunded = await refundTask(tx, task.user_id, task.id, end.refund, task.attempt);
   const finished = await finishTask(
     tx,
     task.id,
@@ -370,6 +382,7 @@ export async function finishIfDone(tx: Queryable, taskId: string): Promise<TaskR
     failed: finished.images_failed,
     total: finished.images_total,
     credits_refunded: finished.credits_refunded,
+    attempt: finished.attempt,
   });
   await wakeScheduler(tx);
   return finished;

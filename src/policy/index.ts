@@ -17,7 +17,15 @@ export {
   type RateLimitHistory,
   type RetryDecision,
 } from './retry.ts';
-export { finalStateFor, refundFor, type FinalState } from './credits.ts';
+export {
+  attemptRefund,
+  finalStateFor,
+  isRetryable,
+  refundFor,
+  retryCharge,
+  type AttemptShare,
+  type FinalState,
+} from './credits.ts';
 export { forgetIdle, lastServedFor, noteInFlight, noteServed, type ServiceMemory } from './service-memory.ts';
 export * from './estimate.ts';
 export { nextPacificMidnightMs, UNHINTED_REST_CAP_MS, unhintedRestMs } from './rests.ts';

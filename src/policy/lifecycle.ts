@@ -1,5 +1,5 @@
 import type { ResolvedPipeline, ResolvedStep } from '../config/load.ts';
-import { finalStateFor, refundFor, type FinalState } from './credits.ts';
+import { attemptRefund, finalStateFor, type AttemptShare, type FinalState } from './credits.ts';
 import { decideRetry, type OutcomeKind, type RateLimitHistory } from './retry.ts';
 import type { JobKind } from './types.ts';
 
@@ -60,9 +60,44 @@ export function storeStepOf(pipeline: ResolvedPipeline): ResolvedStep | undefine
   return pipeline.steps.find((s) => s.kind === 'store');
 }
 
-/** Jobs of a transform or generate step. */
-export function callStepJobs(step: ResolvedStep, imagesTotal: number, defaultMaxAttempts: number): JobSpec[] {
+/**
+ * Runs of consecutive image indices, each cut at `batchSize`: the batches of a generate step
+ * that owes only these images (a retried task). Indices ascending, distinct.
+ */
+export function batchesOf(indices: number[], batchSize: number): Array<{ first: number; count: number }> {
+  const batches: Array<{ first: number; count: number }> = [];
+  for (const i of indices) {
+    const last = batches[batches.length - 1];
+    if (last && last.first + last.count === i && last.count < batchSize) last.count++;
+    else batches.push({ first: i, count: 1 });
+  }
+  return batches;
+}
+
+/** Indices in [0, imagesTotal) with no delivered image, ascending. */
+export function missingImages(imagesTotal: number, delivered: number[]): number[] {
+  const done = new Set(delivered);
+  return Array.from({ length: imagesTotal }, (_, i) => i).filter((i) => !done.has(i));
+}
+
+/**
+ * Jobs of a transform or generate step. A generate step covers every image, or only `owed`
+ * (the images a retried task has not delivered).
+ */
+export function callStepJobs(
+  step: ResolvedStep,
+  imagesTotal: number,
+  defaultMaxAttempts: number,
+  owed?: number[],
+): JobSpec[] {
   const maxAttempts = maxAttemptsOf(step, defaultMaxAttempts);
+  if (step.kind === 'generate' && owed)
+    return batchesOf(owed, step.batchSize).map((b) => ({
+      stepIndex: step.index,
+      firstIndex: b.first,
+      count: b.count,
+      maxAttempts,
+    }));
   if (step.kind === 'transform')
     return Array.from({ length: step.calls }, (_, i) => ({
       stepIndex: step.index,
@@ -126,7 +161,8 @@ export interface CallSucceeded<T extends TaskCounts> {
 
 /**
  * A provider call succeeded and returned `delivered` images. `unfinishedInStep`: the jobs of a
- * transform step not yet ended, this one excluded (unused for other steps).
+ * transform step not yet ended, this one excluded (unused for other steps). `owed`: a retried
+ * task's images not delivered yet, when it has delivered some (the next generate step runs only those).
  */
 export function afterCallSuccess<T extends TaskCounts>(
   pipeline: ResolvedPipeline,
@@ -135,6 +171,7 @@ export function afterCallSuccess<T extends TaskCounts>(
   delivered: number,
   unfinishedInStep: number,
   defaultMaxAttempts: number,
+  owed?: number[],
 ): CallSucceeded<T> {
   const step = pipeline.steps[job.stepIndex]!;
   if (step.kind === 'generate') {
@@ -154,7 +191,7 @@ export function afterCallSuccess<T extends TaskCounts>(
         failedUnits: 0,
         next: {
           step: next,
-          jobs: callStepJobs(next, task.imagesTotal, defaultMaxAttempts),
+          jobs: callStepJobs(next, task.imagesTotal, defaultMaxAttempts, owed),
           inputsFromStep: step.index,
         },
       };
@@ -259,15 +296,60 @@ export interface TaskEnd {
 /**
  * The task's end once it has no job queued, admitted or running (undefined while it has, or when
  * it has already ended): images not delivered fail; the undelivered share of the charge is refunded.
+ * A retried task (`attempt`: what its current attempt ran and was charged) is refunded the share
+ * of that attempt's charge for the images still missing, which are exactly its own undelivered ones.
  */
 export function taskEnd(
-  task: TaskCounts & { open: boolean; creditsCharged: number },
+  task: TaskCounts & { open: boolean; creditsCharged: number; attempt?: AttemptShare | undefined },
   activeJobs: number,
 ): TaskEnd | undefined {
   if (!task.open || activeJobs > 0) return undefined;
   return {
     state: finalStateFor(task.imagesTotal, task.done, task.canceled),
     failed: task.imagesTotal - task.done,
-    refund: refundFor(task.creditsCharged, task.imagesTotal, task.done),
+    refund: attemptRefund(
+      task.attempt ?? { images: task.imagesTotal, credits: task.creditsCharged },
+      task.imagesTotal - task.done,
+    ),
   };
+}
+
+/** What a task's earlier attempts left of one job: enough to see which work is still owed. */
+export interface JobHistory {
+  step_index: number;
+  first_index: number;
+  state: string;
+  output: { keys: string[] } | null;
+}
+
+/**
+ * Where an admin retry of a failed or partial task resumes, and its jobs: the first call step
+ * with work still owed. A transform step runs again only the calls that did not succeed (the
+ * ones that did keep their staged outputs); once every transform is done, the generate step
+ * runs only the images not `delivered`, from the last transform's outputs (`inputKeys`).
+ */
+export function retryStart(
+  pipeline: ResolvedPipeline,
+  imagesTotal: number,
+  history: JobHistory[],
+  delivered: number[],
+  taskInputKeys: string[],
+  defaultMaxAttempts: number,
+): { step: ResolvedStep; jobs: JobSpec[]; inputKeys: string[] } {
+  let inputKeys = taskInputKeys;
+  for (const step of pipeline.steps) {
+    if (step.kind === 'transform') {
+      const succeeded = history
+        .filter((j) => j.step_index === step.index && j.state === 'succeeded')
+        .sort((a, b) => a.first_index - b.first_index);
+      const have = new Set(succeeded.map((j) => j.first_index));
+      const jobs = callStepJobs(step, imagesTotal, defaultMaxAttempts).filter((j) => !have.has(j.firstIndex));
+      if (jobs.length > 0) return { step, jobs, inputKeys };
+      inputKeys = succeeded.flatMap((j) => j.output?.keys ?? []);
+    } else if (step.kind === 'generate') {
+      const owed = missingImages(imagesTotal, delivered);
+      return { step, jobs: callStepJobs(step, imagesTotal, defaultMaxAttempts, owed), inputKeys };
+    }
+  }
+  throw new Error(`pipeline "${pipeline.name}" has no generate step`);
 }

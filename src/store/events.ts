@@ -1,7 +1,7 @@
 import type { Queryable } from './db.ts';
 
 export type TaskEventType =
-  'queued' | 'running' | 'stage' | 'progress' | 'step_progress' | 'finished' | 'cancel_requested';
+  'queued' | 'running' | 'stage' | 'progress' | 'step_progress' | 'finished' | 'cancel_requested' | 'retried';
 
 export interface EventRow {
   id: number;

@@ -44,3 +44,12 @@ export async function imagesOfTask(q: Queryable, taskId: string): Promise<ImageR
   ]);
   return rows;
 }
+
+/** The indices of a task's stored images (its delivered ones). */
+export async function imageIndices(q: Queryable, taskId: string): Promise<number[]> {
+  const { rows } = await q.query<{ index: number }>(
+    'SELECT index FROM images WHERE task_id = $1 ORDER BY index',
+    [taskId],
+  );
+  return rows.map((r) => r.index);
+}

@@ -112,7 +112,8 @@ const JOB_ORDER = `(j.kind <> 'store'), j.step_index, j.first_index, j.id COLLAT
  * Running tasks are few (maxRunningTasks); their queued jobs are read through them. Queued
  * tasks are read per user in creation order from `tasks_queued_by_user` (a LATERAL … LIMIT
  * over the users with queued tasks, found with a skip scan of the same index), only on the
- * resource their pipeline starts on: a task that has not started has no other jobs.
+ * resource their pipeline starts on: a task that has not started has no other jobs, unless an
+ * administrator retried it (attempt > 1): those are read apart, from `tasks_queued_retried`.
  */
 export async function readQueueHead(q: Queryable, limits: HeadLimits): Promise<QueueHead> {
   const now = limits.nowMs;
@@ -164,7 +165,22 @@ export async function readQueueHead(q: Queryable, limits: HeadLimits): Promise<Q
         [now, dispatch, JSON.stringify(starts)],
       )
     : { rows: [] };
-  const users = [...new Set([...running.rows, ...queued.rows].map((j) => j.user_id))];
+  // Retried tasks (few: an administrator's doing) are queued with jobs of the step they resume
+  // at, on any resource: per user and resource, their first k ready jobs in the policy's order.
+  const retried = await q.query<QueueHead['jobs'][number]>(
+    `SELECT id, task_id, user_id, kind, resource, count, ready_ms, "order" FROM (
+       SELECT ${JOB_COLUMNS}, l.k,
+              row_number() OVER (PARTITION BY j.user_id, j.resource
+                                 ORDER BY t.created_at, t.id COLLATE "C", ${JOB_ORDER}) AS rn
+         FROM tasks t
+         JOIN jobs j ON j.task_id = t.id AND j.state = 'queued'
+         JOIN jsonb_to_recordset($3::jsonb) AS l(resource text, k int) ON l.resource = j.resource
+        WHERE t.state = 'queued' AND t.attempt > 1 AND NOT t.cancel_requested AND ${TASK_USABLE}
+          AND ${READY_MS} <= $1::float8) head
+      WHERE rn <= k`,
+    [now, dispatch, perResource],
+  );
+  const users = [...new Set([...running.rows, ...queued.rows, ...retried.rows].map((j) => j.user_id))];
   // Aging: each user's oldest ready job; the wake-up: the soonest job not ready yet.
   const extra = await q.query<QueueHead['jobs'][number]>(
     `SELECT o.* FROM unnest($3::text[]) AS u(user_id)
@@ -180,7 +196,7 @@ export async function readQueueHead(q: Queryable, limits: HeadLimits): Promise<Q
     [now, dispatch, users],
   );
   const jobs = new Map<string, QueueHead['jobs'][number]>();
-  for (const j of [...running.rows, ...queued.rows, ...extra.rows]) jobs.set(j.id, j);
+  for (const j of [...running.rows, ...queued.rows, ...retried.rows, ...extra.rows]) jobs.set(j.id, j);
   const taskIds = [...new Set([...jobs.values()].map((j) => j.task_id))];
   const tasks = await q.query<QueueHead['tasks'][number]>(
     `SELECT id, user_id, weight::float8 AS weight, state, (extract(epoch FROM created_at) * 1000)::float8 AS created_ms,

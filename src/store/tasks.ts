@@ -36,6 +36,11 @@ export interface TaskRow {
   created_at: Date;
   started_at: Date | null;
   finished_at: Date | null;
+  /** 1, then 2, 3, … after each admin retry (POST /v1/admin/tasks/:id/retry). */
+  attempt: number;
+  /** What the current attempt runs and was charged; null on attempt 1 (every image, credits_charged). */
+  attempt_images: number | null;
+  attempt_credits: number | null;
 }
 
 export interface NewTask {
@@ -90,7 +95,10 @@ export interface ListTasksFilter {
 }
 
 /** A task as its view shows it: the row without its request payload, plus its forecast. */
-export type TaskViewRow = Omit<TaskRow, 'prompt' | 'inputs' | 'params' | 'seed'> & {
+export type TaskViewRow = Omit<
+  TaskRow,
+  'prompt' | 'inputs' | 'params' | 'seed' | 'attempt_images' | 'attempt_credits'
+> & {
   fc_position: number | null;
   fc_start_at: Date | null;
   fc_finish_at: Date | null;
@@ -106,7 +114,7 @@ export type TaskViewRow = Omit<TaskRow, 'prompt' | 'inputs' | 'params' | 'seed'>
 const TASK_VIEW_SELECT = /* sql */ `
   SELECT t.id, t.user_id, t.order_id, t.type, t.plan, t.weight, t.state, t.stage, t.images_total,
          t.images_done, t.images_failed, t.credits_charged, t.credits_refunded, t.cancel_requested,
-         t.error, t.deadline_at, t.created_at, t.started_at, t.finished_at,
+         t.error, t.deadline_at, t.created_at, t.started_at, t.finished_at, t.attempt,
          f.position AS fc_position, f.start_at AS fc_start_at, f.finish_at AS fc_finish_at,
          f.basis AS fc_basis, f.forecast_at AS fc_forecast_at, s.checked_at AS fc_checked_at,
          (extract(epoch FROM now()) * 1000)::float8 AS now_ms
@@ -188,6 +196,32 @@ export async function finishTask(
     [taskId, state, imagesFailed, refunded, error],
   );
   return rows[0]!;
+}
+
+export interface Reopening {
+  /** The step the new attempt resumes at. */
+  stage: string;
+  /** Images it runs (those not delivered) and what it was charged for them. */
+  images: number;
+  credits: number;
+}
+
+/**
+ * Puts a failed or partial task back in the queue as its next attempt: the images it delivered
+ * stay done, the others are owed again; the charge adds up over attempts. A deadline runs again
+ * for as long as the first one did, from now. Undefined when the task is not failed or partial.
+ */
+export async function reopenTask(tx: Queryable, taskId: string, r: Reopening): Promise<TaskRow | undefined> {
+  const { rows } = await tx.query<TaskRow>(
+    `UPDATE tasks SET state = 'queued', attempt = attempt + 1, stage = $2, images_failed = 0,
+                      attempt_images = $3, attempt_credits = $4, credits_charged = credits_charged + $4,
+                      error = NULL, started_at = NULL, finished_at = NULL,
+                      deadline_at = CASE WHEN deadline_at IS NULL THEN NULL ELSE now() + (deadline_at - created_at) END,
+                      updated_at = now()
+      WHERE id = $1 AND state IN ('failed', 'partial') RETURNING *`,
+    [taskId, r.stage, r.images, r.credits],
+  );
+  return rows[0];
 }
 
 /** Marks a task canceled; an error it already has is kept. */

@@ -13,6 +13,7 @@ describeEachDb('admin task and credit routes', (kind) => {
     const routes: Array<['GET' | 'POST', string, unknown]> = [
       ['GET', '/v1/admin/tasks', undefined],
       ['POST', '/v1/admin/tasks/x/cancel', undefined],
+      ['POST', '/v1/admin/tasks/x/retry', {}],
       ['POST', '/v1/admin/users/adm-user/credits', { delta: 5, reason: 'r' }],
       ['GET', '/v1/admin/users/adm-user/credits', undefined],
     ];

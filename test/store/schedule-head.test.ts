@@ -15,7 +15,8 @@ import { describeEachDb, useTestDb } from '../helpers/db.ts';
  * before). The queues mix running and queued tasks of several users and two pipelines that
  * start on different providers, creation-time ties broken by ids of mixed case, deadlines
  * (some missed), cancel requests, retries waiting on a backoff, jobs in flight, keys cooling
- * down or near their RPM, and few or many free worker slots.
+ * down or near their RPM, and few or many free worker slots; and queued tasks an administrator
+ * retried, whose jobs wait on a later step, on another provider than their pipeline starts on.
  */
 
 const config = testConfig({
@@ -45,6 +46,13 @@ const config = testConfig({
         { name: 'store', concurrency: 3 },
       ],
     },
+    retouch: {
+      steps: [
+        { name: 'touchup', provider: 'alt', calls: 1 },
+        { name: 'generate', provider: 'main', batchSize: 2 },
+        { name: 'store', concurrency: 2 },
+      ],
+    },
   },
 });
 const WINDOW_MS = 61_000;
@@ -58,6 +66,11 @@ const STEPS = {
     { kind: 'generate', resource: 'alt' },
     { kind: 'store', resource: 'store:fitting.store' },
   ],
+  retouch: [
+    { kind: 'transform', resource: 'alt' },
+    { kind: 'generate', resource: 'main' },
+    { kind: 'store', resource: 'store:retouch.store' },
+  ],
 } as const;
 
 const arbJob = fc.record({
@@ -69,8 +82,10 @@ const arbJob = fc.record({
 });
 const arbTask = fc.record({
   idPrefix: fc.constantFrom('a', 'B', 'b', 'Z', '_x', '-y'),
-  type: fc.constantFrom('photography', 'fitting'),
+  type: fc.constantFrom('photography', 'fitting', 'retouch'),
   running: fc.boolean(),
+  /** Queued again by an admin retry: its jobs are of the call step it resumes at. */
+  retried: fc.integer({ min: 0, max: 3 }).map((n) => n === 0),
   createdMs: fc.constantFrom(-60_000, -30_000, -30_000, -10_000, -10_000, -1000),
   weight: fc.constantFrom(1, 3, 5),
   total: fc.integer({ min: 1, max: 12 }),
@@ -118,6 +133,7 @@ async function writeQueue(tx: Queryable, queue: Queue): Promise<void> {
         type: t.type,
         weight: t.weight,
         state: t.running ? 'running' : 'queued',
+        attempt: !t.running && t.retried ? 2 : 1,
         total: t.total,
         done: t.running ? Math.floor(t.total / 3) : 0,
         cancel: t.cancel,
@@ -125,9 +141,11 @@ async function writeQueue(tx: Queryable, queue: Queue): Promise<void> {
         deadline_ms: t.deadlineMs,
       });
       const steps = STEPS[t.type];
+      // A retried task resumes at one call step (not the store): all its jobs are of that step.
+      const resumeAt = Math.min(t.jobs[0]!.step, steps.length - 2);
       t.jobs.forEach((j, n) => {
         // A task that has not started has only queued jobs of its first step.
-        const step = t.running ? Math.min(j.step, steps.length - 1) : 0;
+        const step = t.running ? Math.min(j.step, steps.length - 1) : t.retried ? resumeAt : 0;
         const state = t.running ? j.state : 'queued';
         const { kind, resource } = steps[step]!;
         const inFlight = state === 'admitted' || state === 'running';
@@ -148,13 +166,13 @@ async function writeQueue(tx: Queryable, queue: Queue): Promise<void> {
     }),
   );
   await tx.query(
-    `INSERT INTO tasks (id, user_id, type, plan, seed, weight, state, images_total, images_done, credits_charged,
-                        cancel_requested, created_at, deadline_at)
-     SELECT x.id, x.user_id, x.type, 'free', 1, x.weight, x.state, x.total, x.done, 0, x.cancel,
+    `INSERT INTO tasks (id, user_id, type, plan, seed, weight, state, attempt, images_total, images_done,
+                        credits_charged, cancel_requested, created_at, deadline_at)
+     SELECT x.id, x.user_id, x.type, 'free', 1, x.weight, x.state, x.attempt, x.total, x.done, 0, x.cancel,
             now() + x.created_ms * interval '1 millisecond',
             now() + x.deadline_ms * interval '1 millisecond'
-       FROM jsonb_to_recordset($1::jsonb) AS x(id text, user_id text, type text, weight real, state text, total int,
-            done int, cancel boolean, created_ms int, deadline_ms int)`,
+       FROM jsonb_to_recordset($1::jsonb) AS x(id text, user_id text, type text, weight real, state text,
+            attempt int, total int, done int, cancel boolean, created_ms int, deadline_ms int)`,
     [JSON.stringify(tasks)],
   );
   await tx.query(

@@ -1,7 +1,8 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Context } from '../../context.ts';
 import { AppError } from '../../errors.ts';
+import { retryTask } from '../../pipeline/retry.ts';
 import { cancelTask } from '../../pipeline/transitions.ts';
 import { adjustCredits, getBalance, ledgerOf } from '../../store/credits.ts';
 import { eventsAfter } from '../../store/events.ts';
@@ -30,6 +31,8 @@ export const eventsQuerySchema = z
     limit: z.coerce.number().int().min(1).max(500).default(200),
   })
   .strict();
+/** Why, kept in the `retried` event (optional). */
+export const retrySchema = z.object({ reason: z.string().trim().min(1).max(500).optional() }).strict();
 
 const adjustSchema = z
   .object({
@@ -97,6 +100,21 @@ export function registerAdminTaskRoutes(app: FastifyInstance, ctx: Context): voi
       const by = callerOf(request).keyId ?? 'admin';
       await ctx.db.transaction((tx) => cancelTask(tx, task.id, `canceled by an administrator (${by})`));
       return viewOf(ctx, request, (await getTaskView(ctx.db, task.id)) ?? task);
+    },
+  );
+
+  /** Runs a failed or partial task's undelivered images again, charging only those (src/pipeline/retry.ts). */
+  app.post(
+    '/v1/admin/tasks/:id/retry',
+    scope('admin'),
+    async (request: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
+      const body = parseBody(retrySchema, request.body ?? {});
+      const key = callerOf(request).keyId ?? 'admin';
+      const by = body.reason ? `${key}: ${body.reason}` : key;
+      await retryTask(ctx.db, ctx.config, request.params.id, by);
+      const task = await getTaskView(ctx.db, request.params.id);
+      if (!task) throw new AppError('task_not_found', `task "${request.params.id}" does not exist`);
+      return reply.status(202).send(await viewOf(ctx, request, task));
     },
   );
 
