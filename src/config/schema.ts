@@ -255,6 +255,20 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /** Retention of finished work, run by the scheduler leader every 10 minutes (0: kept forever). */
+    retention: z
+      .object({
+        /** Events and jobs of a finished task are removed this long after it finished. */
+        taskDetailsHours: nonNegativeInt.default(168), // 7 days
+        /** A finished task itself, with its images and their files, this long after it finished. */
+        finishedTaskHours: nonNegativeInt.default(720), // 30 days
+        /** Result cache entries (and their files) this long after they were made. */
+        resultCacheHours: nonNegativeInt.default(720), // 30 days
+        /** Rows one statement handles: a pass repeats it until a batch comes back short. */
+        batchSize: positiveInt.default(500),
+      })
+      .strict()
+      .prefault({}),
     alerts: z
       .object({
         /** Off: no rule is evaluated and no notification sent. */
