@@ -215,7 +215,7 @@ export async function reopenTask(tx: Queryable, taskId: string, r: Reopening): P
   const { rows } = await tx.query<TaskRow>(
     `UPDATE tasks SET state = 'queued', attempt = attempt + 1, stage = $2, images_failed = 0,
                       attempt_images = $3, attempt_credits = $4, credits_charged = credits_charged + $4,
-                      error = NULL, started_at = NULL, finished_at = NULL,
+                      error = NULL, started_at = NULL, finished_at = NULL, details_pruned = false,
                       deadline_at = CASE WHEN deadline_at IS NULL THEN NULL ELSE now() + (deadline_at - created_at) END,
                       updated_at = now()
       WHERE id = $1 AND state IN ('failed', 'partial') RETURNING *`,

@@ -2,7 +2,8 @@
 --
 -- A finished task first loses its events and jobs (details only the live stream, webhooks and
 -- the admin history read), later the task itself with its images. `details_pruned` marks the
--- first step done, so each pass walks only tasks it has not handled yet (the partial index).
+-- first step done, so each pass walks only tasks it has not handled yet (the partial index); an
+-- admin retry (reopenTask) clears it, so the retry's own events and jobs are pruned in turn.
 ALTER TABLE tasks ADD COLUMN details_pruned boolean NOT NULL DEFAULT false;
 CREATE INDEX tasks_details_unpruned ON tasks (finished_at)
   WHERE finished_at IS NOT NULL AND NOT details_pruned;
