@@ -1,11 +1,11 @@
-import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import pino, { type Logger } from 'pino';
 import { buildApp } from './api/app.ts';
 import { bootstrapKeys } from './api/auth/bootstrap.ts';
 import type { Config } from './config/load.ts';
+import { fileSigningSecret } from './config/secret-file.ts';
 import type { Context } from './context.ts';
 import { coerceError } from './errors.ts';
 import { createProviders } from './providers/registry.ts';
@@ -42,20 +42,6 @@ export interface RunningServer {
   scheduler: SchedulerHandle | undefined;
   worker: WorkerHandle | undefined;
   stop(): Promise<void>;
-}
-
-/** The signing secret of local file URLs: env, else one generated once and kept in the home dir. */
-function signingSecretFor(config: Config): string {
-  if (process.env.DARKROOM_SIGNING_SECRET) return process.env.DARKROOM_SIGNING_SECRET;
-  const file = path.join(config.home, 'signing-secret');
-  try {
-    return readFileSync(file, 'utf8').trim();
-  } catch {
-    mkdirSync(config.home, { recursive: true });
-    const secret = randomBytes(32).toString('hex');
-    writeFileSync(file, secret, { mode: 0o600, flag: 'wx' });
-    return secret;
-  }
 }
 
 function firstKeyBanner(first: { key: string; file: string }, url: string): string {
@@ -100,7 +86,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const db = await openDb(config, (error) => log.warn({ err: error }, 'database connection error'));
   const applied = await migrate(db);
   if (applied.length > 0) log.info({ applied }, 'migrations applied');
-  const signingSecret = signingSecretFor(config);
+  const signingSecret = fileSigningSecret(config.home);
   const ctx: Context = {
     db,
     config,
