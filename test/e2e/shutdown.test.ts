@@ -43,7 +43,8 @@ describe('graceful worker shutdown', () => {
 
   it('releases jobs still running at the deadline without spending their attempt', async () => {
     const server = await startTestServer('pglite', {
-      providers: { main: { sim: { latencyMs: 20_000, jitterMs: 0 } } },
+      // Calls of an hour: a stop that waited for them would never return (the test would time out).
+      providers: { main: { sim: { latencyMs: 3_600_000, jitterMs: 0 } } },
       pipelines: PIPELINE,
     });
     try {
@@ -53,9 +54,7 @@ describe('graceful worker shutdown', () => {
         const r = await db.query<{ id: string }>(`SELECT id FROM jobs WHERE state = 'running'`);
         return r.rows.length > 0 ? r.rows.map((x) => x.id) : undefined;
       });
-      const t0 = Date.now();
       await server.worker!.stop(300);
-      assert.ok(Date.now() - t0 < 5000, 'stop returned soon after the grace period');
       const { rows } = await db.query<{ state: string; attempts: number; worker_id: string | null }>(
         'SELECT state, attempts, worker_id FROM jobs WHERE id = ANY($1::text[])',
         [running],
