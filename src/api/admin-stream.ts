@@ -128,12 +128,18 @@ export async function streamAdminStats(
   });
 }
 
-/** Ends every admin stream of this app (on close, so open dashboards do not hold it up). */
+/**
+ * Ends every admin stream of this app on close (Fastify's close() waits for open connections,
+ * so an open dashboard would hold it up), each with a last `closing` event as task streams get.
+ */
 export function endAdminStreams(app: FastifyInstance, ctx: Context): void {
   app.addHook('preClose', async () => {
     const hub = hubs.get(ctx);
     if (!hub) return;
-    for (const client of hub.clients) client.raw.end();
+    for (const client of hub.clients) {
+      send(client, 'closing', { reason: 'the server is shutting down; reconnect' });
+      client.raw.end();
+    }
     hub.clients.clear();
     hub.wake();
   });

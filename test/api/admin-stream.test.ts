@@ -4,7 +4,7 @@ import { createApiKey } from '../../src/api/auth/manage.ts';
 import type { SeriesView } from '../../src/telemetry/series.ts';
 import type { StatsView } from '../../src/telemetry/stats.ts';
 import { describeEachDb } from '../helpers/db.ts';
-import { useTestServer } from '../helpers/server.ts';
+import { startTestServer, useTestServer } from '../helpers/server.ts';
 import { waitFor } from '../helpers/wait.ts';
 
 const LONG = { timeoutMs: 120_000 };
@@ -130,5 +130,16 @@ describeEachDb('admin stream of stats and series (SSE)', (kind) => {
     d.close();
     a.close();
     await Promise.all([a.done, d.done]);
+  });
+
+  it('ends open streams with a closing event when the server stops', async () => {
+    const server = await startTestServer(kind, { auth: { enabled: true } }, ['api']);
+    const adminKey = (await createApiKey(server.ctx.db, 'admin', 'stream stop')).key;
+    const stream = openStream(`${server.baseUrl}/v1/admin/stream`, adminKey);
+    await waitFor('a stats event', () => stream.events.find((e) => e.event === 'stats'), LONG);
+    // Fastify's close() waits for open connections: stop() returns only because the stream ended.
+    await server.stop();
+    await stream.done;
+    assert.equal(stream.events.at(-1)?.event, 'closing');
   });
 });
