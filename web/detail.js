@@ -1,7 +1,7 @@
 // One task: state, stage, progress, credits, timeline, images, its event history (admin API,
 // fetched incrementally by event id), and the retry and cancel buttons (admin API). While the
 // task is active its SSE stream wakes the page, so a change shows without waiting for a poll.
-import { api, isMissingRoute, stream } from './api.js';
+import { api, stream } from './api.js';
 import { h, fill } from './dom.js';
 import { dateTime, num, time } from './format.js';
 import { t } from './i18n.js';
@@ -35,13 +35,7 @@ async function act(task, action, onDone) {
   status.textContent = '…';
   const id = encodeURIComponent(task.id);
   try {
-    try {
-      await api(`/v1/admin/tasks/${id}/${action}`, { method: 'POST', body: {} });
-    } catch (error) {
-      if (!isMissingRoute(error)) throw error;
-      if (action === 'retry') throw new Error(t('td.retry_missing'), { cause: error });
-      await api(`/v1/tasks/${id}/cancel`, { method: 'POST', body: {} });
-    }
+    await api(`/v1/admin/tasks/${id}/${action}`, { method: 'POST', body: {} });
     status.textContent = t('td.done', { action: t(`td.${action}`) });
   } catch (error) {
     status.className = 'status error';
@@ -87,6 +81,13 @@ function eventText({ type, data }) {
         state: t(`state.${data.state}`),
         n: counts(data),
         refunded: num(data.credits_refunded ?? 0),
+      });
+    case 'retried':
+      return t('ev.retried', {
+        attempt: data.attempt,
+        n: num(data.images),
+        charged: num(data.credits_charged ?? 0),
+        by: data.by ?? '',
       });
     case 'cancel_requested':
       return t('ev.cancel_requested', { reason: data.reason ?? '' });

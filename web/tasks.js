@@ -1,6 +1,5 @@
-// The task table with filters (state, plan, user, creation time), from /v1/admin/tasks; on a
-// darkroom without that route, /v1/tasks (every user's tasks to an admin key; plan filtered here).
-import { api, isMissingRoute } from './api.js';
+// The task table with filters (state, plan, user, creation time), from /v1/admin/tasks.
+import { api } from './api.js';
 import { h, fill } from './dom.js';
 import { dateTime, num } from './format.js';
 import { t } from './i18n.js';
@@ -16,7 +15,6 @@ function instant(local) {
   const d = new Date(local);
   return Number.isNaN(d.getTime()) ? undefined : d.toISOString();
 }
-let adminRoute = true;
 let form;
 
 export async function fetchTasks() {
@@ -28,17 +26,7 @@ export async function fetchTasks() {
       if (at) q.set(TIME_PARAMS[k], at);
     } else q.set(k, v);
   }
-  if (adminRoute) {
-    try {
-      return await api(`/v1/admin/tasks?${q}`);
-    } catch (error) {
-      if (!isMissingRoute(error)) throw error;
-      adminRoute = false;
-    }
-  }
-  for (const k of ['plan', 'created_after', 'created_before']) q.delete(k);
-  const page = await api(`/v1/tasks?${q}`);
-  return { ...page, tasks: page.tasks.filter((task) => !filters.plan || task.plan === filters.plan) };
+  return api(`/v1/admin/tasks?${q}`);
 }
 
 function select(name, values, labelOf) {
