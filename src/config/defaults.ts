@@ -3,6 +3,14 @@ import type { configSchema } from './schema.ts';
 
 type Parsed = z.output<typeof configSchema>;
 
+/** Uploads in flight at once for a store step that names no `concurrency`. */
+export const DEFAULT_STORE_CONCURRENCY = 5;
+
+/** A call step's duration before any has been measured: the source documents' measured batch latency. */
+export const DEFAULT_CALL_MS = 8000;
+/** A store step's duration before any has been measured. */
+export const DEFAULT_STORE_MS = 500;
+
 /** Plans of the source documents: Free 2 images, Start 30, Pro 70, a credit per image. */
 export function defaultPlans(): NonNullable<Parsed['plans']> {
   return {
@@ -34,14 +42,14 @@ export function defaultPipelines(): NonNullable<Parsed['pipelines']> {
       steps: [
         { name: 'beautify', provider: 'main', calls: 1, cache: false, params: {} },
         { name: 'generate', provider: 'main', batchSize: 5, cache: false, params: {} },
-        { name: 'store', concurrency: 5, cache: false, params: {} },
+        { name: 'store', concurrency: DEFAULT_STORE_CONCURRENCY, cache: false, params: {} },
       ],
     },
     fitting: {
       inputs: ['person', 'garment'],
       steps: [
         { name: 'generate', provider: 'main', batchSize: 5, cache: false, params: {} },
-        { name: 'store', concurrency: 5, cache: false, params: {} },
+        { name: 'store', concurrency: DEFAULT_STORE_CONCURRENCY, cache: false, params: {} },
       ],
     },
   };

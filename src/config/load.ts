@@ -5,7 +5,14 @@ import type { z } from 'zod';
 import { checkCapabilityOverride } from '../providers/capabilities.ts';
 import { checkBatchFits } from './batch-fit.ts';
 import { checkOpenAIProvider } from '../providers/openai-models.ts';
-import { defaultPipelines, defaultPlans, defaultProviders } from './defaults.ts';
+import {
+  DEFAULT_CALL_MS,
+  DEFAULT_STORE_CONCURRENCY,
+  DEFAULT_STORE_MS,
+  defaultPipelines,
+  defaultPlans,
+  defaultProviders,
+} from './defaults.ts';
 import {
   configSchema,
   type ConfigInput,
@@ -239,6 +246,33 @@ export function resolveConfig(
  * Whether the scheduler may use a key: not disabled, and holding a secret — except for the
  * simulator and a local ComfyUI, which need none unless one was configured and is missing.
  */
+/**
+ * Settings derived from others, computed here once so the scheduler, the planner and the
+ * telemetry cannot disagree on them.
+ */
+
+/** Uploads a store step runs at once (resolved for every store step; the fallback is for other steps). */
+export function storeConcurrencyOf(step: Pick<ResolvedStep, 'concurrency'>): number {
+  return step.concurrency ?? DEFAULT_STORE_CONCURRENCY;
+}
+
+/** The sliding window a key's RPM is counted over: a minute plus the configured margin. */
+export function rpmWindowMs(config: Pick<Config, 'scheduler'>): number {
+  return 60_000 + config.scheduler.rpmWindowMarginMs;
+}
+
+/** A worker counts as live (its slots admit work) while its heartbeat is this recent. */
+export function workerStaleMs(config: Pick<Config, 'worker'>): number {
+  return Math.max(config.worker.heartbeatMs * 3, 3000);
+}
+
+/** A step's duration before any has been measured: the sim provider's latency, else 8 s; stores 500 ms. */
+export function defaultStepMs(config: Pick<Config, 'providers'>, step: ResolvedStep): number {
+  if (step.kind === 'store') return DEFAULT_STORE_MS;
+  const p = config.providers[step.provider ?? ''];
+  return p?.type === 'sim' ? p.sim.latencyMs : DEFAULT_CALL_MS;
+}
+
 export function keyIsUsable(provider: Pick<ResolvedProvider, 'type'>, key: ResolvedKey): boolean {
   if (key.disabled || key.secretMissing) return false;
   return key.secret !== undefined || provider.type === 'sim' || provider.type === 'comfyui';
@@ -291,7 +325,7 @@ function resolvePipeline(
       provider: s.provider,
       calls: s.calls ?? 1,
       batchSize: s.batchSize ?? 1,
-      concurrency: kind === 'store' ? (s.concurrency ?? 5) : s.concurrency,
+      concurrency: kind === 'store' ? (s.concurrency ?? DEFAULT_STORE_CONCURRENCY) : s.concurrency,
       maxAttempts: s.maxAttempts ?? 0, // 0: use worker.maxAttempts
       prompt: s.prompt,
       params: s.params,

@@ -1,4 +1,11 @@
-import { keyIsUsable, type Config, type ResolvedStep } from '../config/load.ts';
+import { DEFAULT_CALL_MS, DEFAULT_STORE_CONCURRENCY, DEFAULT_STORE_MS } from '../config/defaults.ts';
+import {
+  defaultStepMs,
+  keyIsUsable,
+  storeConcurrencyOf,
+  type Config,
+  type ResolvedStep,
+} from '../config/load.ts';
 import { serviceSeconds, type ProviderThroughput } from '../policy/estimate.ts';
 import type { ForecastBasis, SubmitBasis } from '../store/forecasts.ts';
 import type { TaskViewRow } from '../store/tasks.ts';
@@ -16,16 +23,6 @@ import type { TaskViewRow } from '../store/tasks.ts';
 
 /** A forecast older than this (the leader has not confirmed it since) is reported stale. */
 export const FORECAST_STALE_MS = 15_000;
-
-export const DEFAULT_CALL_MS = 8000; // the source documents' measured batch latency
-export const DEFAULT_STORE_MS = 500;
-
-/** A step's duration before any has been measured: the sim provider's latency, else 8 s; stores 500 ms. */
-export function defaultStepMs(config: Config, step: ResolvedStep): number {
-  if (step.kind === 'store') return DEFAULT_STORE_MS;
-  const p = config.providers[step.provider ?? ''];
-  return p?.type === 'sim' ? p.sim.latencyMs : DEFAULT_CALL_MS;
-}
 
 export type EtaBasis = ForecastBasis;
 
@@ -141,7 +138,7 @@ export function freshTaskCost(
       calls,
       serialCalls,
       storeUnits: images,
-      storeConcurrency: store?.concurrency ?? 5,
+      storeConcurrency: store ? storeConcurrencyOf(store) : DEFAULT_STORE_CONCURRENCY,
       meanStoreMs: store ? ms(store) : DEFAULT_STORE_MS,
     },
     throughput,

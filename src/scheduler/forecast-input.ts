@@ -1,5 +1,5 @@
-import type { Config } from '../config/load.ts';
-import { storeResource } from '../pipeline/plan-jobs.ts';
+import { rpmWindowMs, workerStaleMs, type Config } from '../config/load.ts';
+import { storeResource } from '../policy/lifecycle.ts';
 import {
   durationsFor,
   stepKey,
@@ -28,8 +28,8 @@ export async function readForecastInput(
 ): Promise<ForecastInput> {
   const snapshot = await readQueueSnapshot(q, {
     maxTasks,
-    windowMs: 60_000 + config.scheduler.rpmWindowMarginMs,
-    workerStaleMs: Math.max(config.worker.heartbeatMs * 3, 3000),
+    windowMs: rpmWindowMs(config),
+    workerStaleMs: workerStaleMs(config),
   });
   return { snapshot, durations: await measuredDurations(q, config) };
 }

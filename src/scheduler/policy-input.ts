@@ -1,5 +1,5 @@
-import { keyIsUsable, type Config } from '../config/load.ts';
-import { storeResource } from '../pipeline/plan-jobs.ts';
+import { keyIsUsable, storeConcurrencyOf, type Config } from '../config/load.ts';
+import { storeResource } from '../policy/lifecycle.ts';
 import { forgetIdle, lastServedFor, noteInFlight, type ServiceMemory } from '../policy/service-memory.ts';
 import { admissibleNow, policySettings, toPolicyInput } from '../policy/policy-input.ts';
 import type { JobView, KeyView, PolicyInput, ProviderView, StoreView, TaskView } from '../policy/types.ts';
@@ -63,7 +63,7 @@ export function capacityViews(config: Config, snap: CapacitySnapshot): CapacityV
     for (const step of pipeline.steps) {
       if (step.kind !== 'store') continue;
       const name = storeResource(pipeline, step);
-      stores.push({ name, concurrency: step.concurrency ?? 5, inFlight: inFlightBy(name) });
+      stores.push({ name, concurrency: storeConcurrencyOf(step), inFlight: inFlightBy(name) });
     }
   }
   const userInFlight: Record<string, number> = {};

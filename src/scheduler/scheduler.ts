@@ -1,6 +1,7 @@
+import { rpmWindowMs, workerStaleMs } from '../config/load.ts';
 import type { Context } from '../context.ts';
 import { coerceError } from '../errors.ts';
-import { storeResource } from '../pipeline/plan-jobs.ts';
+import { storeResource } from '../policy/lifecycle.ts';
 import { decide } from '../policy/admission.ts';
 import { meanDispatchMs } from '../policy/policy-input.ts';
 import { Channels } from '../store/db.ts';
@@ -40,7 +41,7 @@ export interface SchedulerHandle {
 export async function startScheduler(ctx: Context, candidateId: string): Promise<SchedulerHandle> {
   const { db, config, log } = ctx;
   const s = config.scheduler;
-  const windowMs = 60_000 + s.rpmWindowMarginMs;
+  const windowMs = rpmWindowMs(config);
   const wakeup = createWakeup();
   const unlisten = await db.listen(Channels.schedule, () => wakeup.wake());
   const leadership = startLeadership(db, candidateId, s.leaderLeaseMs, log, () => wakeup.wake());
@@ -53,7 +54,7 @@ export async function startScheduler(ctx: Context, candidateId: string): Promise
     if (term === undefined) return 0;
     const capacity = await readCapacity(db, {
       windowMs,
-      workerStaleMs: Math.max(config.worker.heartbeatMs * 3, 3000),
+      workerStaleMs: workerStaleMs(config),
     });
     const head = await readQueueHead(db, headLimits(config, capacity, windowMs, dispatchMs));
     const snapshot = { ...capacity, ...head };

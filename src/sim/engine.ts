@@ -1,4 +1,4 @@
-import type { Config, ResolvedStep } from '../config/load.ts';
+import { rpmWindowMs, storeConcurrencyOf, type Config, type ResolvedStep } from '../config/load.ts';
 import { requestsFor, resolveCapabilities } from '../providers/capabilities.ts';
 import { decide } from '../policy/admission.ts';
 import { aimdOnRateLimit, aimdOnSuccess } from '../policy/aimd.ts';
@@ -104,7 +104,7 @@ export class Simulation {
       requestsOf: (provider, count) => this.requestsOf(provider, count),
     });
     this.workerSlots = options.seed?.workerSlots ?? scenario.workers * config.worker.concurrency;
-    this.windowMs = 60_000 + config.scheduler.rpmWindowMarginMs;
+    this.windowMs = rpmWindowMs(config);
     for (const p of Object.values(config.providers))
       this.providers.set(p.name, createProviderState(p, config, scenario));
     for (const pipeline of Object.values(config.pipelines)) {
@@ -113,7 +113,7 @@ export class Simulation {
       for (const step of pipeline.steps) {
         if (step.kind !== 'store') continue;
         const name = storeResource(pipeline, step);
-        const concurrency = step.concurrency ?? 5;
+        const concurrency = storeConcurrencyOf(step);
         this.stores.set(name, {
           name,
           concurrency,

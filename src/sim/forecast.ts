@@ -1,9 +1,9 @@
 import type { Config, ResolvedPipeline, ResolvedStep } from '../config/load.ts';
-import { keyIsUsable } from '../config/load.ts';
-import { DEFAULT_CALL_MS, DEFAULT_STORE_MS, defaultStepMs } from '../pipeline/estimate.ts';
+import { DEFAULT_CALL_MS, DEFAULT_STORE_CONCURRENCY, DEFAULT_STORE_MS } from '../config/defaults.ts';
+import { defaultStepMs, keyIsUsable, storeConcurrencyOf } from '../config/load.ts';
 import { serviceSeconds, waitSeconds, type ProviderThroughput } from '../policy/estimate.ts';
 import { Simulation } from './engine.ts';
-import type { Scenario } from './scenario.ts';
+import { SCENARIO_DEFAULTS, type Scenario } from './scenario.ts';
 import type { SeedKey, SeedTask, SimSeed } from './seed.ts';
 import type { SimTask } from './state.ts';
 
@@ -261,11 +261,11 @@ function forecastScenario(config: Config, durations: Durations, seed = 1): Scena
     latency,
     errors: {},
     providerLimits: {},
-    rateLimitLatencyMs: 200,
-    workers: 1,
+    rateLimitLatencyMs: SCENARIO_DEFAULTS.rateLimitLatencyMs,
+    workers: SCENARIO_DEFAULTS.workers,
     dispatchMs: durations.dispatchMs,
     config: {},
-    maxSimulatedHours: Math.max(48, config.limits.maxQueuedTasks / 10),
+    maxSimulatedHours: Math.max(SCENARIO_DEFAULTS.maxSimulatedHours, config.limits.maxQueuedTasks / 10),
   };
 }
 
@@ -563,7 +563,7 @@ export class FcfsLine {
           calls: work.calls.get(generate.provider ?? '')?.calls ?? 0,
           serialCalls: work.serialCalls,
           storeUnits: work.storeUnits,
-          storeConcurrency: store?.concurrency ?? 5,
+          storeConcurrency: store ? storeConcurrencyOf(store) : DEFAULT_STORE_CONCURRENCY,
           meanStoreMs: store
             ? (this.durations.stepMs[stepKey(pipeline, store)] ?? DEFAULT_STORE_MS)
             : DEFAULT_STORE_MS,

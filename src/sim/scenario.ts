@@ -127,11 +127,20 @@ const providerLimitSchema = z
   })
   .strict();
 
+/** A scenario's settings when it names none (the forecast's scenario starts from them too). */
+export const SCENARIO_DEFAULTS = {
+  seed: 1,
+  rateLimitLatencyMs: 200,
+  workers: 1,
+  dispatchMs: 0,
+  maxSimulatedHours: 48,
+} as const;
+
 export const scenarioSchema = z
   .object({
     name: z.string().optional(),
     description: z.string().optional(),
-    seed: z.number().int().nonnegative().default(1),
+    seed: z.number().int().nonnegative().default(SCENARIO_DEFAULTS.seed),
     /** Task type (pipeline name); default `photography` when configured, else the first pipeline. */
     type: z.string().optional(),
     /** Default plan mix for arrivals that name none. */
@@ -144,15 +153,15 @@ export const scenarioSchema = z
     /** What providers really enforce, beyond the configured limits: exceeding it gets a 429. */
     providerLimits: z.record(z.string(), providerLimitSchema).default({}),
     /** How long a 429 takes to come back. */
-    rateLimitLatencyMs: z.number().int().nonnegative().default(200),
+    rateLimitLatencyMs: z.number().int().nonnegative().default(SCENARIO_DEFAULTS.rateLimitLatencyMs),
     /** Worker processes; slots = workers × worker.concurrency. */
-    workers: positiveInt.default(1),
+    workers: positiveInt.default(SCENARIO_DEFAULTS.workers),
     /** Delay from admission to the call starting (scheduler → worker claim). */
-    dispatchMs: z.number().int().nonnegative().default(0),
+    dispatchMs: z.number().int().nonnegative().default(SCENARIO_DEFAULTS.dispatchMs),
     /** Overrides merged into the config file (same shape as darkroom.yaml). */
     config: z.record(z.string(), z.unknown()).default({}),
     /** Stop the run (tasks still open count as unfinished) after this much simulated time. */
-    maxSimulatedHours: z.number().positive().default(48),
+    maxSimulatedHours: z.number().positive().default(SCENARIO_DEFAULTS.maxSimulatedHours),
   })
   .strict();
 

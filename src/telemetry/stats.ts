@@ -1,12 +1,9 @@
-import type { Config } from '../config/load.ts';
+import { workerStaleMs, type Config } from '../config/load.ts';
 import type { Queryable } from '../store/db.ts';
 import { liveWorkers, queueHeads, throughput } from '../store/admin-stats.ts';
 import { readCounters, type CounterRow } from '../store/counters.ts';
 
-/** A worker counts as live while its heartbeat is this recent (as the scheduler counts slots). */
-export function workerStaleMs(config: Config): number {
-  return Math.max(config.worker.heartbeatMs * 3, 3000);
-}
+export { workerStaleMs };
 
 const FINAL_STATES = ['succeeded', 'partial', 'failed', 'canceled'] as const;
 
