@@ -1,6 +1,6 @@
 import type { Context } from '../context.ts';
 import { coerceError } from '../errors.ts';
-import { Channels } from '../store/db.ts';
+import { Channels, notifyAtCommit } from '../store/db.ts';
 import { confirmForecast, deleteForecasts, queueFingerprint, writeForecast } from '../store/forecasts.ts';
 import { readForecastInput } from './forecast-input.ts';
 import type { ForecastOutput } from './forecast-run.ts';
@@ -103,7 +103,7 @@ export function createForecaster(ctx: Context, options: ForecasterOptions = {}):
     await db.transaction(async (tx) => {
       await writeForecast(tx, output.nowMs, output.tasks, output.summary);
       await deleteForecasts(tx, ended);
-      await tx.query(`SELECT pg_notify($1, '')`, [Channels.forecast]);
+      await notifyAtCommit(tx, Channels.forecast);
     });
     forecastIds = ids;
     lastFingerprint = fingerprint;

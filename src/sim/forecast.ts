@@ -2,6 +2,7 @@ import type { Config, ResolvedPipeline, ResolvedStep } from '../config/load.ts';
 import { DEFAULT_CALL_MS, DEFAULT_STORE_CONCURRENCY, DEFAULT_STORE_MS } from '../config/defaults.ts';
 import { defaultStepMs, keyIsUsable, storeConcurrencyOf } from '../config/load.ts';
 import { serviceSeconds, waitSeconds, type ProviderThroughput } from '../policy/estimate.ts';
+import { callStepJobs } from '../policy/lifecycle.ts';
 import { Simulation } from './engine.ts';
 import { SCENARIO_DEFAULTS, type Scenario } from './scenario.ts';
 import type { SeedKey, SeedTask, SimSeed } from './seed.ts';
@@ -476,14 +477,9 @@ export function workOfStateTask(config: Config, t: ForecastTask, durations: Dura
   const images = Math.max(0, t.imagesTotal - t.done - t.failed);
   const canceled = t.canceled ?? false;
   if (t.queued === undefined && t.inFlight === undefined) {
-    // Exactly its first step's jobs, as src/pipeline/plan-jobs.ts fans them out.
+    // Exactly its first step's jobs, as the lifecycle fans them out.
     const first = pipeline.steps[0]!;
-    const n =
-      first.kind === 'transform'
-        ? first.calls
-        : first.kind === 'generate'
-          ? Math.ceil(images / first.batchSize)
-          : 0;
+    const n = first.kind === 'store' ? 0 : callStepJobs(first, images, 0).length;
     return workLeft(
       pipeline,
       durations,

@@ -37,6 +37,16 @@ export const Channels = {
   forecast: 'darkroom_forecast',
 } as const;
 
+/** A NOTIFY on `channel`, delivered when the transaction commits (identical ones fold into one). */
+export async function notifyAtCommit(tx: Queryable, channel: string): Promise<void> {
+  await tx.query(`SELECT pg_notify($1, '')`, [channel]);
+}
+
+/** Throws unless the database answers a trivial statement (readiness). */
+export async function ping(q: Queryable): Promise<void> {
+  await q.query('SELECT 1');
+}
+
 /** SQLSTATEs after which a whole transaction can safely run again. */
 export const RETRYABLE_SQLSTATES = new Set(['40001', '40P01']);
 

@@ -43,6 +43,12 @@ export async function eventsAfter(
 }
 
 /** The newest event id of a task (0 when none), so a stream can start from "now". */
+/** When an event was recorded; undefined when it is gone. */
+export async function eventCreatedAt(q: Queryable, id: number): Promise<Date | undefined> {
+  const { rows } = await q.query<{ created_at: Date }>('SELECT created_at FROM events WHERE id = $1', [id]);
+  return rows[0]?.created_at;
+}
+
 export async function lastEventId(q: Queryable, taskId: string): Promise<number> {
   const { rows } = await q.query<{ id: number | null }>(
     'SELECT max(id)::int AS id FROM events WHERE task_id = $1',

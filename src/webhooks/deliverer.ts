@@ -3,6 +3,7 @@ import type { Context } from '../context.ts';
 import { coerceError } from '../errors.ts';
 import { createGuardedConnector, systemLookup, type HostLookup } from '../inputs/guarded-connector.ts';
 import { createWakeup } from '../scheduler/wakeup.ts';
+import { eventCreatedAt } from '../store/events.ts';
 import { getTask } from '../store/tasks.ts';
 import {
   claimDeliveries,
@@ -53,12 +54,10 @@ export async function startDeliverer(ctx: Context, options: DelivererOptions): P
   async function bodyOf(d: DeliveryRow): Promise<string> {
     if (d.payload !== null) return d.payload;
     const task = await getTask(db, d.task_id);
-    const event = await db.query<{ created_at: Date }>('SELECT created_at FROM events WHERE id = $1', [
-      d.event_id,
-    ]);
+    const createdAt = await eventCreatedAt(db, d.event_id);
     const payload = JSON.stringify({
       type: d.event_type,
-      timestamp: (event.rows[0]?.created_at ?? new Date()).toISOString(),
+      timestamp: (createdAt ?? new Date()).toISOString(),
       data: task ? await webhookTaskView(ctx, task) : { id: d.task_id },
     });
     return fixPayload(db, d.id, payload);

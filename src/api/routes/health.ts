@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import type { Context } from '../../context.ts';
+import { ping } from '../../store/db.ts';
 import { scope } from '../auth/scope.ts';
 
 export function registerHealthRoutes(app: FastifyInstance, ctx: Context, isReady: () => boolean): void {
@@ -12,7 +13,7 @@ export function registerHealthRoutes(app: FastifyInstance, ctx: Context, isReady
         .status(503)
         .send({ error: { code: 'not_ready', message: 'starting up or shutting down' } });
     try {
-      await ctx.db.query('SELECT 1');
+      await ping(ctx.db);
     } catch {
       return reply
         .status(503)
