@@ -5,7 +5,7 @@ import type { Db } from '../store/db.ts';
 import { appendEvent } from '../store/events.ts';
 import { readSubmitBasis } from '../store/forecasts.ts';
 import { imageIndices } from '../store/images.ts';
-import { insertJobs, jobsOfTask } from '../store/jobs.ts';
+import { insertJobs, jobsOfTask, wakeScheduler } from '../store/jobs.ts';
 import { chargeAttempt, enterQueue, replaceForecast } from '../store/retry-write.ts';
 import { findActiveTaskForOrder, lockTask, reopenTask, type TaskRow } from '../store/tasks.ts';
 import { submitEstimate } from './estimate.ts';
@@ -104,7 +104,7 @@ export async function retryTask(db: Db, config: Config, taskId: string, by: stri
       previous_error: task.error,
       by,
     });
-    await tx.query(`SELECT pg_notify('darkroom_schedule', '')`);
+    await wakeScheduler(tx);
     const basis = await readSubmitBasis(tx);
     const estimate = submitEstimate(config, { type: task.type, plan: task.plan, images: owed }, basis);
     await replaceForecast(tx, task.id, estimate);
