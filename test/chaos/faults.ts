@@ -123,24 +123,29 @@ export class FaultRunner {
   }
 
   /**
-   * SIGKILL a worker while it runs jobs: the victim is drawn (seeded) among the live workers that
-   * hold running jobs. At least half the workers stay at work: a replacement takes tens of seconds to
-   * start on a loaded machine, and killing only starting workers tests nothing. A kill that finds
-   * no such moment within 30 s is skipped (and counted).
+   * SIGKILL a worker that is up (registered, heartbeating): drawn by the seed among those that
+   * hold running jobs, else among the idle ones. At least half the workers stay up: a replacement
+   * takes tens of seconds to start on a loaded machine, and killing workers still starting tests
+   * nothing. A kill that finds no such moment within 30 s of its time is skipped (and counted).
    */
   private async killOneWorker(dueAt: number): Promise<void> {
     const until = dueAt + 30_000;
     const keep = Math.floor(this.ctx.plan.form.workers / 2);
     let victim: Proc | undefined;
     while (!victim && Date.now() < until) {
-      const busy = await this.busyWorkerPids().catch(() => new Set<number>());
-      const working = this.ctx.procs.live('worker').filter((w) => busy.has(w.pid));
-      if (working.length >= keep + 1) victim = working[Math.floor(this.victimRandom() * working.length)];
+      const { up, busy } = await this.workerPids().catch(() => ({
+        up: new Set<number>(),
+        busy: new Set<number>(),
+      }));
+      const ready = this.ctx.procs.live('worker').filter((w) => up.has(w.pid));
+      const working = ready.filter((w) => busy.has(w.pid));
+      const pool = working.length > 0 ? working : ready;
+      if (ready.length >= keep + 1) victim = pool[Math.floor(this.victimRandom() * pool.length)];
       if (!victim) await sleep(500);
     }
     if (!victim) {
       this.skipped += 1;
-      this.ctx.log('worker_kill skipped: too few workers running jobs for 30 s');
+      this.ctx.log('worker_kill skipped: too few workers up for 30 s');
       return;
     }
     const start = Date.now();
@@ -157,13 +162,21 @@ export class FaultRunner {
     });
   }
 
-  /** Pids of the workers holding running jobs (worker ids are `worker:host:pid:…`). */
-  private async busyWorkerPids(): Promise<Set<number>> {
+  /** Pids of the workers up (heartbeat within a lease) and of those holding running jobs. */
+  private async workerPids(): Promise<{ up: Set<number>; busy: Set<number> }> {
     const db = await this.ctx.db();
-    const { rows } = await db.query<{ worker_id: string }>(
+    const pidOf = (id: string) => Number(id.split(':')[2]);
+    const up = await db.query<{ id: string }>(
+      `SELECT id FROM workers WHERE heartbeat_at > clock_timestamp() - $1::int * interval '1 millisecond'`,
+      [TIMING.workerLeaseMs],
+    );
+    const busy = await db.query<{ worker_id: string }>(
       `SELECT DISTINCT worker_id FROM jobs WHERE state = 'running' AND lease_expires_at > clock_timestamp()`,
     );
-    return new Set(rows.map((r) => Number(r.worker_id.split(':')[2])));
+    return {
+      up: new Set(up.rows.map((r) => pidOf(r.id))),
+      busy: new Set(busy.rows.map((r) => pidOf(r.worker_id))),
+    };
   }
 
   private victimState = 0x9e3779b9;
