@@ -119,7 +119,7 @@ export async function audit(input: AuditInput): Promise<AuditResult> {
   };
 }
 
-type Fail = (invariant: string, detail: string) => void;
+export type Fail = (invariant: string, detail: string) => void;
 
 /** No task lost (every acknowledged submit is stored as answered) or duplicated (none unasked for). */
 function checkTasksAgainstClient(
@@ -359,7 +359,7 @@ async function checkJobs(
  * concurrency and counts why, so a limit darkroom broke shows as a refusal by that cause; the
  * provider-wide concurrency (darkroom's AIMD cap) is measured across keys.
  */
-function checkProviderLimits(fake: FakeStats, fail: Fail): void {
+export function checkProviderLimits(fake: FakeStats, fail: Fail): void {
   for (const [name, config] of Object.entries(PROVIDERS)) {
     const stats = fake.providers[name];
     if (!stats) {

@@ -124,13 +124,13 @@ export class FaultRunner {
 
   /**
    * SIGKILL a worker that is up (registered, heartbeating): drawn by the seed among those that
-   * hold running jobs, else among the idle ones. At least half the workers stay up: a replacement
-   * takes tens of seconds to start on a loaded machine, and killing workers still starting tests
-   * nothing. A kill that finds no such moment within 30 s of its time is skipped (and counted).
+   * hold running jobs, else among the idle ones, and only while another worker is up too. A
+   * replacement is started at once but takes tens of seconds to come up on a loaded machine, and
+   * killing workers still starting tests nothing. A kill that finds no such moment within 30 s of
+   * its time is skipped (and counted).
    */
   private async killOneWorker(dueAt: number): Promise<void> {
     const until = dueAt + 30_000;
-    const keep = Math.floor(this.ctx.plan.form.workers / 2);
     let victim: Proc | undefined;
     while (!victim && Date.now() < until) {
       const { up, busy } = await this.workerPids().catch(() => ({
@@ -140,7 +140,7 @@ export class FaultRunner {
       const ready = this.ctx.procs.live('worker').filter((w) => up.has(w.pid));
       const working = ready.filter((w) => busy.has(w.pid));
       const pool = working.length > 0 ? working : ready;
-      if (ready.length >= keep + 1) victim = pool[Math.floor(this.victimRandom() * pool.length)];
+      if (ready.length >= 2) victim = pool[Math.floor(this.victimRandom() * pool.length)];
       if (!victim) await sleep(500);
     }
     if (!victim) {

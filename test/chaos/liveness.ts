@@ -67,8 +67,37 @@ export async function livenessChecks(
     tasks.map((t) => [t.created_ms, t.finished_ms ?? Number.POSITIVE_INFINITY] as [number, number]),
   );
   const explained = mergeIntervals(faults.map((f) => [f.start, f.end + f.recoveryMs] as [number, number]));
+  const stalls = stallsOf(progress, busy, explained);
+  for (const s of stalls.unexplained)
+    fail(
+      'no stall the faults do not explain',
+      `${Math.round(s.unexplainedMs)} ms without a job ending (of a ${Math.round(s.busyMs)} ms stretch from ${new Date(s.from).toISOString()}), bound ${STALL_BOUND_MS} ms`,
+    );
+  return {
+    failovers,
+    longestStallMs: Math.round(stalls.longestMs),
+    longestUnexplainedStallMs: Math.round(stalls.longestUnexplainedMs),
+    stallBoundMs: STALL_BOUND_MS,
+    failoverBoundMs: FAILOVER_BOUND_MS,
+  };
+}
+
+/**
+ * Stretches between successive progress marks (a job ending), counting only time when some task
+ * was outstanding (`busy`), and the part of each that no fault window (`explained`) covers.
+ */
+export function stallsOf(
+  progress: number[],
+  busy: Array<[number, number]>,
+  explained: Array<[number, number]>,
+): {
+  longestMs: number;
+  longestUnexplainedMs: number;
+  unexplained: Array<{ from: number; busyMs: number; unexplainedMs: number }>;
+} {
   let longestStallMs = 0;
   let longestUnexplainedStallMs = 0;
+  const found: Array<{ from: number; busyMs: number; unexplainedMs: number }> = [];
   const first = busy[0]?.[0];
   if (first !== undefined) {
     const marks = [first, ...progress.filter((p) => p > first)];
@@ -81,19 +110,10 @@ export async function livenessChecks(
       longestStallMs = Math.max(longestStallMs, busyPart);
       if (unexplained > longestUnexplainedStallMs) longestUnexplainedStallMs = unexplained;
       if (unexplained > STALL_BOUND_MS)
-        fail(
-          'no stall the faults do not explain',
-          `${Math.round(unexplained)} ms without a job ending (of a ${Math.round(busyPart)} ms stretch from ${new Date(gap[0]).toISOString()}), bound ${STALL_BOUND_MS} ms`,
-        );
+        found.push({ from: gap[0], busyMs: busyPart, unexplainedMs: unexplained });
     }
   }
-  return {
-    failovers,
-    longestStallMs: Math.round(longestStallMs),
-    longestUnexplainedStallMs: Math.round(longestUnexplainedStallMs),
-    stallBoundMs: STALL_BOUND_MS,
-    failoverBoundMs: FAILOVER_BOUND_MS,
-  };
+  return { longestMs: longestStallMs, longestUnexplainedMs: longestUnexplainedStallMs, unexplained: found };
 }
 
 export function mergeIntervals(list: Array<[number, number]>): Array<[number, number]> {

@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { describe, it } from 'node:test';
-import { mergeIntervals } from '../chaos/liveness.ts';
+import type { FakeStats } from '../../src/providers/fake-server/index.ts';
+import { checkProviderLimits } from '../chaos/auditor.ts';
+import { mergeIntervals, stallsOf } from '../chaos/liveness.ts';
 import { makePlan } from '../chaos/plan.ts';
 import { CuttableProxy } from '../chaos/proxy.ts';
-import { FORMS } from '../chaos/settings.ts';
+import { FORMS, PROVIDERS } from '../chaos/settings.ts';
 
 /** The chaos run's own parts (test/chaos): its plan is the seed's alone, its proxy cuts for real. */
 describe('chaos harness', () => {
@@ -51,6 +53,80 @@ describe('chaos harness', () => {
         [5, 9],
       ],
     );
+  });
+
+  it('finds a stall no fault explains, and not one a fault does, nor idle time', () => {
+    const s = 1000;
+    // Jobs end every second over [0, 100 s] but none in (30 s, 50 s); a task is outstanding throughout.
+    const progress = Array.from({ length: 101 }, (_, i) => i * s).filter((t) => t <= 30 * s || t >= 50 * s);
+    const busy: Array<[number, number]> = [[0, 100 * s]];
+    const bare = stallsOf(progress, busy, []);
+    assert.equal(bare.longestMs, 20 * s);
+    assert.equal(bare.longestUnexplainedMs, 20 * s);
+    assert.deepEqual(bare.unexplained, [{ from: 30 * s, busyMs: 20 * s, unexplainedMs: 20 * s }]);
+    // A fault from 31 s to 35 s that may hold progress back 12 s more explains 16 s of it.
+    const explained = stallsOf(progress, busy, [[31 * s, 47 * s]]);
+    assert.equal(explained.longestMs, 20 * s);
+    assert.equal(explained.longestUnexplainedMs, 4 * s);
+    assert.deepEqual(explained.unexplained, []);
+    // No task outstanding during the gap: nothing to make progress on, no stall.
+    const idle = stallsOf(
+      progress,
+      [
+        [0, 30 * s],
+        [50 * s, 100 * s],
+      ],
+      [],
+    );
+    assert.equal(idle.longestMs, 1 * s);
+    assert.deepEqual(idle.unexplained, []);
+  });
+
+  it('flags every kind of provider limit the simulator saw broken, and nothing when none was', () => {
+    const stats = (over: {
+      rpm?: number;
+      concurrency?: number;
+      inFlight?: number;
+      keyInFlight?: number;
+      window?: number;
+    }): FakeStats => ({
+      providers: Object.fromEntries(
+        Object.entries(PROVIDERS).map(([name, p]) => [
+          name,
+          {
+            keys: Object.fromEntries(
+              p.keys.map((k) => [
+                k.id,
+                {
+                  requests: 10,
+                  rejected_429: 0,
+                  max_in_flight: over.keyInFlight ?? k.concurrency,
+                  max_requests_in_any_60s_window: over.window ?? k.rpm,
+                },
+              ]),
+            ),
+            totals: {
+              max_in_flight: over.inFlight ?? p.concurrency,
+              rejected: { rpm: over.rpm ?? 0, concurrency: over.concurrency ?? 0, scripted: 5 },
+              faults_queued: 0,
+            },
+          },
+        ]),
+      ),
+    });
+    const found = (s: FakeStats) => {
+      const out: string[] = [];
+      checkProviderLimits(s, (_invariant, detail) => out.push(detail));
+      return out.length;
+    };
+    const providers = Object.keys(PROVIDERS).length;
+    const keys = Object.values(PROVIDERS).reduce((n, p) => n + p.keys.length, 0);
+    assert.equal(found(stats({})), 0, 'at the limits is within them');
+    assert.equal(found(stats({ rpm: 1 })), providers);
+    assert.equal(found(stats({ concurrency: 1 })), providers);
+    assert.equal(found(stats({ inFlight: 99 })), providers);
+    assert.equal(found(stats({ keyInFlight: 99 })), keys);
+    assert.equal(found(stats({ window: 999 })), keys);
   });
 
   it('passes bytes through, then resets or blackholes connections when cut', async () => {
