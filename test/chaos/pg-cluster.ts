@@ -95,6 +95,12 @@ export class PgCluster {
     await this.start();
   }
 
+  /** How to start this cluster again by hand (a failed run keeps it). */
+  startCommand(): string {
+    const cmd = `${path.join(this.bin, 'pg_ctl')} -D ${this.dataDir} -o "-p ${this.port} -c unix_socket_directories='${this.dir}'" start`;
+    return this.asRoot ? `runuser -u postgres -- ${cmd}` : cmd;
+  }
+
   async createDatabase(name: string): Promise<string> {
     const client = new pg.Client({ connectionString: this.url() });
     await client.connect();

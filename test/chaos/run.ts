@@ -242,9 +242,15 @@ try {
   await pool?.end().catch(() => {});
   await proxy.close().catch(() => {});
   await fake.close().catch(() => {});
-  await cluster.destroy().catch(() => {});
-  if (exitCode === 0 && !values.keep) rmSync(runDir, { recursive: true, force: true });
-  else say(`kept ${runDir} (process logs in logs/, the client log in client.jsonl)`);
+  if (exitCode === 0 && !values.keep) {
+    await cluster.destroy().catch(() => {});
+    rmSync(runDir, { recursive: true, force: true });
+  } else {
+    // The database stays for a look: start it again with the command printed.
+    await cluster.stopImmediate().catch(() => {});
+    say(`kept ${runDir} (process logs in logs/, the client log in client.jsonl)`);
+    say(`kept the database in ${cluster.dataDir}: ${cluster.startCommand()}`);
+  }
 }
 process.exit(exitCode);
 
