@@ -6,10 +6,14 @@ import { AppError } from '../errors.ts';
  * key, or a user token that acts for one user only. `keyId` is the key (or, for a token, the
  * key that issued it); null when auth is off.
  */
-export type Caller =
+export type Caller = (
   | { scope: 'admin'; keyId: string | null }
   | { scope: 'app'; keyId: string }
-  | { scope: 'user'; userId: string; keyId: string };
+  | { scope: 'user'; userId: string; keyId: string }
+) & {
+  /** The key's default task webhook (`darkroom keys create --webhook-url`), if it has one. */
+  keyWebhookUrl?: string | null;
+};
 
 declare module 'fastify' {
   interface FastifyRequest {

@@ -1,6 +1,8 @@
 import { Option, type Command } from 'commander';
 import { createApiKey, keyView } from '../api/auth/manage.ts';
 import type { Config } from '../config/load.ts';
+import { AppError } from '../errors.ts';
+import { checkWebhookUrl } from '../webhooks/url-policy.ts';
 import { listApiKeys, revokeApiKey } from '../store/api-keys.ts';
 import type { Db } from '../store/db.ts';
 import { adjustCredits, getBalance } from '../store/credits.ts';
@@ -29,10 +31,22 @@ function registerKeyCommands(program: Command): void {
       .addOption(
         new Option('--scope <scope>', 'what the key may do').choices(['app', 'admin']).default('app'),
       )
-      .requiredOption('--name <name>', 'a label, e.g. the app that will use the key'),
-  ).action(async (opts: CommonOptions & { scope: 'app' | 'admin'; name: string }) => {
+      .requiredOption('--name <name>', 'a label, e.g. the app that will use the key')
+      .option(
+        '--webhook-url <url>',
+        'default task webhook: tasks submitted with this key (or its user tokens) that name no webhook_url are delivered here',
+      ),
+  ).action(async (opts: CommonOptions & { scope: 'app' | 'admin'; name: string; webhookUrl?: string }) => {
     const config = loadOrExit(opts);
-    const created = await withDb(config, (db) => createApiKey(db, opts.scope, opts.name));
+    let webhookUrl: string | undefined;
+    try {
+      webhookUrl = opts.webhookUrl === undefined ? undefined : checkWebhookUrl(config, opts.webhookUrl);
+    } catch (error) {
+      if (!(error instanceof AppError)) throw error;
+      process.stderr.write(`darkroom: --webhook-url: ${error.message} (${error.code})\n`);
+      process.exit(2);
+    }
+    const created = await withDb(config, (db) => createApiKey(db, opts.scope, opts.name, { webhookUrl }));
     process.stdout.write(`${JSON.stringify(created)}\n`);
     process.stderr.write('darkroom: keep this key now; it cannot be shown again.\n');
   });

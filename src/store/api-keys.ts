@@ -8,21 +8,23 @@ export interface ApiKeyRow {
   id: string;
   name: string;
   scope: 'app' | 'admin';
+  /** Where tasks submitted with the key go when their submit names no webhook_url. */
+  webhook_url: string | null;
   created_at: Date;
   last_used_at: Date | null;
   revoked_at: Date | null;
 }
 
-const COLUMNS = 'id, name, scope, created_at, last_used_at, revoked_at';
+const COLUMNS = 'id, name, scope, webhook_url, created_at, last_used_at, revoked_at';
 
 /** Inserts a key; false when the id or hash is taken (ON CONFLICT: concurrent bootstraps). */
 export async function insertApiKey(
   q: Queryable,
-  key: { id: string; name: string; scope: 'app' | 'admin'; hash: string },
+  key: { id: string; name: string; scope: 'app' | 'admin'; hash: string; webhookUrl?: string | null },
 ): Promise<boolean> {
   const { rowCount } = await q.query(
-    `INSERT INTO api_keys (id, name, scope, key_hash) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
-    [key.id, key.name, key.scope, key.hash],
+    `INSERT INTO api_keys (id, name, scope, key_hash, webhook_url) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
+    [key.id, key.name, key.scope, key.hash, key.webhookUrl ?? null],
   );
   return rowCount > 0;
 }

@@ -87,12 +87,19 @@ export function installAuth(app: FastifyInstance, ctx: Context, auth: AuthRuntim
           'the key that issued this user token was revoked',
         );
       }
-      return { scope: 'user', userId: check.claims.userId, keyId: issuer.id };
+      return {
+        scope: 'user',
+        userId: check.claims.userId,
+        keyId: issuer.id,
+        keyWebhookUrl: issuer.webhook_url,
+      };
     }
     const key = await findApiKeyByHash(ctx.db, hashApiKey(credential));
     if (!key) return reject(request, credential, 'unknown key', 'the API key is not valid');
     if (key.revoked_at)
       return reject(request, credential, `revoked key ${key.id}`, 'the API key was revoked');
-    return key.scope === 'admin' ? { scope: 'admin', keyId: key.id } : { scope: 'app', keyId: key.id };
+    return key.scope === 'admin'
+      ? { scope: 'admin', keyId: key.id, keyWebhookUrl: key.webhook_url }
+      : { scope: 'app', keyId: key.id, keyWebhookUrl: key.webhook_url };
   }
 }

@@ -89,9 +89,12 @@ export function registerTaskRoutes(
       throw new AppError('forbidden', 'a user token can only submit for its own user');
     checkTaskShape(ctx.config, body.type, body.plan);
     checkTaskParams(ctx.config, body.type, body.params);
+    // Without a webhook_url of its own, a submit uses its key's default (checked at key creation).
     const webhook = body.webhook_url
       ? { url: checkWebhookUrl(ctx.config, body.webhook_url), stages: body.webhook_stages ?? false }
-      : undefined;
+      : caller.keyWebhookUrl
+        ? { url: caller.keyWebhookUrl, stages: body.webhook_stages ?? false }
+        : undefined;
     const idempotencyKey = idempotencyKeyOf(request);
     const requestHash = hashRequest(request.body);
     if (idempotencyKey !== undefined) {
