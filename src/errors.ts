@@ -39,6 +39,7 @@ export const ErrorCodes = {
   rate_limited: 429,
   not_ready: 503,
   server_busy: 503,
+  database_unavailable: 503,
   internal: 500,
 } as const;
 

@@ -2,6 +2,7 @@ import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, coerceError, ErrorCodes, type ErrorCode } from '../errors.ts';
+import { isConnectionError } from '../store/db.ts';
 
 export interface ErrorBody {
   error: { code: string; message: string };
@@ -59,17 +60,30 @@ function fromFastify(err: FastifyError): AppError | undefined {
 function send(reply: FastifyReply, err: AppError): FastifyReply {
   if (err.retryAfterSeconds !== undefined)
     void reply.header('retry-after', String(Math.ceil(err.retryAfterSeconds)));
-  const message = err.httpStatus >= 500 ? 'internal error' : err.message;
+  // An unexpected error's message may carry internals; darkroom's own 503s say what to do.
+  const message = err.code === 'internal' ? 'internal error' : err.message;
   return reply.status(err.httpStatus).send({ error: { code: err.code, message } } satisfies ErrorBody);
 }
 
-/** Every error leaves as `{ error: { code, message } }`; 5xx messages are hidden. */
+/** Every error leaves as `{ error: { code, message } }`; an unexpected error's message is hidden. */
 export function installErrorHandler(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError | AppError | Error, request, reply) => {
     const mapped = err instanceof AppError ? err : fromFastify(err as FastifyError);
     if (mapped) {
       if (mapped.httpStatus >= 500) request.log.error({ err: mapped.cause ?? mapped }, mapped.message);
       return send(reply, mapped);
+    }
+    // The database went away under the request (a restart, a cut network, a pool that cannot
+    // connect): nothing it did committed unless its COMMIT was lost, and every write darkroom
+    // exposes is safe to repeat with its Idempotency-Key. A 503 with Retry-After says so; a 500 did not.
+    if (isConnectionError(err)) {
+      request.log.warn({ err: coerceError(err) }, 'database unavailable');
+      return send(
+        reply,
+        new AppError('database_unavailable', 'the database is unavailable; retry shortly', {
+          retryAfterSeconds: 2,
+        }),
+      );
     }
     request.log.error({ err: coerceError(err) }, 'unhandled error');
     return send(reply, new AppError('internal', 'internal error'));
