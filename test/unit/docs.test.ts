@@ -244,7 +244,7 @@ describe('docs/config.md', () => {
   });
 
   it('names every environment variable the code reads', () => {
-    const sources = read('src/config/load.ts') + read('src/server.ts');
+    const sources = read('src/config/load.ts') + read('src/server.ts') + read('src/config/secret-file.ts');
     const names = new Set([...sources.matchAll(/\benv\.([A-Z][A-Z0-9_]+)/g)].map((m) => m[1]!));
     for (const n of ['DARKROOM_CONFIG', 'DARKROOM_SIGNING_SECRET', 'DATABASE_URL', 'PORT'])
       assert.ok(names.has(n), `did not find ${n} in the sources`);
