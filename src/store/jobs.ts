@@ -130,6 +130,37 @@ export async function claimJobs(
   return rows;
 }
 
+/**
+ * Stamps the attempt's provider requests as starting now, just before they leave. The claim
+ * stamped them (and the job's `started_at`) with the claim's time, and the scheduler counts a
+ * key's RPM window from that stamp; the provider counts from when a request arrives. Loading
+ * inputs or waiting for a pool connection can put seconds between the two. The new stamp is only
+ * ever later (the safe direction), and the job's `started_at` moves with it, so the attempt's own
+ * rows stay the ones whose stamp equals the job's. False, and nothing written, when the attempt
+ * no longer runs under its lease token: it must not send anything.
+ */
+export async function restampAttemptRequests(
+  q: Queryable,
+  jobId: string,
+  leaseToken: number,
+): Promise<boolean> {
+  const { rows } = await q.query<{ held: boolean }>(
+    // Every part reads the statement's one snapshot: \`attempt\` sees the stamp before \`job\` moves it
+    // (a FOR UPDATE there would skip the row this same statement updates).
+    `WITH attempt AS (
+       SELECT started_at FROM jobs WHERE id = $1 AND lease_token = $2 AND state = 'running'),
+     job AS (
+       UPDATE jobs SET started_at = GREATEST(started_at, now())
+        WHERE id = $1 AND lease_token = $2 AND state = 'running' RETURNING id),
+     requests AS (
+       UPDATE key_requests k SET started_at = GREATEST(k.started_at, now())
+         FROM attempt WHERE k.job_id = $1 AND k.started_at = attempt.started_at RETURNING k.id)
+     SELECT EXISTS (SELECT 1 FROM job) AS held`,
+    [jobId, leaseToken],
+  );
+  return rows[0]!.held;
+}
+
 /** Extends the leases this worker still holds; returns the ids it still holds. */
 export async function renewLeases(
   q: Queryable,

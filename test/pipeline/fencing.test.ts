@@ -7,7 +7,7 @@ import { createProviders } from '../../src/providers/registry.ts';
 import type { ProviderAdapter } from '../../src/providers/types.ts';
 import { reapExpiredLeases } from '../../src/scheduler/reaper.ts';
 import type { Db } from '../../src/store/db.ts';
-import { claimJobs, saveRemoteRef, type JobRow } from '../../src/store/jobs.ts';
+import { claimJobs, restampAttemptRequests, saveRemoteRef, type JobRow } from '../../src/store/jobs.ts';
 import { acquireLeadership } from '../../src/store/leader.ts';
 import { writeAdmissions } from '../../src/store/schedule.ts';
 import { startWorker } from '../../src/worker/worker.ts';
@@ -88,6 +88,51 @@ describeEachDb('fenced side effects of an attempt', (kind) => {
   let db: Db;
   before(() => {
     db = t.db;
+  });
+
+  it("stamps the attempt's requests again as they leave: later only, its own rows only, fenced", async () => {
+    const config = fencingConfig();
+    const taskId = await submit(db, config, 'restamp', 'a slow start');
+    await admit(db, taskId);
+    const [job] = await db.transaction((tx) => claimJobs(tx, 'w-restamp', 1, 120_000));
+    assert.ok(job && job.task_id === taskId);
+    // The claim was 5 s ago (inputs loading, a pool connection awaited), and a row of an earlier
+    // attempt of the same job is still in the key's window.
+    await db.query(`UPDATE jobs SET started_at = started_at - interval '5 seconds' WHERE id = $1`, [job.id]);
+    await db.query(
+      `UPDATE key_requests SET started_at = started_at - interval '5 seconds' WHERE job_id = $1`,
+      [job.id],
+    );
+    await db.query(
+      `INSERT INTO key_requests (provider, key_id, job_id, admitted_at, started_at)
+       VALUES ('main', 'k1', $1, now() - interval '40 seconds', now() - interval '40 seconds')`,
+      [job.id],
+    );
+    const stamps = async () =>
+      (
+        await db.query<{ earlier: number; mine: number; job: number; now: number }>(
+          `SELECT (SELECT extract(epoch FROM min(started_at)) FROM key_requests WHERE job_id = $1)::float8 AS earlier,
+                  (SELECT extract(epoch FROM max(started_at)) FROM key_requests WHERE job_id = $1)::float8 AS mine,
+                  (SELECT extract(epoch FROM started_at) FROM jobs WHERE id = $1)::float8 AS job,
+                  extract(epoch FROM now())::float8 AS now`,
+          [job.id],
+        )
+      ).rows[0]!;
+    const before = await stamps();
+    assert.ok(before.now - before.mine >= 5);
+
+    // A stale token sends nothing and moves nothing.
+    assert.equal(await restampAttemptRequests(db, job.id, job.lease_token - 1), false);
+    assert.deepEqual(await stamps().then(({ now: _n, ...r }) => r), (({ now: _n, ...r }) => r)(before));
+
+    assert.equal(await restampAttemptRequests(db, job.id, job.lease_token), true);
+    const after = await stamps();
+    assert.ok(
+      after.mine >= before.now,
+      `the request is stamped as leaving now: ${JSON.stringify({ before, after })}`,
+    );
+    assert.equal(after.job, after.mine, "the job's start moves with it");
+    assert.equal(after.earlier, before.earlier, "the earlier attempt's request keeps its stamp");
   });
 
   it("a stale attempt's cache hit leaves the next attempt's key reservation alone", async () => {
