@@ -213,8 +213,9 @@ export class FaultRunner {
   }
 
   /**
-   * Every scheduler candidate is up (its LISTEN session is open), so a standby exists when the
-   * leader goes: a replacement started after the last leader fault may still be booting.
+   * Every scheduler candidate is up (it has a database session, named by its PGAPPNAME), so a
+   * standby exists when the leader goes: a replacement started after the last leader fault may
+   * still be booting.
    */
   private async waitForStandby(): Promise<void> {
     const until = Date.now() + 180_000;
@@ -223,7 +224,7 @@ export class FaultRunner {
       const { rows } = await db
         .query<{ n: number }>(
           `SELECT count(DISTINCT application_name)::int AS n FROM pg_stat_activity
-            WHERE application_name LIKE 'chaos-scheduler-%' AND query LIKE 'LISTEN%'`,
+            WHERE application_name LIKE 'chaos-scheduler-%'`,
         )
         .catch(() => ({ rows: [{ n: 0 }] }));
       if ((rows[0]?.n ?? 0) >= this.ctx.plan.form.schedulers) return;
@@ -302,8 +303,14 @@ export class FaultRunner {
       body: JSON.stringify({ provider: step.provider, faults: step.faults }),
     });
     if (res.status !== 200) throw new Error(`the simulator refused the faults: ${await res.text()}`);
-    // Until the simulator has served them all (other batches queued later may extend this).
-    while ((this.ctx.fake.stats().providers[step.provider]?.totals.faults_queued ?? 0) > 0) await sleep(100);
+    // Until the simulator has served them all (other batches queued later may extend this), or
+    // for at most two minutes: near the end of a run there may be no more requests to serve them.
+    const until = Date.now() + 120_000;
+    while (
+      (this.ctx.fake.stats().providers[step.provider]?.totals.faults_queued ?? 0) > 0 &&
+      Date.now() < until
+    )
+      await sleep(100);
     const keys = PROVIDERS[step.provider].keys.length;
     const recoveryMs =
       step.label === 'storm'
