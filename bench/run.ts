@@ -17,6 +17,7 @@ import { startServer, type RunningServer } from '../src/server.ts';
 import { runEtaBench } from './eta.ts';
 import { runLoadBench } from './load.ts';
 import { runOverheadBench } from './overhead.ts';
+import { runDashboardBench } from './dashboard.ts';
 import { COMPARISON_SCENARIOS, comparePlannerWithServer } from './planner-vs-server.ts';
 import { scale } from './engine.ts';
 
@@ -422,6 +423,8 @@ const BENCHMARKS: Record<string, () => Promise<Json>> = {
   eta: () => runEtaBench(log),
   // OVERHEAD_TASKS: smaller runs (bench/overhead.ts). Needs PostgreSQL (DATABASE_URL or the local one).
   overhead: runOverheadBench,
+  // Needs /usr/bin/chromium (.ci/run installs it).
+  dashboard: () => runDashboardBench(log),
   // LOAD_RATE, LOAD_SECONDS, LOAD_FILL: smaller runs (bench/load.ts).
   load: () =>
     runLoadBench({
