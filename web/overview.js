@@ -1,32 +1,24 @@
 // Overview: queue, running, workers and throughput from the admin stream's `stats` events, and
-// charts of the last hour: queued and running from the samples this page takes of those events
-// (kept in sessionStorage across reloads); tasks finished, queue wait and completion time per
-// minute from its `series` events (the server's own per-minute percentiles, src/store/latency.ts).
+// charts of the last hour from its `series` events (the server's per-minute series,
+// src/store/latency.ts): queued and running by plan, tasks finished, queue wait and completion
+// time. Between two series events the queued/running chart also shows the stats events' samples.
 import uPlot from './vendor/uplot/uPlot.esm.js';
 import { h, fill } from './dom.js';
 import { duration, num, shortId } from './format.js';
 import { t } from './i18n.js';
 
 const HOUR_S = 3600;
-const HISTORY_KEY = 'darkroom.history';
 
-let samples = loadHistory();
+/** [epoch s, by_plan] of the stats events newer than the last series event. */
+let samples = [];
 let built;
-
-function loadHistory() {
-  try {
-    return JSON.parse(sessionStorage.getItem(HISTORY_KEY) ?? '[]');
-  } catch {
-    return [];
-  }
-}
 
 /** Records one stats sample; called on every poll whichever view is open. */
 export function recordSample(stats) {
   const at = Date.parse(stats.now) / 1000;
-  samples.push([at, stats.queued, stats.running]);
-  samples = samples.filter((s) => s[0] >= at - HOUR_S);
-  sessionStorage.setItem(HISTORY_KEY, JSON.stringify(samples));
+  samples.push([at, stats.by_plan]);
+  const after = lastSeries ? Date.parse(lastSeries.to) / 1000 : at - HOUR_S;
+  samples = samples.filter((s) => s[0] > after);
 }
 
 function card(id, label) {
@@ -123,15 +115,8 @@ function build(root) {
   );
   built = {
     root,
-    queue: chart(
-      queueChart,
-      t('ov.chart_queue'),
-      [
-        { label: t('ov.queued'), stroke: '#f5a524', width: 2 },
-        { label: t('ov.running'), stroke: '#4cc38a', width: 2 },
-      ],
-      countAxes,
-    ),
+    queue: undefined,
+    queuePlans: undefined,
     tp: chart(
       tpChart,
       t('ov.chart_tp'),
@@ -144,7 +129,69 @@ function build(root) {
     wait: chart(waitChart, t('ov.chart_wait'), percentileSeries(), secondsAxes),
     done: chart(doneChart, t('ov.chart_done'), percentileSeries(), secondsAxes),
   };
+  drawQueue();
   if (lastSeries) renderSeries(lastSeries);
+}
+
+const PLAN_COLORS = ['#f5a524', '#52a8ff', '#4cc38a', '#b48ead', '#e5484d', '#88c0d0', '#ebcb8b'];
+
+/**
+ * Queued (solid) and running (dashed) per plan: the series' minutes, then the stats samples
+ * taken since. A plan shows once it had a task queued or running; with none, the totals (0).
+ */
+function drawQueue() {
+  const points = [];
+  if (lastSeries)
+    lastSeries.queued_by_plan.forEach((q, i) =>
+      points.push([Date.parse(q.at) / 1000, q.plans, lastSeries.running_by_plan[i].plans]),
+    );
+  for (const [at, byPlan] of samples) {
+    const queued = {};
+    const running = {};
+    for (const [plan, p] of Object.entries(byPlan)) [queued[plan], running[plan]] = [p.queued, p.running];
+    points.push([at, queued, running]);
+  }
+  const busy = new Set();
+  for (const [, queued, running] of points)
+    for (const plan of Object.keys(queued)) if (queued[plan] > 0 || running[plan] > 0) busy.add(plan);
+  const plans = [...busy].sort();
+  const key = plans.join('\n');
+  if (!built.queue || built.queuePlans !== key) {
+    built.queue?.destroy();
+    built.queuePlans = key;
+    built.queue = chart(
+      built.root.querySelector('#chart-queue'),
+      t('ov.chart_queue'),
+      queueSeries(plans),
+      countAxes,
+    );
+  }
+  const count = (m, plan) =>
+    plan === undefined ? Object.values(m).reduce((a, b) => a + b, 0) : (m[plan] ?? 0);
+  const columns = (plans.length ? plans : [undefined]).flatMap((plan) => [
+    points.map((p) => count(p[1], plan)),
+    points.map((p) => count(p[2], plan)),
+  ]);
+  built.queue.setData([points.map((p) => p[0]), ...columns]);
+  const el = built.root.querySelector('#chart-queue');
+  el.dataset.points = String(points.length);
+  el.dataset.minutes = String(lastSeries?.queued_by_plan.length ?? 0);
+  el.dataset.plans = plans.join(' ');
+}
+
+function queueSeries(plans) {
+  if (!plans.length)
+    return [
+      { label: t('ov.queued'), stroke: PLAN_COLORS[0], width: 2 },
+      { label: t('ov.running'), stroke: PLAN_COLORS[0], width: 2, dash: [6, 4] },
+    ];
+  return plans.flatMap((plan, i) => {
+    const stroke = PLAN_COLORS[i % PLAN_COLORS.length];
+    return [
+      { label: `${plan} · ${t('ov.queued')}`, stroke, width: 2 },
+      { label: `${plan} · ${t('ov.running')}`, stroke, width: 2, dash: [6, 4] },
+    ];
+  });
 }
 
 function percentileSeries() {
@@ -162,7 +209,10 @@ let lastSeries;
  */
 export function renderSeries(series) {
   lastSeries = series;
+  const to = Date.parse(series.to) / 1000;
+  samples = samples.filter((s) => s[0] > to);
   if (!built) return;
+  drawQueue();
   const from = Date.parse(series.from) / 1000;
   const minutes = Math.ceil((Date.parse(series.to) / 1000 - from) / 60);
   const xs = Array.from({ length: minutes }, (_, i) => from + i * 60);
@@ -234,8 +284,7 @@ export function renderOverview(root, stats) {
       ),
     ),
   );
-  const cols = (i) => samples.map((s) => s[i]);
-  built.queue.setData([cols(0), cols(1), cols(2)]);
+  drawQueue();
 }
 
 function charts() {

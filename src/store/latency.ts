@@ -1,3 +1,4 @@
+import { activeByPlan, type ActiveByPlan } from './active-series.ts';
 import type { Queryable } from './db.ts';
 
 /**
@@ -34,6 +35,8 @@ export interface MinuteSeries {
   queueWait: PercentileBucket[];
   completion: PercentileBucket[];
   finished: FinishedBucket[];
+  /** Queued and running tasks by plan at the start of every minute (store/active-series.ts). */
+  active: ActiveByPlan[];
 }
 
 const MINUTES = 60;
@@ -86,5 +89,6 @@ export async function minuteSeries(q: Queryable, at?: Date): Promise<MinuteSerie
     queueWait: wait.rows.map(pct),
     completion: done.rows.filter((r) => r.n > 0).map(pct),
     finished: done.rows.map((r) => ({ at: r.at, tasks: r.tasks, images: r.images })),
+    active: await activeByPlan(q, from, MINUTES),
   };
 }

@@ -19,6 +19,15 @@ export interface SeriesView {
   completion: PercentilePoint[];
   /** Tasks that ended (any outcome) and their images, by the minute they ended. */
   finished: Array<{ at: string; tasks: number; images: number }>;
+  /** Tasks queued at the start of every minute of the window, by plan. */
+  queued_by_plan: PlanPoint[];
+  /** Tasks running at the start of every minute of the window, by plan. */
+  running_by_plan: PlanPoint[];
+}
+
+interface PlanPoint {
+  at: string;
+  plans: Record<string, number>;
 }
 
 const point = (b: PercentileBucket): PercentilePoint => ({
@@ -37,5 +46,7 @@ export async function collectSeries(q: Queryable, at?: Date): Promise<SeriesView
     queue_wait: s.queueWait.map(point),
     completion: s.completion.map(point),
     finished: s.finished.map((b) => ({ at: b.at.toISOString(), tasks: b.tasks, images: b.images })),
+    queued_by_plan: s.active.map((p) => ({ at: p.at.toISOString(), plans: p.queued })),
+    running_by_plan: s.active.map((p) => ({ at: p.at.toISOString(), plans: p.running })),
   };
 }

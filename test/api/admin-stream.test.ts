@@ -78,6 +78,10 @@ describeEachDb('admin stream of stats and series (SSE)', (kind) => {
     assert.equal(s.bucket_seconds, 60);
     assert.equal((Date.parse(s.to) - Date.parse(s.from)) / 1000 > 59 * 60, true);
     assert.deepEqual(s.queue_wait, []);
+    // Nothing submitted yet: every minute of the hour, no plan busy.
+    assert.equal(s.queued_by_plan.length, 60);
+    assert.equal(s.running_by_plan.length, 60);
+    assert.deepEqual(s.queued_by_plan[59]!.plans, {});
 
     // The same snapshot as GET /v1/admin/stats, fields for fields.
     const polled = (await (

@@ -247,6 +247,10 @@ describe('dashboard in headless Chromium', { skip }, () => {
     await page.locator('#ov-running .value', { hasText: /^1$/ }).waitFor(WAIT);
     // The blocker started after a queue wait: the server's per-minute series has a point.
     await page.locator('#chart-wait[data-points]:not([data-points="0"])').waitFor(WAIT);
+    // Queued and running by plan after a reload: the server's 60 minutes of the hour (not only
+    // what this page sampled since), and the busy plan drawn.
+    await page.reload();
+    await page.locator('#chart-queue[data-minutes="60"][data-plans~="free"]').waitFor(WAIT);
     await shot('04-overview-busy');
     await page.goto(`${base}/#/alerts`);
     await page.locator('#alerts-firing tr[data-rule="queued"]').waitFor(WAIT);
