@@ -11,10 +11,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
-import { chromium } from 'playwright-core';
 import { createApiKey } from '../src/api/auth/manage.ts';
 import { resolveConfig } from '../src/config/load.ts';
 import { startServer } from '../src/server.ts';
+import { launchChromium } from '../test/helpers/chromium.ts';
 
 type Json = Record<string, unknown>;
 
@@ -38,19 +38,7 @@ export async function runDashboardBench(log: (m: string) => void): Promise<Json>
   );
   const server = await startServer(config, { log: pino({ level: 'silent' }) });
   const key = (await createApiKey(server.ctx.db, 'admin', 'bench')).key;
-  const browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  const browser = await launchChromium();
   try {
     log('dashboard: 40 tasks to show');
     for (let i = 0; i < 40; i++) {

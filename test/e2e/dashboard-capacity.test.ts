@@ -3,14 +3,14 @@ import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { createApiKey } from '../../src/api/auth/manage.ts';
 import { loadScenario } from '../../src/sim/scenario.ts';
 import { parseSweep, parseTargets, runSweep, type SweepResult } from '../../src/sim/sweep.ts';
+import { CHROMIUM, launchChromium } from '../helpers/chromium.ts';
 import { PG_URL } from '../helpers/db.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const ARTIFACTS = path.join(ROOT, 'test-artifacts', 'dashboard');
 const WAIT = { timeout: 180_000 };
@@ -47,19 +47,7 @@ describe('dashboard Capacity page in headless Chromium', { skip }, () => {
       parseSweep(SWEEP),
       parseTargets(TARGET),
     );
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
+    browser = await launchChromium();
     const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, locale: 'en-US' });
     page = await context.newPage();
   });

@@ -4,16 +4,16 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { createApiKey } from '../../src/api/auth/manage.ts';
 import { resolveConfig } from '../../src/config/load.ts';
 import { startFakeProvider, type FakeProviderHandle } from '../../src/providers/fake-server/index.ts';
 import { startServer, type RunningServer } from '../../src/server.ts';
 import { testConfigInput } from '../helpers/config.ts';
 import { createPostgresDatabase, PG_URL } from '../helpers/db.ts';
+import { CHROMIUM, launchChromium } from '../helpers/chromium.ts';
 import { waitFor } from '../helpers/wait.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
 const ARTIFACTS = path.join(
   path.dirname(fileURLToPath(import.meta.url)),
   '..',
@@ -95,19 +95,7 @@ describe('dashboard in headless Chromium', { skip }, () => {
     server = await startServer(config, { log: pino({ level: 'silent' }) });
     base = server.url!;
     adminKey = (await createApiKey(server.ctx.db, 'admin', 'dashboard test')).key;
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
+    browser = await launchChromium();
     // UTC, so the time filter's datetime-local values are the API's instants without an offset.
     const context = await browser.newContext({
       viewport: { width: 1440, height: 900 },
