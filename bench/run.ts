@@ -425,12 +425,15 @@ const BENCHMARKS: Record<string, () => Promise<Json>> = {
   overhead: runOverheadBench,
   // Needs /usr/bin/chromium (.ci/run installs it).
   dashboard: () => runDashboardBench(log),
-  // LOAD_RATE, LOAD_SECONDS, LOAD_FILL: smaller runs (bench/load.ts).
+  // LOAD_RATE, LOAD_SECONDS, LOAD_FILL: smaller runs; LOAD_PHASES=empty or filled: one phase (bench/load.ts).
   load: () =>
     runLoadBench({
       rate: Number(process.env.LOAD_RATE ?? 500),
       seconds: Number(process.env.LOAD_SECONDS ?? 20),
       fill: Number(process.env.LOAD_FILL ?? 100_000),
+      ...(process.env.LOAD_PHASES
+        ? { phases: process.env.LOAD_PHASES.split(',') as Array<'empty' | 'filled'> }
+        : {}),
     }),
 };
 
