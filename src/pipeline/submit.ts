@@ -8,12 +8,12 @@ import {
   tryLockIdempotencyKey,
 } from '../store/idempotency.ts';
 import { readSubmitBasis } from '../store/forecasts.ts';
-import { chargeSubmittedTask, ensureUserWithGrant, insertQueuedTask } from '../store/submit-write.ts';
+import { writeSubmit } from '../store/submit-write.ts';
 import { findActiveTaskForOrder, getTaskView, type TaskInputRef, type TaskRow } from '../store/tasks.ts';
-import type { Db, Queryable } from '../store/db.ts';
+import { RETRYABLE_SQLSTATES, sqlState, type Db, type Queryable } from '../store/db.ts';
 import { estimateOf, submitEstimate, type TaskEstimate } from './estimate.ts';
 import { jobsForCallStep } from './plan-jobs.ts';
-import { enforceSubmitLimits } from './submit-limits.ts';
+import { refusal, submitLimits } from './submit-limits.ts';
 
 export interface SubmitRequest {
   userId: string;
@@ -113,104 +113,120 @@ async function existingResponse(q: Queryable, task: TaskRow): Promise<SubmitResp
 }
 
 /**
- * Submits a task in ONE transaction: idempotency key, order dedup, task + first jobs + `queued`
- * event + its first estimate (one statement), credit charge, and last the submit limits and the
- * queue bound (one statement; src/store/submit-write.ts). Any failure rolls all of it back: nothing stored, nothing charged. The scheduler
- * is woken by the NOTIFY that commits with it. Every statement is O(1) in the size of the queue.
+ * Submits a task. Without an Idempotency-Key it is two statements and no transaction: the
+ * estimate's basis, then everything the submit writes in one statement the server commits by
+ * itself (src/store/submit-write.ts), so the counter rows all submits share are never held
+ * across a round trip. With a key, the same in a transaction that holds the key's lock and
+ * stores the answer. Any refusal (credits, limits, queue bound) rolls all of it back: nothing
+ * stored, nothing charged. The scheduler is woken by the NOTIFY that commits with it. Every
+ * statement is O(1) in the size of the queue.
  */
 export async function submitTask(db: Db, config: Config, req: SubmitRequest): Promise<SubmitResult> {
   checkTaskShape(config, req.type, req.plan);
+  const key = req.idempotencyKey;
+  if (key === undefined) {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await submitOnce(db, config, req);
+      } catch (error) {
+        // A deadlock or serialization failure rolled the statement back: nothing was written.
+        if (attempt < 5 && RETRYABLE_SQLSTATES.has(sqlState(error) ?? '')) continue;
+        throw error;
+      }
+    }
+  }
+  return db.transaction(async (tx) => {
+    if (!(await tryLockIdempotencyKey(tx, key))) {
+      throw new AppError(
+        'idempotency_key_in_flight',
+        'a request with this Idempotency-Key is still being processed; retry shortly',
+        {
+          retryAfterSeconds: 1,
+        },
+      );
+    }
+    const replay = await replayIdempotent(tx, key, req.requestHash);
+    if (replay) return replay;
+    const result = await submitOnce(tx, config, req);
+    await saveIdempotentResponse(tx, key, req.requestHash, result.status, result.body);
+    return result;
+  });
+}
+
+async function submitOnce(q: Queryable, config: Config, req: SubmitRequest): Promise<SubmitResult> {
   const plan = config.plans[req.plan]!;
   const pipeline = config.pipelines[req.type]!;
-  return db.transaction(async (tx) => {
-    if (req.idempotencyKey !== undefined) {
-      if (!(await tryLockIdempotencyKey(tx, req.idempotencyKey))) {
-        throw new AppError(
-          'idempotency_key_in_flight',
-          'a request with this Idempotency-Key is still being processed; retry shortly',
-          {
-            retryAfterSeconds: 1,
-          },
-        );
-      }
-      const replay = await replayIdempotent(tx, req.idempotencyKey, req.requestHash);
-      if (replay) return replay;
-    }
-    const finish = async (result: SubmitResult): Promise<SubmitResult> => {
-      if (req.idempotencyKey !== undefined) {
-        await saveIdempotentResponse(tx, req.idempotencyKey, req.requestHash, result.status, result.body);
-      }
-      return result;
-    };
-
-    if (req.orderId !== undefined) {
-      const existing = await findActiveTaskForOrder(tx, req.userId, req.orderId);
-      if (existing) return finish({ status: 200, body: await existingResponse(tx, existing) });
-    }
-    const basis = await readSubmitBasis(tx);
-    const first = pipeline.steps[0]!;
-    const id = uuidv7();
-    const estimate = submitEstimate(config, { type: req.type, plan: req.plan, images: plan.images }, basis);
-    const task = await insertQueuedTask(tx, {
-      task: {
-        id,
-        userId: req.userId,
-        orderId: req.orderId ?? null,
-        type: req.type,
-        plan: req.plan,
-        prompt: req.prompt,
-        inputs: req.inputs,
-        params: req.params,
-        // An explicit integer seed makes runs (and the result cache) reproducible.
-        seed: Number.isInteger(req.params.seed)
-          ? Math.abs(req.params.seed as number) % 2 ** 31
-          : randomInt(0, 2 ** 31 - 1),
-        weight: plan.weight,
-        imagesTotal: plan.images,
-        creditsCharged: plan.credits,
-        stage: first.name,
-        deadlineSeconds: req.deadlineSeconds ?? plan.deadlineSeconds ?? null,
-      },
-      jobs: jobsForCallStep(
-        { id, userId: req.userId, imagesTotal: plan.images },
-        first,
-        req.inputs.map((i) => i.storage_key),
-        config.worker.maxAttempts,
-      ),
-      webhook: req.webhook,
-      estimate,
-    });
-    if (!task) {
+  if (req.orderId !== undefined) {
+    const existing = await findActiveTaskForOrder(q, req.userId, req.orderId);
+    if (existing) return { status: 200, body: await existingResponse(q, existing) };
+  }
+  const basis = await readSubmitBasis(q);
+  const first = pipeline.steps[0]!;
+  const id = uuidv7();
+  const now = req.now ?? new Date();
+  const estimate = submitEstimate(config, { type: req.type, plan: req.plan, images: plan.images }, basis);
+  const written = await writeSubmit(q, {
+    task: {
+      id,
+      userId: req.userId,
+      orderId: req.orderId ?? null,
+      type: req.type,
+      plan: req.plan,
+      prompt: req.prompt,
+      inputs: req.inputs,
+      params: req.params,
+      // An explicit integer seed makes runs (and the result cache) reproducible.
+      seed: Number.isInteger(req.params.seed)
+        ? Math.abs(req.params.seed as number) % 2 ** 31
+        : randomInt(0, 2 ** 31 - 1),
+      weight: plan.weight,
+      imagesTotal: plan.images,
+      creditsCharged: plan.credits,
+      stage: first.name,
+      deadlineSeconds: req.deadlineSeconds ?? plan.deadlineSeconds ?? null,
+    },
+    jobs: jobsForCallStep(
+      { id, userId: req.userId, imagesTotal: plan.images },
+      first,
+      req.inputs.map((i) => i.storage_key),
+      config.worker.maxAttempts,
+    ),
+    webhook: req.webhook,
+    estimate,
+    // With auth on, only keys create users: a token's user was created when its token was issued.
+    grant: req.mayCreateUser === false ? undefined : config.credits.initialGrant,
+    ...submitLimits(config, { userId: req.userId, keyId: req.keyId }, now),
+  });
+  switch (written.outcome) {
+    case 'order_taken': {
       // A concurrent submit for the same order committed first: answer with its task.
-      const winner = await findActiveTaskForOrder(tx, req.userId, req.orderId!);
+      const winner = await findActiveTaskForOrder(q, req.userId, req.orderId!);
       if (!winner) throw new AppError('internal', 'order deduplication lost its task; retry');
-      return finish({ status: 200, body: await existingResponse(tx, winner) });
+      return { status: 200, body: await existingResponse(q, winner) };
     }
-    if (req.mayCreateUser !== false) await ensureUserWithGrant(tx, req.userId, config.credits.initialGrant);
-    if (!(await chargeSubmittedTask(tx, req.userId, id, plan.credits))) {
+    case 'short':
       throw new AppError(
         'insufficient_credits',
         `plan "${req.plan}" costs ${plan.credits} credits; the balance is not enough`,
       );
-    }
-    const result = await finish({
-      status: 202,
-      body: responseFor(
-        task,
-        {
-          position: estimate.position,
-          eta_seconds: Math.max(0, Math.round((estimate.finishAtMs - basis.nowMs) / 1000)),
-          predicted_start_at: new Date(estimate.startAtMs).toISOString(),
-          predicted_finish_at: new Date(estimate.finishAtMs).toISOString(),
-          eta_basis: 'submit',
-          forecast_at: new Date(basis.nowMs).toISOString(),
-          forecast_stale: false,
-        },
-        false,
-      ),
-    });
-    // Last, so that the counter rows (rate windows, the queue bound) stay locked only through the commit.
-    await enforceSubmitLimits(tx, config, { userId: req.userId, keyId: req.keyId }, req.now ?? new Date());
-    return result;
-  });
+    case 'refused':
+      throw refusal(config, written.counts, now);
+    case 'queued':
+      return {
+        status: 202,
+        body: responseFor(
+          written.task,
+          {
+            position: estimate.position,
+            eta_seconds: Math.max(0, Math.round((estimate.finishAtMs - basis.nowMs) / 1000)),
+            predicted_start_at: new Date(estimate.startAtMs).toISOString(),
+            predicted_finish_at: new Date(estimate.finishAtMs).toISOString(),
+            eta_basis: 'submit',
+            forecast_at: new Date(basis.nowMs).toISOString(),
+            forecast_stale: false,
+          },
+          false,
+        ),
+      };
+  }
 }

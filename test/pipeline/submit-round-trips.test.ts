@@ -29,7 +29,7 @@ function request(userId: string, extra: Partial<SubmitRequest> = {}): SubmitRequ
   };
 }
 
-/** The Db, with every statement of its transactions recorded. */
+/** The Db, with every statement recorded, and each transaction it opens as 'BEGIN'. */
 function counting(db: Db, statements: string[]): Db {
   const wrap = (q: Queryable): Queryable => ({
     query: (sql, params) => {
@@ -39,7 +39,11 @@ function counting(db: Db, statements: string[]): Db {
     exec: (sql) => q.exec(sql),
   });
   return Object.assign(Object.create(db) as Db, {
-    transaction: <T>(fn: (tx: Queryable) => Promise<T>) => db.transaction((tx) => fn(wrap(tx))),
+    ...wrap(db),
+    transaction: <T>(fn: (tx: Queryable) => Promise<T>) => {
+      statements.push('BEGIN');
+      return db.transaction((tx) => fn(wrap(tx)));
+    },
   });
 }
 
@@ -50,14 +54,16 @@ describeEachDb('submit round trips', (kind) => {
     plans: { free: { images: 2, credits: 3, weight: 1 } },
   });
 
-  it('a new user’s submit makes five statements and writes the task, jobs, event, estimate, grant, charge and counters', async () => {
+  it('a new user’s submit makes two statements, no transaction, and writes the task, jobs, event, estimate, grant, charge and counters', async () => {
     const statements: string[] = [];
     const { body } = await submitTask(counting(t.db, statements), config, {
       ...request('rt-new', { keyId: null }),
       webhook: { url: 'https://hooks.example/x', stages: true },
     });
-    // basis read, task bundle, user + grant, charge, limits + queue bound (BEGIN/COMMIT aside).
-    assert.equal(statements.length, 5, statements.join('\n---\n'));
+    // The estimate's basis, then every write in one statement the server commits by itself:
+    // no BEGIN or COMMIT round trips, and the shared counter rows never held across one.
+    assert.equal(statements.length, 2, statements.join('\n---\n'));
+    assert.ok(!statements.includes('BEGIN'));
     const { rows } = await t.db.query<Record<string, unknown>>(
       `SELECT t.state, t.webhook_url, t.webhook_stages, u.balance,
               (SELECT count(*)::int FROM jobs j WHERE j.task_id = t.id AND j.state = 'queued') AS jobs,
@@ -95,5 +101,36 @@ describeEachDb('submit round trips', (kind) => {
       `SELECT balance, (SELECT count FROM rate_limits WHERE bucket = 'user:rt-poor') AS window_count FROM users WHERE id = 'rt-poor'`,
     );
     assert.deepEqual(rows[0], { balance: 1, window_count: 3 });
+  });
+
+  it('with an Idempotency-Key, one transaction: key lock, replay read, basis, the write, the stored answer', async () => {
+    const statements: string[] = [];
+    const first = await submitTask(counting(t.db, statements), config, {
+      ...request('rt-idem'),
+      idempotencyKey: 'rt-key',
+    });
+    assert.equal(statements.length, 6, statements.join('\n---\n'));
+    assert.equal(statements[0], 'BEGIN');
+    const again = await submitTask(t.db, config, { ...request('rt-idem'), idempotencyKey: 'rt-key' });
+    assert.deepEqual(again, first);
+  });
+
+  it('a submit over a limit writes nothing and keeps no count', async () => {
+    const limited = testConfig({
+      credits: { initialGrant: 100 },
+      plans: { free: { images: 2, credits: 3, weight: 1 } },
+      limits: { userSubmitsPerMinute: 2 },
+    });
+    for (let i = 0; i < 2; i++) await submitTask(t.db, limited, request('rt-rate'));
+    await assert.rejects(submitTask(t.db, limited, request('rt-rate')), (e: unknown) => {
+      return e instanceof AppError && e.code === 'rate_limited' && e.retryAfterSeconds !== undefined;
+    });
+    const { rows } = await t.db.query<Record<string, number>>(
+      `SELECT (SELECT count(*)::int FROM tasks WHERE user_id = 'rt-rate') AS tasks,
+              (SELECT balance FROM users WHERE id = 'rt-rate') AS balance,
+              (SELECT count(*)::int FROM credit_ledger WHERE user_id = 'rt-rate') AS ledger,
+              (SELECT count FROM rate_limits WHERE bucket = 'user:rt-rate') AS window_count`,
+    );
+    assert.deepEqual(rows[0], { tasks: 2, balance: 94, ledger: 3, window_count: 2 });
   });
 });
