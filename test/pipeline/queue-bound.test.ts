@@ -12,7 +12,7 @@ import { describeEachDb, useTestDb } from '../helpers/db.ts';
  * The queue bound (limits.maxQueuedTasks) under concurrent submits. Counting the queue and then
  * inserting, under READ COMMITTED, let 20 of 30 concurrent submits through against a limit of 5
  * (issue 9): each transaction counted before the others committed. The bound is now a counter
- * row taken as the submit's last statement (src/store/submit-write.ts, countSubmit). On PostgreSQL
+ * row the submit's one statement takes last (darkroom_submit, src/store/submit-write.ts). On PostgreSQL
  * the submits run on separate pooled connections, truly at once; PGlite serialises them.
  */
 
