@@ -36,6 +36,11 @@ export interface ForecastPass {
 }
 
 export interface Forecaster {
+  /**
+   * Starts the forecast thread now and resolves when it is ready (the scheduler calls it as it
+   * starts, so that the first pass after a burst does not wait for the simulator to compile).
+   */
+  warm(): Promise<void>;
   /** The scheduler's hook after an admission pass; returns at once. */
   afterPass(): void;
   /**
@@ -143,6 +148,7 @@ export function createForecaster(ctx: Context, options: ForecasterOptions = {}):
   }
 
   return {
+    warm: () => thread.warm(),
     afterPass() {
       requested = true;
       kick();
