@@ -101,6 +101,18 @@ async function realTimes(
   }
 }
 
+async function forecastSince(server: RunningServer, sinceMs: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const { rows } = await server.ctx.db.query<{ at: Date }>(
+      'SELECT forecast_at AS at FROM forecast_state WHERE id = 1',
+    );
+    if (rows[0] && rows[0].at.getTime() > sinceMs) return;
+    if (Date.now() > deadline) throw new Error(`no forecast in ${timeoutMs} ms after the warm-up`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 /** p50/p90 of absolute errors (s) and of errors relative to the real completion time (%). */
 function errors(pairs: Array<{ predicted: number; real: number; completion: number }>): Json {
   const abs = pairs.map((p) => Math.abs(p.predicted - p.real) / 1000).sort((a, b) => a - b);
@@ -135,7 +147,10 @@ async function scoreScenario(setup: ComparisonSetup): Promise<Json> {
     const base = server.url!;
     // Warm-up: connections, JIT, the first measured job durations the forecast starts from.
     const warm = await submit(base, 'warm-up', Object.keys(setup.plans)[0]!);
-    await realTimes(server, [warm.id as string], 120_000);
+    const warmEnd = (await realTimes(server, [warm.id as string], 120_000)).get(warm.id as string)!.finished;
+    // …and a forecast since it ended, so that a submit's estimate starts from measured durations
+    // (as on a server that has been running), not the configured defaults.
+    await forecastSince(server, warmEnd, 60_000);
 
     const scored: Scored[] = [];
     let u = 0;
@@ -187,7 +202,8 @@ async function scoreScenario(setup: ComparisonSetup): Promise<Json> {
     const completions = [...real.values()].map((r) => (r.finished - r.created) / 1000).sort((a, b) => a - b);
     // Per task, seconds from the burst's first submit: what was predicted, when, and what happened.
     const t0 = scored[0]!.submittedMs;
-    const sec = (ms: number | undefined) => (ms === undefined || Number.isNaN(ms) ? null : round((ms - t0) / 1000));
+    const sec = (ms: number | undefined) =>
+      ms === undefined || Number.isNaN(ms) ? null : round((ms - t0) / 1000);
     const detail = scored.map((s) => {
       const r = real.get(s.id)!;
       return {
