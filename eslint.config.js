@@ -32,6 +32,11 @@ export default tseslint.config(
     files: ['scripts/**/*.mjs', 'bin/**/*.js'],
     languageOptions: { globals: { process: 'readonly', console: 'readonly' } },
   },
+  {
+    files: ['bin/**/*.cjs'],
+    languageOptions: { sourceType: 'commonjs', globals: { process: 'readonly', require: 'readonly' } },
+    rules: { '@typescript-eslint/no-require-imports': 'off' },
+  },
   // The dashboard: plain ES modules run by the browser (no build step), checked as such.
   {
     files: ['web/**/*.js'],

@@ -181,7 +181,7 @@ interface Server {
 }
 
 async function startServerProcess(target: Target, port: number): Promise<Server> {
-  const bin = path.join(import.meta.dirname, '..', 'bin', 'darkroom.js');
+  const bin = path.join(import.meta.dirname, '..', 'bin', 'darkroom.cjs');
   // LOAD_PROFILE_DIR: the server writes a V8 CPU profile there when it exits (where the time goes).
   const profile = process.env.LOAD_PROFILE_DIR
     ? ['--cpu-prof', `--cpu-prof-dir=${process.env.LOAD_PROFILE_DIR}`]

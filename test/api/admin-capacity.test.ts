@@ -221,7 +221,7 @@ describe('capacity runs agree with darkroom plan', () => {
     const file = path.join(tempDir(), 'darkroom.json');
     writeFileSync(file, JSON.stringify(testConfigInput(overrides)));
     const args = [
-      path.join(ROOT, 'bin', 'darkroom.js'),
+      path.join(ROOT, 'bin', 'darkroom.cjs'),
       'plan',
       '-c',
       file,

@@ -1,5 +1,5 @@
 /**
- * `darkroom keys create | list | revoke` as an operator runs them: the real CLI (bin/darkroom.js)
+ * `darkroom keys create | list | revoke` as an operator runs them: the real CLI (bin/darkroom.cjs)
  * in child processes against a real PostgreSQL database, and the keys used over real HTTP on a
  * server of the same database.
  */

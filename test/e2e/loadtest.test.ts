@@ -1,5 +1,5 @@
 /**
- * `darkroom loadtest` as a user runs it: the CLI in its own process (bin/darkroom.js) against a
+ * `darkroom loadtest` as a user runs it: the CLI in its own process (bin/darkroom.cjs) against a
  * real server with the provider simulator. The figures are checked against facts the load test
  * does not produce: the scenario's task count derived by hand, the database's own rows, a proxy's
  * count of the connections it cut. A second run breaks two invariants behind the server's back
@@ -18,7 +18,7 @@ import { testConfigInput, tempDir } from '../helpers/config.ts';
 import { DB_KINDS } from '../helpers/db.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 
-const BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'darkroom.js');
+const BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'darkroom.cjs');
 const KIND = DB_KINDS.includes('postgres') ? 'postgres' : 'pglite';
 const RUN_LIMIT_MS = 600_000;
 

@@ -7,7 +7,7 @@ import YAML from 'yaml';
 import { tempDir } from './config.ts';
 import { waitFor } from './wait.ts';
 
-const BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'darkroom.js');
+const BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'darkroom.cjs');
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
