@@ -48,7 +48,10 @@ export function jobsForCallStep(
   return callJobRows(task, step, callStepJobs(step, task.imagesTotal, defaultMaxAttempts), inputKeys);
 }
 
-/** Rows for store jobs: `stagedKeys[i]` holds the image of `specs[i]`. */
+/**
+ * Rows for store jobs: `stagedKeys` hold the images the specs cover, in index order (the first
+ * spec's first image first); each job carries the staged keys of its own images.
+ */
 export function storeJobRows(
   task: TaskRef,
   pipeline: ResolvedPipeline,
@@ -57,19 +60,23 @@ export function storeJobRows(
   stagedKeys: string[],
   cached: boolean,
 ): NewJob[] {
-  return specs.map((j, i) => ({
-    id: uuidv7(),
-    taskId: task.id,
-    userId: task.userId,
-    stepIndex: step.index,
-    stepName: step.name,
-    kind: 'store' as const,
-    resource: storeResource(pipeline, step),
-    firstIndex: j.firstIndex,
-    count: j.count,
-    maxAttempts: j.maxAttempts,
-    input: cached ? { keys: [stagedKeys[i]!], cached: true } : { keys: [stagedKeys[i]!] },
-  }));
+  const first = specs[0]?.firstIndex ?? 0;
+  return specs.map((j) => {
+    const keys = stagedKeys.slice(j.firstIndex - first, j.firstIndex - first + j.count);
+    return {
+      id: uuidv7(),
+      taskId: task.id,
+      userId: task.userId,
+      stepIndex: step.index,
+      stepName: step.name,
+      kind: 'store' as const,
+      resource: storeResource(pipeline, step),
+      firstIndex: j.firstIndex,
+      count: j.count,
+      maxAttempts: j.maxAttempts,
+      input: cached ? { keys, cached: true } : { keys },
+    };
+  });
 }
 
 export function stagedKey(taskId: string, stepName: string, index: number, ext: string): string {

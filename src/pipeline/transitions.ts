@@ -15,7 +15,7 @@ import {
 import { refundTask } from '../store/credits.ts';
 import type { Queryable } from '../store/db.ts';
 import { appendEvent } from '../store/events.ts';
-import { imageIndices, insertImage, type ImageRow } from '../store/images.ts';
+import { imageIndices, insertImages, type ImageRow } from '../store/images.ts';
 import {
   cancelPendingJobs,
   completeJob,
@@ -25,6 +25,7 @@ import {
   failJob,
   insertJobs,
   lockRunningJob,
+  narrowStoreJob,
   noteRateLimited,
   requeueJob,
   shrinkJob,
@@ -163,27 +164,70 @@ async function createNextJobs(
   }
 }
 
-/** An image was stored (original + thumbnail). A duplicate index changes no counter. */
-export async function recordStoreSuccess(
+/**
+ * What one attempt of a store job did with its images. `stored`: written (original and
+ * thumbnail); `rejected`: not an image (they fail for good, the others are still delivered);
+ * `owed`: failed on a transient fault, to store again (with their staged keys).
+ */
+export interface StoreResults {
+  stored: ImageRow[];
+  rejected: Array<{ index: number; message: string }>;
+  owed?: { images: Array<{ index: number; key: string }>; failure: FailureInfo } | undefined;
+}
+
+/**
+ * A store job's attempt, in one transaction whatever its size: its image rows in one statement,
+ * one counter update and one progress event for the task (a duplicate index, stored by an
+ * earlier attempt, changes no counter). Images still owed shrink the job to them (their keys
+ * and indices) and that remainder retries or fails as any failed attempt (recordJobFailure):
+ * a retry never stores an image twice and never counts one twice.
+ */
+export async function recordStoreOutcome(
   tx: Queryable,
+  config: Config,
   job: Pick<JobRow, 'id' | 'lease_token'>,
-  image: ImageRow,
-): Promise<boolean> {
+  results: StoreResults,
+  random: number,
+): Promise<{ recorded: boolean; retried: boolean }> {
   const row = await lockRunningJob(tx, job.id, job.lease_token);
-  if (!row) return false;
+  if (!row) return { recorded: false, retried: false };
   await lockTask(tx, row.task_id);
-  await completeJob(tx, row.id, { keys: [image.storage_key, image.thumb_key] });
-  const inserted = await insertImage(tx, image);
-  if (inserted) {
-    const task = await addUnits(tx, row.task_id, 1, 0);
+  const inserted = await insertImages(tx, results.stored);
+  const rejected = results.rejected.length;
+  if (inserted > 0 || rejected > 0) {
+    const task = await addUnits(tx, row.task_id, inserted, rejected);
     await appendEvent(tx, task.id, task.user_id, 'progress', {
       done: task.images_done,
       failed: task.images_failed,
       total: task.images_total,
     });
   }
+  if (rejected > 0)
+    await setTaskErrorOnce(
+      tx,
+      row.task_id,
+      `${row.step_name} failed: permanent: ${results.rejected[0]!.message}`,
+    );
+  const owed = results.owed;
+  if (owed && owed.images.length > 0) {
+    if (results.stored.length + rejected > 0)
+      await narrowStoreJob(tx, row.id, owed.images, row.input.cached === true);
+    return recordJobFailure(tx, config, job, owed.failure, random);
+  }
+  await completeJob(tx, row.id, { keys: results.stored.flatMap((i) => [i.storage_key, i.thumb_key]) });
   await finishIfDone(tx, row.task_id);
-  return true;
+  return { recorded: true, retried: false };
+}
+
+/** Every image of a store job was stored (a duplicate index changes no counter). */
+export async function recordStoreSuccess(
+  tx: Queryable,
+  config: Config,
+  job: Pick<JobRow, 'id' | 'lease_token'>,
+  images: ImageRow[],
+): Promise<boolean> {
+  const r = await recordStoreOutcome(tx, config, job, { stored: images, rejected: [] }, 0);
+  return r.recorded;
 }
 
 export interface FailureInfo {

@@ -22,13 +22,18 @@ import type {
  *    AIMD effective concurrency (⌊effective⌋, at least 1; an idle provider may take one job of
  *    more requests, up to its configured cap), a key past its `concurrency`, a key past `rpm`
  *    requests in any `rpmWindowMs` window (admission times of requests not started yet count
- *    too), a store step past its `concurrency`, or the workers past their free slots. Limits
- *    count requests: a job of `requests` requests (a batch split into one call per image on a
- *    model that returns one image per request) takes that many, all on one key.
+ *    too), a store step past its `concurrency` images being stored, or the workers past their free
+ *    slots. Limits count requests: a job of `requests` requests (a batch split into one call per
+ *    image on a model that returns one image per request) takes that many, all on one key; a store
+ *    job of `requests` images takes that many of its store's concurrency (an idle store takes one
+ *    job larger than its concurrency, possible only after the concurrency was lowered, so such a
+ *    job cannot wait forever).
  *    A key that is unusable (disabled, no secret) or cooling down after a 429 is never chosen.
  *
  * 2. Work-conserving: when `decide` returns, no ready job left in the queue could be admitted
- *    under those limits. (A job is ready once `readyAtMs ≤ nowMs`.)
+ *    under those limits. (A job is ready once `readyAtMs ≤ nowMs`.) One exception: a user's
+ *    store jobs on one store start in order, so a smaller one waits behind a larger one that does
+ *    not fit yet (images are delivered in order, and a pass reads only a user's first jobs there).
  *
  * 3. Weighted fair share. Users compete, not tasks. The next admission goes to the user with
  *    the lowest score
@@ -127,6 +132,8 @@ export function decide(input: PolicyInput): Decision {
   // Providers that had room but no key that could start a job's requests now, with the fewest
   // requests such a job needed: time alone can free them.
   const keyBlocked = new Map<string, number>();
+  // Users whose next store job on a store did not fit: their later ones there wait too.
+  const storeBlocked = new Set<string>();
   const admissions: Admission[] = [];
   // Only the picked user's score changes during a decision, so a heap orders the users.
   const scoreOf = (user: string): number => {
@@ -150,7 +157,7 @@ export function decide(input: PolicyInput): Decision {
     for (let i = 0; i < queue.length; i++) {
       const job = queue[i]!;
       const task = tasks.get(job.taskId)!;
-      const requests = job.kind === 'store' ? 0 : Math.max(1, job.requests ?? 1);
+      const requests = Math.max(1, job.requests ?? 1);
       if (!task.running) {
         if (runningTasks >= input.limits.maxRunningTasks) continue;
         if ((userRunning.get(user) ?? 0) >= input.limits.perUserRunningTasks) continue;
@@ -163,7 +170,13 @@ export function decide(input: PolicyInput): Decision {
           full.add(job.resource);
           continue;
         }
-        store.inFlight++;
+        const blockKey = `${user}\u0000${job.resource}`;
+        if (storeBlocked.has(blockKey)) continue;
+        if (store.inFlight + requests > store.concurrency && store.inFlight > 0) {
+          storeBlocked.add(blockKey);
+          continue;
+        }
+        store.inFlight += requests;
       } else {
         const provider = providers.get(job.resource);
         if (!provider || provider.inFlight >= providerLimit(provider)) {
@@ -195,7 +208,7 @@ export function decide(input: PolicyInput): Decision {
         taskId: job.taskId,
         resource: job.resource,
         startsTask,
-        ...(keyId ? { keyId, requests } : {}),
+        ...(keyId ? { keyId, requests } : job.kind === 'store' ? { requests } : {}),
       });
       queue.splice(i, 1);
       admitted = true;

@@ -13,7 +13,12 @@ import type { JobKind } from './types.ts';
  * - transform step: `calls` jobs, each one provider call whose outputs replace the inputs; the next
  *   step's jobs come when the step's last call succeeds;
  * - generate step: ceil(images / batchSize) jobs, batch i covering images [i·B, min(N, (i+1)·B));
- * - store step: one job per generated image, created as soon as its batch returns it.
+ * - store step: one job per batch a call returned (images [firstIndex, firstIndex + n)), created as
+ *   soon as the call returns, cut into jobs of at most the store's concurrency: a store job of k
+ *   images counts k against that concurrency (src/policy/admission.ts), so the store never holds
+ *   more images at once than its concurrency, and a batch pays one admission, one claim and one
+ *   outcome transaction instead of one per image. A store job that stored some of its images and
+ *   failed on others shrinks to the images still owed (`count`, and its input's `indices`).
  * A task ends once none of its jobs is queued, admitted or running; the images not delivered
  * count as failed, and their share of the charge is refunded.
  */
@@ -116,7 +121,15 @@ export function callStepJobs(
   return jobs;
 }
 
-/** One store job per image returned: images [firstIndex, firstIndex + images). */
+/** Images one store job may hold: the store step's concurrency (a job's images are stored at once). */
+export function storeJobSize(step: Pick<ResolvedStep, 'concurrency'>): number {
+  return Math.max(1, Math.floor(step.concurrency ?? 1));
+}
+
+/**
+ * The store jobs of the images [firstIndex, firstIndex + images) one call returned: consecutive
+ * runs of at most `storeJobSize(step)` images.
+ */
 export function storeStepJobs(
   step: ResolvedStep,
   firstIndex: number,
@@ -124,12 +137,16 @@ export function storeStepJobs(
   defaultMaxAttempts: number,
 ): JobSpec[] {
   const maxAttempts = maxAttemptsOf(step, defaultMaxAttempts);
-  return Array.from({ length: images }, (_, i) => ({
-    stepIndex: step.index,
-    firstIndex: firstIndex + i,
-    count: 1,
-    maxAttempts,
-  }));
+  const size = storeJobSize(step);
+  const jobs: JobSpec[] = [];
+  for (let i = 0; i < images; i += size)
+    jobs.push({
+      stepIndex: step.index,
+      firstIndex: firstIndex + i,
+      count: Math.min(size, images - i),
+      maxAttempts,
+    });
+  return jobs;
 }
 
 /** Nothing more to start: canceled, or every image already accounted for. */
@@ -227,6 +244,16 @@ function storeJobsFor(
   const store = storeStepOf(pipeline);
   if (!store || isSettled(task) || delivered <= 0) return undefined;
   return { step: store, jobs: storeStepJobs(store, firstIndex, delivered, defaultMaxAttempts) };
+}
+
+/**
+ * A store attempt's results: `stored` images newly delivered (an index already delivered is not
+ * counted again), `rejected` failed for good (bytes that are not an image: only those fail and
+ * are refunded at the task's end). Images still owed after a transient failure shrink the job to
+ * them, and that remainder is treated as `afterFailure` says.
+ */
+export function afterStore<T extends TaskCounts>(task: T, stored: number, rejected: number): T {
+  return withUnits(task, stored, rejected);
 }
 
 /** Inputs of the retry decision that only the caller can know (randomness, history, hints). */

@@ -41,7 +41,8 @@ export interface JobView {
   /**
    * Provider calls: the requests this job makes (a batch on a model that returns fewer images per
    * request than the batch holds is several parallel requests). Each counts against the key's RPM
-   * window and in-flight limit and the provider's concurrency. Default 1.
+   * window and in-flight limit and the provider's concurrency. Store jobs: the images the job
+   * stores, each counting against the store's concurrency. Default 1.
    */
   requests?: number | undefined;
 }
@@ -76,7 +77,9 @@ export interface ProviderView {
 
 export interface StoreView {
   name: string;
+  /** Images the store step may store at once. */
   concurrency: number;
+  /** Images being stored: the sum of `requests` of its admitted and running jobs. */
   inFlight: number;
 }
 
@@ -133,7 +136,10 @@ export interface Admission {
   keyId?: string;
   /** True when this admission starts the task (it takes a running-task slot). */
   startsTask: boolean;
-  /** Provider calls: the requests recorded against the key (the job's `requests`). */
+  /**
+   * Provider calls: the requests recorded against the key (the job's `requests`). Store jobs: the
+   * images they store (their `requests`, held against the store's concurrency while in flight).
+   */
   requests?: number;
 }
 

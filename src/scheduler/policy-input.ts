@@ -23,11 +23,8 @@ interface CapacityViews {
 
 /** The providers, keys, stores and worker slots as the policy sees them. */
 export function capacityViews(config: Config, snap: CapacitySnapshot): CapacityViews {
-  const inFlightBy = (resource: string, keyId?: string) =>
-    snap.inFlight
-      .filter((r) => r.resource === resource && (keyId === undefined || r.key_id === keyId))
-      .reduce((n, r) => n + r.n, 0);
-  // Provider limits count requests: a job of several requests holds several slots.
+  // Provider limits count requests: a job of several requests holds several slots; a store job
+  // holds one store slot per image (its `requests` are its images).
   const requestsInFlight = (resource: string, keyId?: string) =>
     snap.inFlight
       .filter((r) => r.resource === resource && (keyId === undefined || r.key_id === keyId))
@@ -63,7 +60,7 @@ export function capacityViews(config: Config, snap: CapacitySnapshot): CapacityV
     for (const step of pipeline.steps) {
       if (step.kind !== 'store') continue;
       const name = storeResource(pipeline, step);
-      stores.push({ name, concurrency: storeConcurrencyOf(step), inFlight: inFlightBy(name) });
+      stores.push({ name, concurrency: storeConcurrencyOf(step), inFlight: requestsInFlight(name) });
     }
   }
   const userInFlight: Record<string, number> = {};
@@ -135,9 +132,10 @@ export function buildPolicyInput(
     resource: j.resource,
     readyAtMs: j.ready_ms,
     order: j.order,
-    ...(j.kind === 'store'
-      ? {}
-      : { requests: requestsFor(j.count ?? 1, imagesPerRequest.get(j.resource) ?? 1) }),
+    requests:
+      j.kind === 'store'
+        ? Math.max(1, j.count ?? 1)
+        : requestsFor(j.count ?? 1, imagesPerRequest.get(j.resource) ?? 1),
   }));
   let memory = serviceMemories.get(config);
   if (!memory) serviceMemories.set(config, (memory = new Map()));

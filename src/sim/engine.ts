@@ -118,7 +118,7 @@ export class Simulation {
           name,
           concurrency,
           inFlight: 0,
-          rec: { name, concurrency, jobs: 0, busyMs: 0 },
+          rec: { name, concurrency, jobs: 0, images: 0, busyMs: 0 },
         });
       }
     }
@@ -340,7 +340,7 @@ export class Simulation {
       );
       this.book.running(job);
       let keyId: string | undefined;
-      if (job.kind === 'store') this.stores.get(job.resource)!.inFlight++;
+      if (job.kind === 'store') this.stores.get(job.resource)!.inFlight += job.requests;
       else {
         const provider = this.providers.get(job.resource)!;
         const key = provider.keys.find((k) => k.id === f.keyId) ?? provider.keys[0]!;
@@ -476,7 +476,7 @@ export class Simulation {
       if (!job) throw new Error(`decide() admitted an unknown job ${a.jobId}`);
       this.book.admit(job, a.startsTask, this.now + dispatch);
       if (job.kind === 'store') {
-        this.stores.get(job.resource)!.inFlight++;
+        this.stores.get(job.resource)!.inFlight += job.requests;
       } else {
         const provider = this.providers.get(job.resource)!;
         const key = provider.keys.find((k) => k.id === a.keyId)!;
@@ -528,6 +528,7 @@ export class Simulation {
     if (job.kind === 'store') {
       const store = this.stores.get(job.resource)!;
       store.rec.jobs++;
+      store.rec.images += job.requests;
       flight.outcome = drawOutcome(this.scenario, job.step, rng);
       this.heap.push({ at: this.now + ms(sampleLatency(latency, rng)), kind: 'end', flight });
       return;
@@ -576,8 +577,9 @@ export class Simulation {
     const busy = this.now - flight.startAtMs;
     if (job.kind === 'store') {
       const store = this.stores.get(job.resource)!;
-      store.inFlight--;
-      store.rec.busyMs += busy;
+      store.inFlight -= job.requests;
+      // Utilisation counts image-time: a job holds one store slot per image.
+      store.rec.busyMs += busy * job.requests;
     } else {
       const provider = this.providers.get(job.resource)!;
       const key = provider.keys.find((k) => k.id === flight.keyId)!;

@@ -75,7 +75,7 @@ export interface PlanReport {
   throughput: { tasksPerMin: number; imagesPerMin: number };
   queue: { maxDepth: number; meanDepth: number; maxRunning: number };
   providers: ProviderReport[];
-  stores: Array<{ name: string; concurrency: number; jobs: number; utilisation: number }>;
+  stores: Array<{ name: string; concurrency: number; jobs: number; images: number; utilisation: number }>;
   rateLimited: number;
   errors: SimRun['errors'];
   retries: number;
@@ -246,6 +246,7 @@ export function summarize(
         name: s.name,
         concurrency: s.concurrency,
         jobs: s.jobs,
+        images: s.images,
         utilisation: round(s.busyMs / (s.concurrency * spanMs)),
       })),
     rateLimited: run.providers.reduce((n, p) => n + p.rateLimited, 0),

@@ -46,8 +46,13 @@ export interface ProviderRecord {
 
 export interface StoreRecord {
   name: string;
+  /** Images it stores at once. */
   concurrency: number;
+  /** Store job attempts (a job holds up to `concurrency` images of one call's batch). */
   jobs: number;
+  /** Images those attempts stored or tried to store. */
+  images: number;
+  /** Image-time: each job's duration times its images. */
   busyMs: number;
 }
 

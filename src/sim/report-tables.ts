@@ -52,8 +52,8 @@ export function resourceTables(r: PlanReport): ReportTable[] {
   ];
   if (r.stores.length) {
     tables.push({
-      header: ['store', 'concurrency', 'jobs', 'busy'],
-      rows: r.stores.map((st) => [st.name, st.concurrency, st.jobs, pct(st.utilisation)]),
+      header: ['store', 'concurrency', 'jobs', 'images', 'busy'],
+      rows: r.stores.map((st) => [st.name, st.concurrency, st.jobs, st.images, pct(st.utilisation)]),
     });
   }
   return tables;

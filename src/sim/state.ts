@@ -21,7 +21,10 @@ export interface SimJob {
   maxAttempts: number;
   readyAtMs: number;
   order: number;
-  /** Provider calls: requests the adapter makes for it (src/providers/capabilities.ts); 0 for store jobs. */
+  /**
+   * Provider calls: requests the adapter makes for it (src/providers/capabilities.ts). Store jobs:
+   * their images (each holds one of the store's concurrency).
+   */
   requests: number;
   /** Rate-limited outcomes so far, and when the first came (the rate-limit bound). */
   rateLimited: number;
@@ -124,7 +127,7 @@ export function jobView(j: SimJob): JobView {
     resource: j.resource,
     readyAtMs: j.readyAtMs,
     order: j.order,
-    ...(j.kind === 'store' ? {} : { requests: j.requests }),
+    requests: j.requests,
   };
 }
 

@@ -3,6 +3,7 @@ import {
   afterCallSuccess,
   afterFailure,
   afterPartialSuccess,
+  afterStore,
   callStepJobs,
   stepResource,
   taskEnd,
@@ -165,7 +166,7 @@ export class TaskBook {
       maxAttempts,
       readyAtMs,
       order: step.index * 100000 + firstIndex,
-      requests: step.kind === 'store' ? 0 : this.hooks.requestsOf(step.provider!, count),
+      requests: step.kind === 'store' ? count : this.hooks.requestsOf(step.provider!, count),
       rateLimited: 0,
       firstRateLimitedAtMs: undefined,
     };
@@ -200,12 +201,15 @@ export class TaskBook {
     this.totalInFlight++;
   }
 
-  /** The job's attempt succeeded with `delivered` images (a store job: its one image). */
+  /** The job's attempt succeeded with `delivered` images (a store job: the images it stored). */
   succeed(job: SimJob, delivered = job.count): void {
     this.release(job, 'succeeded');
     const task = job.task;
-    if (job.kind === 'store') task.done++;
-    else {
+    if (job.kind === 'store') {
+      const after = afterStore(countsOf(task), delivered, job.count - delivered);
+      task.done = after.done;
+      task.failed = after.failed;
+    } else {
       let unfinished = 0;
       if (job.kind === 'transform') {
         unfinished = task.transformLeft.get(job.step.index)! - 1;
@@ -247,7 +251,28 @@ export class TaskBook {
     job.firstIndex = shrunk.firstIndex;
     job.count = shrunk.count;
     job.order = job.step.index * 100000 + job.firstIndex;
-    job.requests = job.kind === 'store' ? 0 : this.hooks.requestsOf(job.step.provider!, job.count);
+    job.requests = job.kind === 'store' ? job.count : this.hooks.requestsOf(job.step.provider!, job.count);
+    return this.fail(job, kind, random);
+  }
+
+  /**
+   * A store attempt that stored `stored` of its images, found `rejected` not to be images, and
+   * failed on the rest as `kind`: the task counts the first two, the job shrinks to the rest, and
+   * the rest fails or retries (src/pipeline/transitions.ts recordStoreOutcome).
+   */
+  storePartial(
+    job: SimJob,
+    stored: number,
+    rejected: number,
+    kind: Exclude<OutcomeKind, 'success'>,
+    random: number,
+  ): FailureOutcome<TaskCounts> {
+    const task = job.task;
+    const after = afterStore(countsOf(task), stored, rejected);
+    task.done = after.done;
+    task.failed = after.failed;
+    job.count -= stored + rejected;
+    job.requests = job.count;
     return this.fail(job, kind, random);
   }
 

@@ -38,6 +38,25 @@ export async function insertImage(tx: Queryable, i: ImageRow): Promise<boolean> 
   return rowCount > 0;
 }
 
+/**
+ * Records a store job's images in one statement; returns how many were new (an index that
+ * already had an image, from an earlier attempt, is left as it was and not counted).
+ */
+export async function insertImages(tx: Queryable, images: ImageRow[]): Promise<number> {
+  if (images.length === 0) return 0;
+  const { rowCount } = await tx.query(
+    `INSERT INTO images (task_id, index, storage_key, thumb_key, mime, width, height, thumb_width, thumb_height, bytes, sha256, cached)
+     SELECT x.task_id, x.index, x.storage_key, x.thumb_key, x.mime, x.width, x.height, x.thumb_width, x.thumb_height,
+            x.bytes, x.sha256, x.cached
+       FROM jsonb_to_recordset($1::jsonb) AS x(task_id text, index int, storage_key text, thumb_key text, mime text,
+            width int, height int, thumb_width int, thumb_height int, bytes int, sha256 text, cached boolean)
+     ORDER BY x.index
+     ON CONFLICT (task_id, index) DO NOTHING`,
+    [JSON.stringify(images)],
+  );
+  return rowCount;
+}
+
 export async function imagesOfTask(q: Queryable, taskId: string): Promise<ImageRow[]> {
   const { rows } = await q.query<ImageRow>('SELECT * FROM images WHERE task_id = $1 ORDER BY index', [
     taskId,

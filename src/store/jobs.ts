@@ -16,6 +16,11 @@ export interface JobInput {
   keys?: string[];
   /** Store jobs: the image came from the result cache, not from a provider call. */
   cached?: boolean;
+  /**
+   * Store jobs: the image index of each key. Absent: `first_index + i`. Written when an attempt
+   * stored some of the job's images and the job shrank to the others (they need not be consecutive).
+   */
+  indices?: number[];
 }
 
 export interface JobOutput {
@@ -254,6 +259,31 @@ export async function shrinkJob(tx: Queryable, id: string, done: number): Promis
     id,
     done,
   ]);
+}
+
+/**
+ * A store job that stored some of its images shrinks to the ones still owed: their staged keys
+ * and indices (not necessarily consecutive); `first_index` stays (the job's place in its task).
+ */
+export async function narrowStoreJob(
+  tx: Queryable,
+  id: string,
+  owed: Array<{ index: number; key: string }>,
+  cached: boolean,
+): Promise<void> {
+  const input: JobInput = { keys: owed.map((o) => o.key), indices: owed.map((o) => o.index) };
+  if (cached) input.cached = true;
+  await tx.query('UPDATE jobs SET count = $2, input = $3::jsonb WHERE id = $1', [
+    id,
+    owed.length,
+    JSON.stringify(input),
+  ]);
+}
+
+/** The image index of each staged key of a store job, in order. */
+export function storeJobIndices(job: Pick<JobRow, 'first_index' | 'input'>): number[] {
+  const keys = job.input.keys ?? [];
+  return keys.map((_, i) => job.input.indices?.[i] ?? job.first_index + i);
 }
 
 /** Back to the queue: a retry after `delayMs`, or (rate limited / released) without spending the attempt. */

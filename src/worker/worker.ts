@@ -10,7 +10,7 @@ import {
   recordCallSuccess,
   recordJobFailure,
   recordPartialSuccess,
-  recordStoreSuccess,
+  recordStoreOutcome,
   type FailureInfo,
 } from '../pipeline/transitions.ts';
 import {
@@ -31,8 +31,10 @@ import {
   renewLeases,
   runningJobsOfCanceledTasks,
   saveRemoteRef,
+  storeJobIndices,
   type JobRow,
 } from '../store/jobs.ts';
+import type { ImageRow } from '../store/images.ts';
 import { getTask, type TaskRow } from '../store/tasks.ts';
 import { heartbeatWorker, registerWorker, removeWorker } from '../store/workers.ts';
 import { createWakeup } from '../scheduler/wakeup.ts';
@@ -364,10 +366,13 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
     };
   }
 
-  async function runStore(job: JobRow, task: TaskRow, record: RecordOutcome): Promise<void> {
-    const staged = job.input.keys?.[0];
-    if (!staged) throw new AppError('internal', 'store job without an input');
-    let failure: FailureInfo | undefined;
+  type StoredOne =
+    | { kind: 'stored'; image: ImageRow; staged: string }
+    | { kind: 'rejected'; index: number; message: string }
+    | { kind: 'owed'; index: number; key: string; message: string };
+
+  /** Stores one staged image (original + thumbnail) as image `index` of the task. */
+  async function storeOne(task: TaskRow, staged: string, index: number, cached: boolean): Promise<StoredOne> {
     try {
       const data = await ctx.storage.get(staged);
       const meta = await sharp(data).metadata();
@@ -375,36 +380,84 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
         throw new AppError('unsupported_image', 'the provider returned bytes that are not an image');
       const mime = mimeOfKey(staged);
       const thumb = await makeThumbnail(data);
-      const keys = resultKeys(task.id, job.first_index, extensionFor(mime));
+      const keys = resultKeys(task.id, index, extensionFor(mime));
       await ctx.storage.put(keys.original, data, mime);
       await ctx.storage.put(keys.thumbnail, thumb.data, thumb.mime);
-      const recorded = await record((tx) =>
-        recordStoreSuccess(tx, job, {
-          task_id: task.id,
-          index: job.first_index,
-          storage_key: keys.original,
-          thumb_key: keys.thumbnail,
-          mime,
-          width: meta.width!,
-          height: meta.height!,
-          thumb_width: thumb.width,
-          thumb_height: thumb.height,
-          bytes: data.length,
-          sha256: createHash('sha256').update(data).digest('hex'),
-          cached: job.input.cached === true,
-        }),
-      );
-      if (recorded) await ctx.storage.delete(staged).catch(() => {});
-      return;
+      const image: ImageRow = {
+        task_id: task.id,
+        index,
+        storage_key: keys.original,
+        thumb_key: keys.thumbnail,
+        mime,
+        width: meta.width,
+        height: meta.height,
+        thumb_width: thumb.width,
+        thumb_height: thumb.height,
+        bytes: data.length,
+        sha256: createHash('sha256').update(data).digest('hex'),
+        cached,
+      };
+      return { kind: 'stored', image, staged };
     } catch (error) {
-      if (error instanceof LeaseRanOut) throw error;
       const e = coerceError(error);
-      failure =
-        e instanceof AppError && e.code === 'unsupported_image'
-          ? { kind: 'permanent', message: e.message }
-          : { kind: 'transient', message: `storing the image failed: ${e.message}` };
+      // sharp refuses bytes it cannot read as an image: that image fails for good.
+      if (
+        (e instanceof AppError && e.code === 'unsupported_image') ||
+        /unsupported image format/i.test(e.message)
+      )
+        return { kind: 'rejected', index, message: `image ${index}: ${e.message}` };
+      return { kind: 'owed', index, key: staged, message: `storing image ${index} failed: ${e.message}` };
     }
-    await record((tx) => recordJobFailure(tx, config, job, failure, ctx.random()));
+  }
+
+  /**
+   * A store job's images, stored at once (the job holds at most the store's concurrency), and
+   * recorded in one transaction: the stored ones delivered, the ones that are not images failed,
+   * the ones that failed on a transient fault retried (the job shrinks to them).
+   */
+  async function runStore(job: JobRow, task: TaskRow, record: RecordOutcome): Promise<void> {
+    const staged = job.input.keys ?? [];
+    if (staged.length === 0) throw new AppError('internal', 'store job without an input');
+    const indices = storeJobIndices(job);
+    const cached = job.input.cached === true;
+    const results = await Promise.all(staged.map((k, i) => storeOne(task, k, indices[i]!, cached)));
+    const stored = results.flatMap((r) => (r.kind === 'stored' ? [r] : []));
+    const rejected = results.flatMap((r) => (r.kind === 'rejected' ? [r] : []));
+    const owed = results.flatMap((r) => (r.kind === 'owed' ? [r] : []));
+    const failure: FailureInfo | undefined =
+      owed.length > 0
+        ? {
+            kind: 'transient',
+            message:
+              owed.length === 1 ? owed[0]!.message : `${owed[0]!.message} (and ${owed.length - 1} more)`,
+          }
+        : undefined;
+    const outcome = await record((tx) =>
+      recordStoreOutcome(
+        tx,
+        config,
+        job,
+        {
+          stored: stored.map((r) => r.image),
+          rejected,
+          owed: failure ? { images: owed.map((o) => ({ index: o.index, key: o.key })), failure } : undefined,
+        },
+        ctx.random(),
+      ),
+    );
+    if (!outcome.recorded) return;
+    if (rejected.length > 0 || failure)
+      log.info(
+        {
+          jobId: job.id,
+          taskId: task.id,
+          stored: stored.length,
+          rejected: rejected.length,
+          owed: owed.length,
+        },
+        `storing images failed: ${[...rejected, ...owed][0]!.message}`,
+      );
+    await Promise.all(stored.map((r) => ctx.storage.delete(r.staged).catch(() => {})));
   }
 
   async function run(entry: RunningJob): Promise<void> {

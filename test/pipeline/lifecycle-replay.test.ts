@@ -7,6 +7,7 @@ import {
   recordCallSuccess,
   recordJobFailure,
   recordPartialSuccess,
+  recordStoreOutcome,
   recordStoreSuccess,
 } from '../../src/pipeline/transitions.ts';
 import { cancelMissedDeadlines } from '../../src/scheduler/deadlines.ts';
@@ -14,7 +15,7 @@ import { reapExpiredLeases } from '../../src/scheduler/reaper.ts';
 import type { SimJob, SimTask } from '../../src/sim/state.ts';
 import { TaskBook } from '../../src/sim/tasks.ts';
 import type { Db } from '../../src/store/db.ts';
-import { claimJobs, type JobRow } from '../../src/store/jobs.ts';
+import { claimJobs, storeJobIndices, type JobRow } from '../../src/store/jobs.ts';
 import { markTasksRunning } from '../../src/store/tasks.ts';
 import { testConfig } from '../helpers/config.ts';
 import { describeEachDb, useTestDb } from '../helpers/db.ts';
@@ -23,7 +24,8 @@ import { describeEachDb, useTestDb } from '../helpers/db.ts';
  * The lifecycle twice: the server's (src/pipeline/transitions.ts, the reaper and the deadline loop,
  * on a real database) and the simulator's (src/sim/tasks.ts, what the planner and the forecast
  * run). Random scenarios drive both with the same scripted outcomes — a call returning all, some
- * or none of its images, a partial batch, each kind of failure, a lease that expires, a cancel, a
+ * or none of its images, a partial batch, a store job storing some of its images, rejecting some
+ * (not images) and failing on the rest, each kind of failure, a lease that expires, a cancel, a
  * missed deadline — and after every step every task's state, stage, counters and refund and every
  * job's state, images and attempts must be equal. No worker or scheduler runs: the test admits
  * the job it picked and records its outcome itself.
@@ -42,8 +44,12 @@ const config = testConfig({
         { name: 'store' },
       ],
     },
+    // A batch of 3 is stored as two jobs (2 + 1): a store job holds at most the store's concurrency.
     gen: {
-      steps: [{ name: 'generate', provider: 'main', batchSize: 3, maxAttempts: 3 }, { name: 'store' }],
+      steps: [
+        { name: 'generate', provider: 'main', batchSize: 3, maxAttempts: 3 },
+        { name: 'store', concurrency: 2 },
+      ],
     },
   },
   worker: { maxAttempts: 2, maxRateLimitedRetries: 2, maxRateLimitedWaitMs: 3_600_000 },
@@ -53,6 +59,7 @@ type FailKind = 'transient' | 'timeout' | 'permanent' | 'rate_limited';
 type Step =
   | { t: 'success'; pick: number; images: number }
   | { t: 'partial'; pick: number; images: number; kind: FailKind }
+  | { t: 'store'; pick: number; images: number; kind: FailKind }
   | { t: 'fail'; pick: number; kind: FailKind }
   | { t: 'expire'; pick: number }
   | { t: 'cancel'; pick: number }
@@ -74,6 +81,11 @@ const step: fc.Arbitrary<Step> = fc.oneof(
     arbitrary: fc.record({ t: fc.constant('partial' as const), pick, images: fc.nat(3), kind: failKind }),
   },
   { weight: 3, arbitrary: fc.record({ t: fc.constant('fail' as const), pick, kind: failKind }) },
+  // A store job (if one is queued) stores some of its images, rejects some, fails on the rest.
+  {
+    weight: 3,
+    arbitrary: fc.record({ t: fc.constant('store' as const), pick, images: fc.nat(3), kind: failKind }),
+  },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('expire' as const), pick }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('cancel' as const), pick }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('deadline' as const), pick }) },
@@ -111,14 +123,17 @@ async function serverSnapshot(db: Db, ids: string[]): Promise<Snapshot> {
         cancel_requested: boolean;
         credits_refunded: number;
         ledger: number;
+        stored: number;
       }>(
         `SELECT state, stage, images_done, images_failed, cancel_requested, credits_refunded,
-                (SELECT coalesce(sum(delta), 0)::int FROM credit_ledger l WHERE l.task_id = t.id AND l.reason = 'refund') AS ledger
+                (SELECT coalesce(sum(delta), 0)::int FROM credit_ledger l WHERE l.task_id = t.id AND l.reason = 'refund') AS ledger,
+                (SELECT count(*)::int FROM images i WHERE i.task_id = t.id) AS stored
            FROM tasks t WHERE id = $1`,
         [id],
       )
     ).rows[0]!;
     assert.equal(t.ledger, t.credits_refunded, 'the ledger holds the refund the task shows');
+    assert.equal(t.stored, t.images_done, 'each delivered image counted once');
     tasks.push({
       state: t.state,
       stage: t.stage,
@@ -249,7 +264,8 @@ class Replay {
       }
       return;
     }
-    const queued = await this.queued();
+    const all = await this.queued();
+    const queued = s.t === 'store' ? all.filter((q) => q.sim.kind === 'store') : all;
     if (queued.length === 0) return;
     const { serverId, sim } = queued[s.pick % queued.length]!;
     const row = await this.start(serverId, sim);
@@ -263,8 +279,30 @@ class Replay {
       await reapExpiredLeases(this.db, config, () => random);
       this.book.fail(sim, 'transient', random);
     } else if (s.t === 'success' && row.kind === 'store') {
-      await this.db.transaction((tx) => recordStoreSuccess(tx, row, image(row)));
+      await this.db.transaction((tx) => recordStoreSuccess(tx, config, row, images(row)));
       this.book.succeed(sim);
+    } else if ((s.t === 'partial' || s.t === 'store') && row.kind === 'store') {
+      // Of the job's images: the first `stored` are stored, the next `rejected` are not images,
+      // the rest failed as `kind` (owed: the job shrinks to them).
+      const all = images(row);
+      const stored = s.images % (all.length + 1);
+      const rejected = s.pick % (all.length - stored + 1);
+      const indices = storeJobIndices(row);
+      const owed = indices.slice(stored + rejected).map((index, i) => ({
+        index,
+        key: row.input.keys![stored + rejected + i]!,
+      }));
+      const failure = { kind: s.kind, message: 'partial store', retryAfterMs: 1 };
+      const results = {
+        stored: all.slice(0, stored),
+        rejected: indices
+          .slice(stored, stored + rejected)
+          .map((index) => ({ index, message: 'not an image' })),
+        owed: owed.length > 0 ? { images: owed, failure } : undefined,
+      };
+      await this.db.transaction((tx) => recordStoreOutcome(tx, config, row, results, random));
+      if (owed.length > 0) this.book.storePartial(sim, stored, rejected, s.kind, random);
+      else this.book.succeed(sim, stored);
     } else if (s.t === 'success') {
       // A transform call returns its one output; a generate batch 0..count of its images.
       const n = row.kind === 'transform' ? 1 : Math.min(s.images, row.count);
@@ -284,12 +322,13 @@ class Replay {
   }
 }
 
-function image(row: JobRow) {
-  return {
+/** The image rows of a store job's images, in its order. */
+function images(row: JobRow) {
+  return storeJobIndices(row).map((index) => ({
     task_id: row.task_id,
-    index: row.first_index,
-    storage_key: `tasks/${row.task_id}/${row.first_index}.png`,
-    thumb_key: `tasks/${row.task_id}/${row.first_index}.thumb.webp`,
+    index,
+    storage_key: `tasks/${row.task_id}/${index}.png`,
+    thumb_key: `tasks/${row.task_id}/${index}.thumb.webp`,
     mime: 'image/png',
     width: 1,
     height: 1,
@@ -298,7 +337,7 @@ function image(row: JobRow) {
     bytes: 1,
     sha256: '0'.repeat(64),
     cached: false,
-  };
+  }));
 }
 
 describeEachDb('one lifecycle: server and simulator replay the same scenario', (kind) => {

@@ -100,6 +100,37 @@ describe('decide(): limits', () => {
     assert.deepEqual(ids(d), ['s0', 's1']);
     assert.ok(d.admissions.every((a) => a.keyId === undefined));
   });
+
+  it('counts a store job of n images as n against the store, and keeps a user’s store jobs in order', () => {
+    const stores = [{ name: 'store', concurrency: 5, inFlight: 1 }];
+    const tasks = [task('t1', 'u1', { running: true }), task('t2', 'u2', { running: true })];
+    const store = (id: string, taskId: string, userId: string, images: number, order: number) =>
+      job(id, taskId, userId, { kind: 'store', resource: 'store', order, requests: images });
+    // 1 image in flight: u1's 3 fits (4), then neither its 2 (6) nor — behind it — its 1;
+    // u2's 1 fits (5).
+    const jobs = [
+      store('a3', 't1', 'u1', 3, 100000),
+      store('a2', 't1', 'u1', 2, 100003),
+      store('a1', 't1', 'u1', 1, 100005),
+      store('b1', 't2', 'u2', 1, 100000),
+    ];
+    const d = decide(input({ tasks, jobs, stores }));
+    assert.deepEqual(ids(d).sort(), ['a3', 'b1']);
+    assert.deepEqual(
+      d.admissions.map((a) => a.requests),
+      d.admissions.map((a) => (a.jobId === 'a3' ? 3 : 1)),
+      'each admission records the images it holds',
+    );
+    // An idle store takes one job larger than its concurrency (it was lowered), and only that one.
+    const big = decide(
+      input({
+        tasks,
+        jobs: [store('x', 't1', 'u1', 4, 100000), store('y', 't2', 'u2', 1, 100000)],
+        stores: [{ name: 'store', concurrency: 2, inFlight: 0 }],
+      }),
+    );
+    assert.equal(big.admissions.length, 1);
+  });
 });
 
 describe('decide(): keys and wake-ups', () => {

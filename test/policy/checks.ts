@@ -9,8 +9,8 @@ function providerCap(p: ProviderView): number {
   return Math.max(1, Math.floor(Math.min(p.concurrency, p.effectiveConcurrency)));
 }
 
-/** Requests a provider call makes (JobView.requests, default 1). */
-const requestsOf = (job: JobView): number => (job.kind === 'store' ? 0 : (job.requests ?? 1));
+/** Requests a provider call makes, or images a store job stores (JobView.requests, default 1). */
+const requestsOf = (job: JobView): number => job.requests ?? 1;
 
 function inWindow(key: KeyView, now: number, windowMs: number, extra: number[]): number {
   return [...key.recentStartsMs, ...extra].filter((t) => t + windowMs > now).length;
@@ -24,7 +24,10 @@ interface After {
   providerJobs: Map<string, number>;
   keyInFlight: Map<string, number>;
   keyStarts: Map<string, number[]>;
+  /** Images being stored per store. */
   storeInFlight: Map<string, number>;
+  /** Jobs admitted per store by the decision. */
+  storeJobs: Map<string, number>;
   slotsLeft: number;
 }
 
@@ -74,6 +77,10 @@ export function limitViolations(input: PolicyInput, decision: Decision): string[
     }
     if (job.kind === 'store') {
       if (a.keyId !== undefined) out.push(`store job ${a.jobId} got a key`);
+      if ((a.requests ?? 1) !== requestsOf(job))
+        out.push(
+          `${a.jobId}: admission records ${a.requests} images, the store job holds ${requestsOf(job)}`,
+        );
     } else {
       const p = input.providers.find((x) => x.name === job.resource);
       const k = p?.keys.find((x) => x.id === a.keyId);
@@ -114,7 +121,10 @@ export function limitViolations(input: PolicyInput, decision: Decision): string[
   }
   for (const s of input.stores) {
     const n = after.storeInFlight.get(s.name)!;
-    if (n > s.inFlight && n > s.concurrency) out.push(`store ${s.name}: ${n} in flight > ${s.concurrency}`);
+    // An idle store may take one job larger than its concurrency (lowered since the job was made).
+    const idleOversize = s.inFlight === 0 && after.storeJobs.get(s.name) === 1;
+    if (n > s.inFlight && n > s.concurrency && !idleOversize)
+      out.push(`store ${s.name}: ${n} images being stored > ${s.concurrency}`);
   }
   return out;
 }
@@ -134,15 +144,17 @@ function stateAfter(input: PolicyInput, decision: Decision): After {
       input.providers.flatMap((p) => p.keys.map((k) => [keyOf(p.name, k.id), [] as number[]] as const)),
     ),
     storeInFlight: new Map(input.stores.map((s) => [s.name, s.inFlight])),
+    storeJobs: new Map(),
     slotsLeft: input.workerSlotsFree - decision.admissions.length,
   };
   for (const a of decision.admissions) {
     const job = jobs.get(a.jobId);
     if (!job) continue;
     after.running.add(job.taskId);
-    if (job.kind === 'store')
-      after.storeInFlight.set(job.resource, (after.storeInFlight.get(job.resource) ?? 0) + 1);
-    else {
+    if (job.kind === 'store') {
+      after.storeInFlight.set(job.resource, (after.storeInFlight.get(job.resource) ?? 0) + requestsOf(job));
+      after.storeJobs.set(job.resource, (after.storeJobs.get(job.resource) ?? 0) + 1);
+    } else {
       const r = requestsOf(job);
       after.providerInFlight.set(job.resource, (after.providerInFlight.get(job.resource) ?? 0) + r);
       after.providerJobs.set(job.resource, (after.providerJobs.get(job.resource) ?? 0) + 1);
@@ -158,7 +170,10 @@ function stateAfter(input: PolicyInput, decision: Decision): After {
   return after;
 }
 
-/** Work conservation: after the decision, no ready job left could still be admitted. */
+/**
+ * Work conservation: after the decision, no ready job left could still be admitted. A user's store
+ * jobs on one store start in order: one behind another of the user's left on that store waits.
+ */
 export function admissibleLeftovers(input: PolicyInput, decision: Decision): JobView[] {
   const after = stateAfter(input, decision);
   if (after.slotsLeft <= 0) return [];
@@ -179,7 +194,9 @@ export function admissibleLeftovers(input: PolicyInput, decision: Decision): Job
     }
     if (job.kind === 'store') {
       const s = input.stores.find((x) => x.name === job.resource);
-      if (s && after.storeInFlight.get(s.name)! < s.concurrency) out.push(job);
+      const held = s ? after.storeInFlight.get(s.name)! : 0;
+      const fits = s !== undefined && (held + requestsOf(job) <= s.concurrency || held === 0);
+      if (fits && !storeJobWaitsInOrder(job, input, admitted, tasks)) out.push(job);
       continue;
     }
     const p = input.providers.find((x) => x.name === job.resource);
@@ -199,6 +216,35 @@ export function admissibleLeftovers(input: PolicyInput, decision: Decision): Job
     if (keyFree) out.push(job);
   }
   return out;
+}
+
+/** The user's store order: running tasks first, then by creation and id, then the job's order and id. */
+function storeJobWaitsInOrder(
+  job: JobView,
+  input: PolicyInput,
+  admitted: Set<string>,
+  tasks: Map<string, PolicyInput['tasks'][number]>,
+): boolean {
+  const key = (j: JobView) => {
+    const t = tasks.get(j.taskId)!;
+    return [t.running ? 0 : 1, t.createdAtMs, t.id, j.order, j.id] as const;
+  };
+  const before = (a: JobView, b: JobView) => {
+    const [x, y] = [key(a), key(b)];
+    for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return x[i]! < y[i]!;
+    return false;
+  };
+  return input.jobs.some(
+    (k) =>
+      k.id !== job.id &&
+      k.kind === 'store' &&
+      k.userId === job.userId &&
+      k.resource === job.resource &&
+      !admitted.has(k.id) &&
+      k.readyAtMs <= input.nowMs &&
+      tasks.has(k.taskId) &&
+      before(k, job),
+  );
 }
 
 /** Every key's starts: no window of `windowMs` holds more than `rpm` of them. */

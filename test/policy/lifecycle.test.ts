@@ -4,8 +4,10 @@ import {
   afterCallSuccess,
   afterFailure,
   afterPartialSuccess,
+  afterStore,
   callStepJobs,
   isSettled,
+  storeStepJobs,
   taskEnd,
   withUnits,
   type TaskCounts,
@@ -18,7 +20,7 @@ const config = testConfig({
       steps: [
         { name: 'beautify', provider: 'main', calls: 2 },
         { name: 'generate', provider: 'main', batchSize: 5 },
-        { name: 'store' },
+        { name: 'store', concurrency: 2 },
       ],
     },
   },
@@ -66,21 +68,50 @@ describe('the task lifecycle (pure)', () => {
     );
   });
 
-  it('stores each image a batch returned and fails the ones it did not', () => {
+  // A batch's images are stored by jobs of at most the store's concurrency (2 here), not one job
+  // per image: a 3-image return is stored as [5, 6] and [7].
+  it('stores the images a batch returned in jobs of at most the store concurrency, and fails the rest', () => {
     const out = afterCallSuccess(pipeline, fresh(12), { stepIndex: 1, firstIndex: 5, count: 5 }, 3, 0, 3);
     assert.equal(out.failedUnits, 2);
     assert.deepEqual(out.task, { imagesTotal: 12, done: 0, failed: 2, canceled: false });
     assert.equal(out.next?.step, store);
     assert.deepEqual(
-      out.next?.jobs.map((j) => j.firstIndex),
-      [5, 6, 7],
+      out.next?.jobs.map((j) => [j.firstIndex, j.count]),
+      [
+        [5, 2],
+        [7, 1],
+      ],
     );
     const partial = afterPartialSuccess(pipeline, fresh(12), { firstIndex: 5, count: 5 }, 2, 3);
     assert.deepEqual(partial.shrunk, { firstIndex: 7, count: 3 });
     assert.deepEqual(
-      partial.next?.jobs.map((j) => j.firstIndex),
-      [5, 6],
+      partial.next?.jobs.map((j) => [j.firstIndex, j.count]),
+      [[5, 2]],
     );
+  });
+
+  it('cuts store jobs at the store concurrency, whatever the batch', () => {
+    for (const concurrency of [1, 2, 3, 5, 8])
+      for (const images of [1, 2, 5, 7]) {
+        const jobs = storeStepJobs({ ...store, concurrency }, 10, images, 3);
+        assert.ok(jobs.every((j) => j.count >= 1 && j.count <= concurrency));
+        // Together they cover [10, 10 + images) once, in order.
+        assert.deepEqual(
+          jobs.flatMap((j) => Array.from({ length: j.count }, (_, i) => j.firstIndex + i)),
+          Array.from({ length: images }, (_, i) => 10 + i),
+        );
+        assert.equal(jobs.length, Math.ceil(images / concurrency));
+      }
+  });
+
+  it('counts a store attempt’s stored and rejected images; failures never exceed what is undelivered', () => {
+    assert.deepEqual(afterStore(fresh(5), 2, 1), { imagesTotal: 5, done: 2, failed: 1, canceled: false });
+    assert.deepEqual(afterStore({ ...fresh(5), done: 3, failed: 1 }, 1, 2), {
+      imagesTotal: 5,
+      done: 4,
+      failed: 1,
+      canceled: false,
+    });
   });
 
   it('retries while attempts remain and the task is not settled, then fails the job’s images', () => {

@@ -148,13 +148,20 @@ describe('request cost of a job', () => {
     );
   });
 
-  it('store jobs carry no requests and no key', () => {
+  // Store jobs hold several images now (one call's batch, up to the store concurrency): their
+  // `requests` are those images, held against the store, never against a key.
+  it('store jobs take no key; their requests are their images, held against the store', () => {
     const d = decide(
       input({
-        jobs: [job('s1', 5, { kind: 'store', resource: 'store' })],
-        stores: [{ name: 'store', concurrency: 1, inFlight: 0 }],
+        jobs: [
+          job('s1', 5, { kind: 'store', resource: 'store' }),
+          job('s2', 1, { kind: 'store', resource: 'store' }),
+        ],
+        stores: [{ name: 'store', concurrency: 5, inFlight: 0 }],
       }),
     );
-    assert.deepEqual(d.admissions, [{ jobId: 's1', taskId: 't1', resource: 'store', startsTask: false }]);
+    assert.deepEqual(d.admissions, [
+      { jobId: 's1', taskId: 't1', resource: 'store', startsTask: false, requests: 5 },
+    ]);
   });
 });

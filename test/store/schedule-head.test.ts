@@ -79,6 +79,8 @@ const arbJob = fc.record({
   /** ms relative to now: mostly ready, some waiting on a backoff. */
   runAfter: fc.oneof(fc.integer({ min: -20_000, max: 0 }), fc.integer({ min: 1, max: 9000 })),
   key: fc.constantFrom('k1', 'k2', 'a1'),
+  /** Store jobs: images (a batch's store job holds up to the store's concurrency, 2 or 3 here). */
+  images: fc.integer({ min: 1, max: 3 }),
 });
 const arbTask = fc.record({
   idPrefix: fc.constantFrom('a', 'B', 'b', 'Z', '_x', '-y'),
@@ -106,7 +108,7 @@ type Queue = typeof arbQueue extends fc.Arbitrary<infer T> ? T : never;
 /** The whole queue, as the scheduler read it before the bounded read. */
 async function readWholeQueue(q: Queryable): Promise<QueueHead> {
   const jobs = await q.query<QueueHead['jobs'][number]>(
-    `SELECT j.id, j.task_id, j.user_id, j.kind, j.resource, (extract(epoch FROM j.run_after) * 1000)::float8 AS ready_ms,
+    `SELECT j.id, j.task_id, j.user_id, j.kind, j.resource, j.count, (extract(epoch FROM j.run_after) * 1000)::float8 AS ready_ms,
             (j.step_index * 100000 + j.first_index)::int AS "order"
        FROM jobs j JOIN tasks t ON t.id = j.task_id
       WHERE j.state = 'queued' AND (t.state = 'running' OR (t.state = 'queued' AND NOT t.cancel_requested))`,
@@ -157,7 +159,8 @@ async function writeQueue(tx: Queryable, queue: Queue): Promise<void> {
           step,
           kind,
           resource,
-          first_index: n,
+          first_index: n * 3,
+          count: kind === 'store' ? j.images : 1,
           state,
           key_id: inFlight ? key : null,
           run_after_ms: j.runAfter,
@@ -177,11 +180,11 @@ async function writeQueue(tx: Queryable, queue: Queue): Promise<void> {
   );
   await tx.query(
     `INSERT INTO jobs (id, task_id, user_id, step_index, step_name, kind, resource, first_index, count, state, key_id,
-                       max_attempts, run_after)
-     SELECT x.id, x.task_id, x.user_id, x.step, 's', x.kind, x.resource, x.first_index, 1, x.state, x.key_id, 3,
-            now() + x.run_after_ms * interval '1 millisecond'
+                       max_attempts, run_after, requests)
+     SELECT x.id, x.task_id, x.user_id, x.step, 's', x.kind, x.resource, x.first_index, x.count, x.state, x.key_id, 3,
+            now() + x.run_after_ms * interval '1 millisecond', x.count
        FROM jsonb_to_recordset($1::jsonb) AS x(id text, task_id text, user_id text, step int, kind text,
-            resource text, first_index int, state text, key_id text, run_after_ms int)`,
+            resource text, first_index int, count int, state text, key_id text, run_after_ms int)`,
     [JSON.stringify(jobs)],
   );
   await tx.query(`INSERT INTO workers (id, host, pid, roles, slots) VALUES ('w', 'h', 1, 'worker', $1)`, [
