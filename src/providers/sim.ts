@@ -9,12 +9,15 @@
 import { createHash } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import { mulberry32 } from '../images/prng.ts';
-import { synthesizeImage } from '../images/synth.ts';
+import { synthesizeImage, type SynthOptions } from '../images/synth.ts';
 import { Deadline } from './http-util.ts';
 import type { ProviderAdapter, ProviderCall, ProviderImage, ProviderOutcome } from './types.ts';
 
 export interface SimProviderOptions {
-  /** Mean time a call takes. */
+  /**
+   * Mean time a call takes, generation included (as a real provider's latency): the images are
+   * rendered from the call's start, and it answers at the later of the latency and the rendering.
+   */
   latencyMs: number;
   /** Each call takes latencyMs plus a uniform offset in [-jitterMs, +jitterMs] (never below 0). */
   jitterMs: number;
@@ -29,6 +32,8 @@ export interface SimProviderOptions {
   random?: () => number;
   /** Waits ms; may reject or resolve early when signal aborts. */
   sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
+  /** Renders one result image; synthesizeImage by default (tests hold it). */
+  render?: (opts: SynthOptions) => Promise<Buffer>;
   /** The call's time budget (the provider's `timeoutMs`): past it the outcome is `timeout`. None by default. */
   timeoutMs?: number;
 }
@@ -42,6 +47,7 @@ export function createSimProvider(opts: SimProviderOptions): ProviderAdapter {
   checkOptions(opts);
   const random = opts.random ?? mulberry32(opts.seed ?? DEFAULT_SEED);
   const sleep = opts.sleep ?? abortableSleep;
+  const render = opts.render ?? synthesizeImage;
   const defaultWidth = opts.width ?? DEFAULT_SIDE;
   const defaultHeight = opts.height ?? DEFAULT_SIDE;
 
@@ -66,6 +72,10 @@ export function createSimProvider(opts: SimProviderOptions): ProviderAdapter {
     // Both draws happen on every call, so directives never shift the random sequence.
     const waitMs = Math.max(0, opts.latencyMs + (random() * 2 - 1) * opts.jitterMs);
     const errorRoll = random();
+    const failure = failureOf(call, errorRoll);
+    // Rendering starts with the call, as a real provider's generation fills its latency.
+    const rendering = failure ? undefined : renderAll(call);
+    rendering?.catch(() => {});
 
     try {
       await sleep(waitMs, signal);
@@ -74,38 +84,45 @@ export function createSimProvider(opts: SimProviderOptions): ProviderAdapter {
       return { kind: 'transient', message: `simulated provider wait failed: ${String(error)}` };
     }
     if (signal.aborted) return aborted();
+    if (failure) return failure;
 
+    let images: ProviderImage[];
+    try {
+      images = (await rendering!).map((data) => ({ data, mime: 'image/png' }));
+    } catch (error) {
+      return { kind: 'transient', message: `simulated provider could not render: ${String(error)}` };
+    }
+    if (signal.aborted) return aborted();
+    return { kind: 'success', images };
+  }
+
+  function failureOf(call: ProviderCall, errorRoll: number): ProviderOutcome | undefined {
     const fault = faultFromDirectives(call);
     if (fault) return fault;
     if (errorRoll < opts.errorRate) return { kind: 'transient', message: 'simulated provider error' };
     if (!Number.isInteger(call.count) || call.count < 1) {
       return { kind: 'permanent', message: `invalid image count ${call.count}`, reason: 'invalid_request' };
     }
+    return undefined;
+  }
 
+  function renderAll(call: ProviderCall): Promise<Buffer[]> {
     const width = sideParam(call.params['width']) ?? defaultWidth;
     const height = sideParam(call.params['height']) ?? defaultHeight;
     const first = call.inputs[0];
     const tint = first ? createHash('sha256').update(first.data).digest('hex') : undefined;
-    let images: ProviderImage[];
-    try {
-      const buffers = await Promise.all(
-        Array.from({ length: call.count }, (_, i) =>
-          synthesizeImage({
-            prompt: call.prompt,
-            index: call.firstIndex + i,
-            seed: call.seed,
-            width,
-            height,
-            ...(tint === undefined ? {} : { tint }),
-          }),
-        ),
-      );
-      images = buffers.map((data) => ({ data, mime: 'image/png' }));
-    } catch (error) {
-      return { kind: 'transient', message: `simulated provider could not render: ${String(error)}` };
-    }
-    if (signal.aborted) return aborted();
-    return { kind: 'success', images };
+    return Promise.all(
+      Array.from({ length: call.count }, (_, i) =>
+        render({
+          prompt: call.prompt,
+          index: call.firstIndex + i,
+          seed: call.seed,
+          width,
+          height,
+          ...(tint === undefined ? {} : { tint }),
+        }),
+      ),
+    );
   }
 }
 

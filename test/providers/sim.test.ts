@@ -6,6 +6,8 @@ import { synthesizeImage } from '../../src/images/synth.ts';
 import { createSimProvider } from '../../src/providers/sim.ts';
 import type { SimProviderOptions } from '../../src/providers/sim.ts';
 import type { ProviderCall, ProviderOutcome } from '../../src/providers/types.ts';
+import { waitFor } from '../helpers/wait.ts';
+import { deferred } from '../helpers/worker.ts';
 
 function callOf(overrides: Partial<ProviderCall> = {}): ProviderCall {
   return {
@@ -140,6 +142,62 @@ describe('sim provider', () => {
     for (let i = 0; i < 50; i += 1) await clamped.call(callOf());
     assert.ok(waits.every((ms) => ms >= 0 && ms <= 55));
     assert.ok(waits.some((ms) => ms === 0));
+  });
+
+  it('renders during its latency and answers at the later of the two, not their sum', async () => {
+    const events: string[] = [];
+    const renders: Array<Promise<Buffer>> = [];
+    let latency = deferred();
+    let rendering = deferred();
+    const sim = fastSim({
+      latencyMs: 300,
+      sleep: async () => {
+        events.push('sleep');
+        await latency.promise;
+      },
+      render: (options) => {
+        events.push(`render ${options.index}`);
+        const rendered = rendering.promise.then(() => synthesizeImage(options));
+        renders.push(rendered);
+        return rendered;
+      },
+    });
+    let settled = false;
+    // Rendering done first: the answer still waits for the latency.
+    let outcome = sim.call(callOf({ count: 2 })).finally(() => (settled = true));
+    assert.deepEqual(events, ['render 0', 'render 1', 'sleep'], 'both images start before the wait');
+    rendering.resolve();
+    await Promise.all(renders);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(settled, false, 'answered before its latency');
+    latency.resolve();
+    assert.equal(images(await outcome).length, 2);
+
+    // The latency over first: the answer waits for the rendering.
+    events.length = 0;
+    renders.length = 0;
+    latency = deferred();
+    rendering = deferred();
+    settled = false;
+    outcome = sim.call(callOf({ count: 2 })).finally(() => (settled = true));
+    latency.resolve();
+    await waitFor('the latency to pass', () => events.includes('sleep'));
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(settled, false, 'answered before its images were rendered');
+    rendering.resolve();
+    assert.equal(images(await outcome).length, 2);
+  });
+
+  it('renders nothing for a call that fails (faults, errors, invalid counts)', async () => {
+    let renders = 0;
+    const render = async (): Promise<Buffer> => {
+      renders += 1;
+      return Buffer.alloc(0);
+    };
+    await fastSim({ render }).call(callOf({ prompt: '[sim:permanent] x' }));
+    await fastSim({ render, errorRate: 1 }).call(callOf());
+    await fastSim({ render }).call(callOf({ count: 0 }));
+    assert.equal(renders, 0);
   });
 
   it('really waits with the default sleep', async () => {

@@ -233,18 +233,21 @@ async function answer(
       modelVersion: model,
     });
   }
-  const candidates = [];
-  for (let index = 0; index < request.candidateCount; index += 1) {
-    const bytes =
+  const rendered = await Promise.all(
+    Array.from({ length: request.candidateCount }, (_, index) =>
       fault === 'not_an_image'
         ? notAnImage()
-        : await renderFakePng({
+        : renderFakePng({
             prompt: request.prompt,
             index,
             seed: request.seed,
             width: request.size?.width ?? ctx.imageSize,
             height: request.size?.height ?? ctx.imageSize,
-          });
+          }),
+    ),
+  );
+  const candidates = [];
+  for (const [index, bytes] of rendered.entries()) {
     candidates.push({
       content: {
         parts: [{ inlineData: { mimeType: 'image/png', data: bytes.toString('base64') } }],

@@ -106,19 +106,29 @@ export function sendTruncated(res: ServerResponse, reply: Reply): void {
   res.write(body.subarray(0, Math.floor(body.length / 2)), () => res.destroy());
 }
 
-/** Resolves after `ms`, or early when the client disconnects (returns false then). */
-export function delay(res: ServerResponse, ms: number): Promise<boolean> {
+/**
+ * Resolves after `ms`, or early when the client disconnects (returns false then). `sleep` replaces the
+ * timer (tests hold it); its wait is not canceled by a disconnect, only no longer waited for.
+ */
+export function delay(
+  res: ServerResponse,
+  ms: number,
+  sleep?: (ms: number) => Promise<void>,
+): Promise<boolean> {
   if (ms <= 0) return Promise.resolve(!res.destroyed);
   return new Promise((resolve) => {
-    const timer = setTimeout(() => {
+    let timer: NodeJS.Timeout | undefined;
+    const done = (): void => {
       res.off('close', onClose);
       resolve(!res.destroyed);
-    }, ms);
+    };
     const onClose = (): void => {
       clearTimeout(timer);
       resolve(false);
     };
     res.once('close', onClose);
+    if (sleep) sleep(ms).then(done, done);
+    else timer = setTimeout(done, ms);
   });
 }
 

@@ -31,6 +31,7 @@ export async function startFakeProvider(
 ): Promise<FakeProviderHandle> {
   const ctx: SimContext = {
     now: options.now ?? Date.now,
+    sleep: options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms))),
     trickleMs: options.trickleMs ?? 2000,
     fileTtlMs: options.fileTtlMs ?? 10 * 60_000,
     imageSize: options.imageSize ?? 256,

@@ -214,9 +214,13 @@ async function answer(
   const inputSeed = inputs.length
     ? createHash('sha256').update(Buffer.concat(inputs)).digest().readUInt32LE(0)
     : 0;
+  const results = await Promise.all(
+    Array.from({ length: request.n }, (_, index) =>
+      fault === 'not_an_image' ? notAnImage() : renderResult(request, index, inputSeed),
+    ),
+  );
   const data = [];
-  for (let index = 0; index < request.n; index += 1) {
-    const bytes = fault === 'not_an_image' ? notAnImage() : await renderResult(request, index, inputSeed);
+  for (const bytes of results) {
     if (request.responseFormat === 'b64_json') {
       // "revised_prompt … Not returned by GPT image models."
       data.push({

@@ -8,6 +8,8 @@ import type { FakeProviderConfig, FakeProviderTotals, FakeStats } from './types.
 /** What every protocol handler needs from the server around it. */
 export interface SimContext {
   now(): number;
+  /** Waits out a request's latency (real timers unless the options inject a sleep). */
+  sleep(ms: number): Promise<void>;
   trickleMs: number;
   fileTtlMs: number;
   imageSize: number;
@@ -140,7 +142,8 @@ function emptyTotals(): Omit<FakeProviderTotals, 'faults_queued'> {
 
 /**
  * The path every keyed generation request takes: authenticate, scripted 429, rpm and concurrency limits,
- * scripted or random failures, latency, then the protocol's own answer from `produce`.
+ * scripted or random failures, then the protocol's own answer from `produce`, started at once and sent
+ * when the latency has passed (or when it is ready, if producing takes longer).
  */
 export async function runGeneration(args: {
   ctx: SimContext;
@@ -187,7 +190,14 @@ export async function runGeneration(args: {
     await hangUntilClosed(res);
     return;
   }
-  if (!(await delay(res, provider.latency()))) return;
+  // The latency is the time until the answer, as a real provider's includes generating: the answer is
+  // produced (images rendered) from the request's arrival and sent at max(latency, production).
+  const production = producesAnswer(fault)
+    ? args.produce(isContentFault(fault) ? fault : undefined, limiter)
+    : undefined;
+  // Settled here too, so a client that leaves during the latency leaves no unhandled rejection.
+  production?.catch(() => {});
+  if (!(await delay(res, provider.latency(), ctx.sleep))) return;
   switch (fault) {
     case 'http500':
     case 'http503':
@@ -197,10 +207,10 @@ export async function runGeneration(args: {
       send(res, protocol.malformed());
       return;
     case 'trickle':
-      sendTrickle(res, await args.produce(undefined, limiter), ctx.trickleMs);
+      sendTrickle(res, await production!, ctx.trickleMs);
       return;
     case 'truncated':
-      sendTruncated(res, await args.produce(undefined, limiter));
+      sendTruncated(res, await production!);
       return;
     case 'http429': // taken by the scripted-429 check above; unreachable
     case 'http429_no_retry_info':
@@ -209,8 +219,13 @@ export async function runGeneration(args: {
     case 'no_image':
     case 'not_an_image':
     case undefined:
-      send(res, await args.produce(isContentFault(fault) ? fault : undefined, limiter));
+      send(res, await production!);
   }
+}
+
+/** Faults whose answer is the protocol's own (possibly altered) reply rather than an error. */
+function producesAnswer(fault: string | undefined): boolean {
+  return fault !== 'http500' && fault !== 'http503' && fault !== 'malformed_json';
 }
 
 function isContentFault(fault: string | undefined): fault is ContentFault {

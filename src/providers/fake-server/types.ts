@@ -13,7 +13,13 @@ export interface FakeKeyOptions {
 export interface FakeProviderConfig {
   name: string;
   keys: FakeKeyOptions[];
+  /**
+   * Time from an accepted request to its answer, generation included (as a real provider's latency):
+   * the images are rendered from the request's arrival, and the answer leaves at the later of the
+   * latency and the rendering. ComfyUI spreads it over the sampler's steps and renders after them.
+   */
   latencyMs: number;
+  /** Each request's latency is latencyMs plus a uniform offset in [-jitterMs, +jitterMs] (never below 0). */
   jitterMs: number;
   /** Probability 0..1 that an accepted request fails with a random 500 or 503. */
   errorRate: number;
@@ -29,6 +35,8 @@ export interface FakeProviderOptions {
   providers: FakeProviderConfig[];
   /** Injected clock (epoch ms) for rate windows, file expiry and timestamps. Timers still run in real time. */
   now?: () => number;
+  /** Waits out a Gemini or OpenAI request's latency (tests hold it); a real timer by default. */
+  sleep?: (ms: number) => Promise<void>;
   /** How long a `trickle` fault takes to send its whole body. Default 2000 ms. */
   trickleMs?: number;
   /** How long `/files/...` URLs of OpenAI url results stay downloadable. Default 10 minutes. */
