@@ -281,12 +281,11 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
       return;
     }
     const images = outcome.images.slice(0, job.count);
-    const keys: string[] = [];
-    for (const [i, image] of images.entries()) {
-      const k = stagedKey(task.id, step.name, job.first_index + i, extensionFor(image.mime));
-      await ctx.storage.put(k, image.data, image.mime);
-      keys.push(k);
-    }
+    // Written at once: each put is a file write, an fsync and a rename, and the call's slot waits.
+    const keys = images.map((image, i) =>
+      stagedKey(task.id, step.name, job.first_index + i, extensionFor(image.mime)),
+    );
+    await Promise.all(images.map((image, i) => ctx.storage.put(keys[i]!, image.data, image.mime)));
     if (outcome.shortfall && keys.length < job.count && step.kind === 'generate') {
       // Some requests of a split batch failed: keep what came back, retry or fail the rest.
       const failure = failureOf(outcome.shortfall);
@@ -315,14 +314,17 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
   ): Promise<boolean> {
     const cached = await findCachedResult(db, cacheKey);
     if (!cached || cached.length < job.count) return false;
-    const keys: string[] = [];
+    let keys: string[];
     try {
-      for (const [i, key] of cached.slice(0, job.count).entries()) {
-        const data = await ctx.storage.get(key);
-        const staged = stagedKey(task.id, stepName, job.first_index + i, key.slice(key.lastIndexOf('.') + 1));
-        await ctx.storage.put(staged, data, mimeOfKey(key));
-        keys.push(staged);
-      }
+      keys = await Promise.all(
+        cached.slice(0, job.count).map(async (key, i) => {
+          const data = await ctx.storage.get(key);
+          const ext = key.slice(key.lastIndexOf('.') + 1);
+          const staged = stagedKey(task.id, stepName, job.first_index + i, ext);
+          await ctx.storage.put(staged, data, mimeOfKey(key));
+          return staged;
+        }),
+      );
     } catch (error) {
       log.warn({ err: coerceError(error), cacheKey }, 'cached result unreadable; calling the provider');
       return false;
@@ -337,12 +339,8 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
   }
 
   async function saveToCache(cacheKey: string, images: Array<{ data: Buffer; mime: string }>): Promise<void> {
-    const keys: string[] = [];
-    for (const [i, image] of images.entries()) {
-      const key = `cache/${cacheKey}/${i}.${extensionFor(image.mime)}`;
-      await ctx.storage.put(key, image.data, image.mime);
-      keys.push(key);
-    }
+    const keys = images.map((image, i) => `cache/${cacheKey}/${i}.${extensionFor(image.mime)}`);
+    await Promise.all(images.map((image, i) => ctx.storage.put(keys[i]!, image.data, image.mime)));
     await saveCachedResult(db, cacheKey, keys);
   }
 
