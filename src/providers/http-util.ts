@@ -256,9 +256,15 @@ export async function decodeAll(
   what: string,
   options: { allowSvg?: boolean } = {},
 ): Promise<ProviderOutcome> {
+  // Checked at once (sharp works off the main thread); a failure is reported for the first bad result.
+  const checked = await Promise.all(
+    buffers.map(
+      async (bytes) => (await decodeImage(bytes)) ?? (options.allowSvg ? decodeSvg(bytes) : undefined),
+    ),
+  );
   const images: ProviderImage[] = [];
-  for (const [index, bytes] of buffers.entries()) {
-    const image = (await decodeImage(bytes)) ?? (options.allowSvg ? await decodeSvg(bytes) : undefined);
+  for (const [index, image] of checked.entries()) {
+    const bytes = buffers[index]!;
     if (image === 'unsafe') {
       return {
         kind: 'permanent',

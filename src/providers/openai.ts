@@ -141,29 +141,33 @@ async function callOpenAI(
       isRecord(parsed.value) && Array.isArray(parsed.value.data) ? parsed.value.data.filter(isRecord) : [];
     if (data.length === 0)
       return { kind: 'permanent', reason: 'no_image', message: 'openai: response has no image' };
+    const items = data.slice(0, Math.max(1, call.count));
+    if (items.some((item) => typeof item.b64_json !== 'string' && typeof item.url !== 'string'))
+      return {
+        kind: 'permanent',
+        reason: 'no_image',
+        message: 'openai: result item has neither b64_json nor url',
+      };
+    // Result URLs expire: fetch them now (all at once), through the SSRF guard, and never send the
+    // key to wherever they point.
+    const results = await Promise.all(
+      items.map((item) =>
+        typeof item.b64_json === 'string'
+          ? { ok: true as const, data: Buffer.from(item.b64_json, 'base64') }
+          : downloadResultUrl(item.url as string, {
+              trustedOrigin: baseUrl,
+              timeoutMs: options.timeoutMs,
+              signal: deadline.signal,
+            }),
+      ),
+    );
     const buffers: Buffer[] = [];
-    for (const item of data.slice(0, Math.max(1, call.count))) {
-      if (typeof item.b64_json === 'string') {
-        buffers.push(Buffer.from(item.b64_json, 'base64'));
-      } else if (typeof item.url === 'string') {
-        // Result URLs expire: fetch now, through the SSRF guard, and never send the key to wherever they point.
-        const download = await downloadResultUrl(item.url, {
-          trustedOrigin: baseUrl,
-          timeoutMs: options.timeoutMs,
-          signal: deadline.signal,
-        });
-        if (!download.ok)
-          return download.forbidden
-            ? { kind: 'permanent', reason: 'result_url_forbidden', message: `openai: ${download.message}` }
-            : { kind: 'transient', message: `openai: result download failed: ${download.message}` };
-        buffers.push(download.data);
-      } else {
-        return {
-          kind: 'permanent',
-          reason: 'no_image',
-          message: 'openai: result item has neither b64_json nor url',
-        };
-      }
+    for (const download of results) {
+      if (!download.ok)
+        return download.forbidden
+          ? { kind: 'permanent', reason: 'result_url_forbidden', message: `openai: ${download.message}` }
+          : { kind: 'transient', message: `openai: result download failed: ${download.message}` };
+      buffers.push(download.data);
     }
     // An SVG is only taken from a request that asked for one (or an answer that says it is one).
     const format = isRecord(parsed.value) ? parsed.value.output_format : undefined;
