@@ -46,7 +46,7 @@ function baseUrl(): string {
   return process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 }
 
-async function freshDatabase(tag: string): Promise<{ url: string; drop: () => Promise<void> }> {
+async function freshDatabase(tag: string): Promise<{ name: string; url: string; drop: () => Promise<void> }> {
   const name = `darkroom_overhead_${tag}_${Date.now().toString(36)}`;
   const admin = new pg.Client({ connectionString: baseUrl() });
   await admin.connect();
@@ -55,6 +55,7 @@ async function freshDatabase(tag: string): Promise<{ url: string; drop: () => Pr
   const u = new URL(baseUrl());
   u.pathname = `/${name}`;
   return {
+    name,
     url: u.toString(),
     drop: async () => {
       const c = new pg.Client({ connectionString: baseUrl() });
@@ -63,6 +64,57 @@ async function freshDatabase(tag: string): Promise<{ url: string; drop: () => Pr
       await c.end();
     },
   };
+}
+
+/**
+ * What the run's database executed, from pg_stat_statements when the cluster loads it (the
+ * bench's database is fresh, so every entry of it is this run's): statements per job, BEGIN and
+ * COMMIT apart, those run inside triggers and functions (seen with pg_stat_statements.track = all),
+ * and the statements that took the most time.
+ */
+async function statementsOf(database: string, jobs: number): Promise<Json | undefined> {
+  const admin = new pg.Client({ connectionString: baseUrl() });
+  await admin.connect();
+  try {
+    const { rows } = await admin.query<{
+      query: string;
+      toplevel: boolean;
+      calls: string;
+      total_ms: number;
+      mean_ms: number;
+    }>(
+      `SELECT query, toplevel, calls::text, total_exec_time::float8 AS total_ms, mean_exec_time::float8 AS mean_ms
+         FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = $1)
+        ORDER BY total_exec_time DESC`,
+      [database],
+    );
+    const isTx = (q: string) => /^(BEGIN|COMMIT|ROLLBACK)\b/i.test(q.trim());
+    const calls = (pick: (r: (typeof rows)[number]) => boolean) =>
+      rows.filter(pick).reduce((n, r) => n + Number(r.calls), 0);
+    const perJob = (n: number) => Number((n / jobs).toFixed(2));
+    return {
+      statements_per_job: perJob(calls((r) => r.toplevel && !isTx(r.query))),
+      transactions_per_job: perJob(calls((r) => /^BEGIN\b/i.test(r.query.trim()))),
+      trigger_statements_per_job: perJob(calls((r) => !r.toplevel)),
+      top_statements: rows
+        .filter((r) => !isTx(r.query))
+        .slice(0, 12)
+        .map((r) => ({
+          ...(r.toplevel ? {} : { nested: true }),
+          query: r.query.replace(/\s+/g, ' ').slice(0, 120),
+          calls: Number(r.calls),
+          total_ms: Math.round(r.total_ms),
+          mean_ms: Number(r.mean_ms.toFixed(2)),
+        })),
+    };
+  } catch (error) {
+    log(
+      `overhead: no pg_stat_statements (${String(error)}); CREATE EXTENSION pg_stat_statements in the database postgres`,
+    );
+    return undefined;
+  } finally {
+    await admin.end();
+  }
 }
 
 function rate(jobs: number, ms: number): Json {
@@ -154,7 +206,8 @@ async function darkroom(units: number, database: 'postgres' | 'pglite'): Promise
         },
       ]),
     );
-    return { database, tasks, images: tasks * IMAGES, ...rate(r.jobs, elapsed), mean_ms };
+    const statements = db ? await statementsOf(db.name, r.jobs) : undefined;
+    return { database, tasks, images: tasks * IMAGES, ...rate(r.jobs, elapsed), mean_ms, ...statements };
   } finally {
     await server.stop();
     await db?.drop();

@@ -14,6 +14,7 @@ import {
 } from '../policy/lifecycle.ts';
 import { refundTask } from '../store/credits.ts';
 import type { Queryable } from '../store/db.ts';
+import { insertNextJobs, lockRunningJobWithTask } from '../store/attempts.ts';
 import { appendEvent } from '../store/events.ts';
 import { imageIndices, insertImages, type ImageRow } from '../store/images.ts';
 import {
@@ -23,14 +24,12 @@ import {
   countUnfinishedInStep,
   dropUnstartedKeyRequests,
   failJob,
-  insertJobs,
   lockRunningJob,
   narrowStoreJob,
   noteRateLimited,
   requeueJob,
   shrinkJob,
   stepOutputs,
-  wakeScheduler,
   type JobRow,
 } from '../store/jobs.ts';
 import {
@@ -45,7 +44,6 @@ import {
   finishTask,
   lockTask,
   requestCancel,
-  setStage,
   setTaskErrorOnce,
   type TaskRow,
 } from '../store/tasks.ts';
@@ -97,10 +95,11 @@ export async function recordCallSuccess(
   stagedKeys: string[],
   options: { cached?: boolean } = {},
 ): Promise<boolean> {
-  const row = await lockRunningJob(tx, job.id, job.lease_token);
-  if (!row) return false;
-  let task = (await lockTask(tx, row.task_id))!;
-  await completeJob(tx, row.id, { keys: stagedKeys });
+  const locked = await lockRunningJobWithTask(tx, job.id, job.lease_token);
+  if (!locked) return false;
+  const row = locked.job;
+  let task = locked.task;
+  let active = await completeJob(tx, row.id, { keys: stagedKeys });
   const pipeline = pipelineOf(config, task);
   const step = pipeline.steps[row.step_index]!;
   const provider = config.providers[row.resource];
@@ -136,12 +135,15 @@ export async function recordCallSuccess(
   );
   if (outcome.failedUnits > 0) task = await addUnits(tx, task.id, 0, outcome.failedUnits);
   if (outcome.next)
-    await createNextJobs(tx, pipeline, task, outcome.next, stagedKeys, options.cached ?? false);
-  await finishIfDone(tx, task.id);
+    active += await createNextJobs(tx, pipeline, task, outcome.next, stagedKeys, options.cached ?? false);
+  await settleTask(tx, task, active);
   return true;
 }
 
-/** Inserts the next step's jobs the lifecycle asked for and moves the task to that stage. */
+/**
+ * Inserts the next step's jobs the lifecycle asked for and moves the task to that stage (one
+ * statement); returns how many jobs went in.
+ */
 async function createNextJobs(
   tx: Queryable,
   pipeline: ResolvedPipeline,
@@ -149,19 +151,22 @@ async function createNextJobs(
   next: NextJobs,
   stagedKeys: string[],
   cached: boolean,
-): Promise<void> {
+): Promise<number> {
   const ref = { id: task.id, userId: task.user_id, imagesTotal: task.images_total };
-  if (next.step.kind === 'store') {
-    await insertJobs(tx, storeJobRows(ref, pipeline, next.step, next.jobs, stagedKeys, cached));
-  } else {
-    const inputs =
-      next.inputsFromStep === undefined ? [] : await stepOutputs(tx, task.id, next.inputsFromStep);
-    await insertJobs(tx, callJobRows(ref, next.step, next.jobs, inputs));
-  }
-  if (task.stage !== next.step.name) {
-    await setStage(tx, task.id, next.step.name);
-    await appendEvent(tx, task.id, task.user_id, 'stage', { stage: next.step.name });
-  }
+  const jobs =
+    next.step.kind === 'store'
+      ? storeJobRows(ref, pipeline, next.step, next.jobs, stagedKeys, cached)
+      : callJobRows(
+          ref,
+          next.step,
+          next.jobs,
+          next.inputsFromStep === undefined ? [] : await stepOutputs(tx, task.id, next.inputsFromStep),
+        );
+  const stage =
+    task.stage === next.step.name
+      ? undefined
+      : { taskId: task.id, userId: task.user_id, name: next.step.name };
+  return insertNextJobs(tx, jobs, stage);
 }
 
 /**
@@ -189,13 +194,14 @@ export async function recordStoreOutcome(
   results: StoreResults,
   random: number,
 ): Promise<{ recorded: boolean; retried: boolean }> {
-  const row = await lockRunningJob(tx, job.id, job.lease_token);
-  if (!row) return { recorded: false, retried: false };
-  await lockTask(tx, row.task_id);
+  const locked = await lockRunningJobWithTask(tx, job.id, job.lease_token);
+  if (!locked) return { recorded: false, retried: false };
+  const row = locked.job;
+  let task = locked.task;
   const inserted = await insertImages(tx, results.stored);
   const rejected = results.rejected.length;
   if (inserted > 0 || rejected > 0) {
-    const task = await addUnits(tx, row.task_id, inserted, rejected);
+    task = await addUnits(tx, row.task_id, inserted, rejected);
     await appendEvent(tx, task.id, task.user_id, 'progress', {
       done: task.images_done,
       failed: task.images_failed,
@@ -214,8 +220,10 @@ export async function recordStoreOutcome(
       await narrowStoreJob(tx, row.id, owed.images, row.input.cached === true);
     return recordJobFailure(tx, config, job, owed.failure, random);
   }
-  await completeJob(tx, row.id, { keys: results.stored.flatMap((i) => [i.storage_key, i.thumb_key]) });
-  await finishIfDone(tx, row.task_id);
+  const active = await completeJob(tx, row.id, {
+    keys: results.stored.flatMap((i) => [i.storage_key, i.thumb_key]),
+  });
+  await settleTask(tx, task, active);
   return { recorded: true, retried: false };
 }
 
@@ -252,9 +260,9 @@ export async function recordJobFailure(
   failure: FailureInfo,
   random: number,
 ): Promise<{ recorded: boolean; retried: boolean }> {
-  const row = await lockRunningJob(tx, job.id, job.lease_token);
-  if (!row) return { recorded: false, retried: false };
-  const task = (await lockTask(tx, row.task_id))!;
+  const locked = await lockRunningJobWithTask(tx, job.id, job.lease_token);
+  if (!locked) return { recorded: false, retried: false };
+  const { job: row, task } = locked;
   const provider = config.providers[row.resource];
   let rateLimits: RateLimitHistory | undefined;
   if (failure.kind === 'rate_limited') {
@@ -402,34 +410,26 @@ export async function failUnits(
 export async function finishIfDone(tx: Queryable, taskId: string): Promise<TaskRow | undefined> {
   const task = await lockTask(tx, taskId);
   if (!task || (task.state !== 'queued' && task.state !== 'running')) return undefined;
+  return settleTask(tx, task, await countActiveJobs(tx, taskId));
+}
+
+/**
+ * finishIfDone for a caller that holds the task's lock already: `task` is its row as this
+ * transaction last wrote it and `active` how many of its jobs are queued, admitted or running.
+ */
+async function settleTask(tx: Queryable, task: TaskRow, active: number): Promise<TaskRow | undefined> {
+  if (task.state !== 'queued' && task.state !== 'running') return undefined;
   const attempt =
     task.attempt_images !== null && task.attempt_credits !== null
       ? { images: task.attempt_images, credits: task.attempt_credits }
       : undefined;
   const end = taskEnd(
     { ...countsOf(task), open: true, creditsCharged: task.credits_charged, attempt },
-    await countActiveJobs(tx, taskId),
+    active,
   );
   if (!end) return undefined;
   const refunded = await refundTask(tx, task.user_id, task.id, end.refund, task.attempt);
-  const finished = await finishTask(
-    tx,
-    task.id,
-    end.state,
-    end.failed,
-    task.credits_refunded + refunded,
-    null,
-  );
-  await appendEvent(tx, task.id, task.user_id, 'finished', {
-    state: end.state,
-    done: finished.images_done,
-    failed: finished.images_failed,
-    total: finished.images_total,
-    credits_refunded: finished.credits_refunded,
-    attempt: finished.attempt,
-  });
-  await wakeScheduler(tx);
-  return finished;
+  return finishTask(tx, task.id, end.state, end.failed, task.credits_refunded + refunded, null);
 }
 
 /** Cancels a task: its unstarted jobs stop now; running ones finish and the task ends `canceled`. */

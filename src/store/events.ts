@@ -20,13 +20,11 @@ export async function appendEvent(
   type: TaskEventType,
   data: Record<string, unknown>,
 ): Promise<void> {
-  await tx.query('INSERT INTO events (task_id, user_id, type, data) VALUES ($1, $2, $3, $4::jsonb)', [
-    taskId,
-    userId,
-    type,
-    JSON.stringify(data),
-  ]);
-  await tx.query(`SELECT pg_notify('darkroom_task', $1)`, [taskId]);
+  await tx.query(
+    `INSERT INTO events (task_id, user_id, type, data) VALUES ($1, $2, $3, $4::jsonb)
+     RETURNING pg_notify('darkroom_task', task_id)`,
+    [taskId, userId, type, JSON.stringify(data)],
+  );
 }
 
 export async function eventsAfter(

@@ -101,41 +101,6 @@ export async function insertJobs(tx: Queryable, jobs: NewJob[]): Promise<void> {
 }
 
 /**
- * Claims up to `limit` admitted jobs. SKIP LOCKED inside a CTE with LIMIT: exactly the
- * selected rows are updated (an `IN (SELECT … LIMIT n)` form may be re-evaluated and
- * claim more). Each claim bumps the lease token that fences everything the attempt writes.
- */
-const CLAIM_JOBS = /* sql */ `
-  WITH picked AS (
-    SELECT id FROM jobs WHERE state = 'admitted'
-     ORDER BY admitted_at, id
-     LIMIT $2
-     FOR UPDATE SKIP LOCKED
-  )
-  UPDATE jobs j
-     SET state = 'running', worker_id = $1, lease_token = j.lease_token + 1, attempts = j.attempts + 1,
-         lease_expires_at = now() + $3::int * interval '1 millisecond', started_at = now()
-    FROM picked WHERE j.id = picked.id
-  RETURNING j.*`;
-
-export async function claimJobs(
-  tx: Queryable,
-  workerId: string,
-  limit: number,
-  leaseMs: number,
-): Promise<JobRow[]> {
-  if (limit <= 0) return [];
-  const { rows } = await tx.query<JobRow>(CLAIM_JOBS, [workerId, limit, leaseMs]);
-  if (rows.length > 0) {
-    await tx.query(
-      `UPDATE key_requests SET started_at = now() WHERE started_at IS NULL AND job_id = ANY($1::text[])`,
-      [rows.map((r) => r.id)],
-    );
-  }
-  return rows;
-}
-
-/**
  * Stamps the attempt's provider requests as starting now, just before they leave. The claim
  * stamped them (and the job's `started_at`) with the claim's time, and the scheduler counts a
  * key's RPM window from that stamp; the provider counts from when a request arrives. Loading
@@ -223,12 +188,22 @@ export async function dropUnstartedKeyRequests(tx: Queryable, taskId: string): P
   );
 }
 
-export async function completeJob(tx: Queryable, id: string, output: JobOutput): Promise<void> {
-  await tx.query(
+/**
+ * Ends a job's attempt as succeeded; returns how many other jobs of its task are still queued,
+ * admitted or running. The count is exact when the task row is locked (every transition that
+ * ends a job holds it) and was locked by an earlier statement: this statement's snapshot then
+ * sees every outcome that committed before.
+ */
+export async function completeJob(tx: Queryable, id: string, output: JobOutput): Promise<number> {
+  const { rows } = await tx.query<{ active: number }>(
     `UPDATE jobs SET state = 'succeeded', output = $2::jsonb, finished_at = now(), lease_expires_at = NULL, error = NULL
-      WHERE id = $1 RETURNING ${WAKE_SCHEDULER}`,
+      WHERE id = $1
+      RETURNING ${WAKE_SCHEDULER},
+                (SELECT count(*)::int FROM jobs o
+                  WHERE o.task_id = jobs.task_id AND o.id <> jobs.id AND o.state IN ('queued', 'admitted', 'running')) AS active`,
     [id, JSON.stringify(output)],
   );
+  return rows[0]!.active;
 }
 
 export async function failJob(tx: Queryable, id: string, error: string): Promise<void> {

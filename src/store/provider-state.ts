@@ -66,18 +66,12 @@ export async function recordProviderSuccess(
   cap: number,
   keyId?: string | null,
 ): Promise<void> {
-  if (keyId) {
-    await tx.query(
-      `UPDATE provider_state SET unhinted_streak = 0 WHERE provider = $1 AND key_id = $2 AND unhinted_streak > 0`,
-      [provider, keyId],
-    );
-  }
   // Every successful call of a provider lands here: a row lock taken for each would queue all
   // of a provider's outcome transactions behind one another (it was most of the outcome's time
   // at 16 calls in flight). At the cap a success changes nothing, so the row is read without a
   // lock and locked only when the success moves the state; the locked read then decides again
-  // on the latest committed state.
-  const seen = await readProviderRow(tx, provider);
+  // on the latest committed state. The key's run of hint-less 429s ends in the same statement.
+  const seen = await readProviderRow(tx, provider, keyId ?? undefined);
   if (seen && !changes(next, aimdStateOf(seen, cap))) return;
   const { nowMs: _now, ...current } = await lockProviderRow(tx, provider, cap);
   const updated = next(current);
@@ -92,10 +86,19 @@ function changes(next: (s: AimdState) => AimdState, current: AimdState): boolean
   );
 }
 
-async function readProviderRow(q: Queryable, provider: string): Promise<ProviderStateRow | undefined> {
+async function readProviderRow(
+  q: Queryable,
+  provider: string,
+  resetStreakOf?: string,
+): Promise<ProviderStateRow | undefined> {
   const { rows } = await q.query<ProviderStateRow>(
-    `SELECT * FROM provider_state WHERE provider = $1 AND key_id = ''`,
-    [provider],
+    resetStreakOf === undefined
+      ? `SELECT * FROM provider_state WHERE provider = $1 AND key_id = ''`
+      : `WITH reset AS (
+           UPDATE provider_state SET unhinted_streak = 0
+            WHERE provider = $1 AND key_id = $2 AND unhinted_streak > 0 RETURNING 1)
+         SELECT * FROM provider_state WHERE provider = $1 AND key_id = ''`,
+    resetStreakOf === undefined ? [provider] : [provider, resetStreakOf],
   );
   return rows[0];
 }

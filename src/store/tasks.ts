@@ -167,10 +167,6 @@ export async function addUnits(
   return rows[0]!;
 }
 
-export async function setStage(tx: Queryable, taskId: string, stage: string): Promise<void> {
-  await tx.query('UPDATE tasks SET stage = $2, updated_at = now() WHERE id = $1', [taskId, stage]);
-}
-
 export async function markTasksRunning(tx: Queryable, taskIds: string[]): Promise<TaskRow[]> {
   if (taskIds.length === 0) return [];
   const { rows } = await tx.query<TaskRow>(
@@ -181,6 +177,10 @@ export async function markTasksRunning(tx: Queryable, taskIds: string[]): Promis
   return rows;
 }
 
+/**
+ * Ends a task: its final state and counters, its `finished` event (with the SSE wake-up), and
+ * the scheduler's wake-up (its running-task slot is free), in one statement.
+ */
 export async function finishTask(
   tx: Queryable,
   taskId: string,
@@ -189,13 +189,23 @@ export async function finishTask(
   refunded: number,
   error: string | null,
 ): Promise<TaskRow> {
-  const { rows } = await tx.query<TaskRow>(
-    `UPDATE tasks SET state = $2, images_failed = $3, credits_refunded = $4, error = COALESCE($5, error),
-                      finished_at = now(), updated_at = now()
-      WHERE id = $1 RETURNING *`,
+  const { rows } = await tx.query<TaskRow & { finished_events: number }>(
+    `WITH f AS (
+       UPDATE tasks SET state = $2, images_failed = $3, credits_refunded = $4, error = COALESCE($5, error),
+                        finished_at = now(), updated_at = now()
+        WHERE id = $1 RETURNING *),
+     ev AS (
+       INSERT INTO events (task_id, user_id, type, data)
+       SELECT id, user_id, 'finished',
+              jsonb_build_object('state', state, 'done', images_done, 'failed', images_failed, 'total', images_total,
+                                 'credits_refunded', credits_refunded, 'attempt', attempt)
+         FROM f
+       RETURNING pg_notify('darkroom_task', task_id), pg_notify('darkroom_schedule', ''))
+     SELECT f.*, (SELECT count(*)::int FROM ev) AS finished_events FROM f`,
     [taskId, state, imagesFailed, refunded, error],
   );
-  return rows[0]!;
+  const { finished_events: _events, ...task } = rows[0]!;
+  return task;
 }
 
 export interface Reopening {

@@ -24,8 +24,8 @@ import { Channels, type Queryable } from '../store/db.ts';
 import { appendEvent } from '../store/events.ts';
 import { findCachedResult, releaseAttemptReservation, saveCachedResult } from '../store/cache.ts';
 import { resultCacheKey } from '../pipeline/cache-key.ts';
+import { claimJobsWithTasks } from '../store/attempts.ts';
 import {
-  claimJobs,
   restampAttemptRequests,
   releaseJob,
   renewLeases,
@@ -35,7 +35,7 @@ import {
   type JobRow,
 } from '../store/jobs.ts';
 import type { ImageRow } from '../store/images.ts';
-import { getTask, type TaskRow } from '../store/tasks.ts';
+import type { TaskRow } from '../store/tasks.ts';
 import { heartbeatWorker, registerWorker, removeWorker } from '../store/workers.ts';
 import { createWakeup } from '../scheduler/wakeup.ts';
 import { hostname } from 'node:os';
@@ -51,6 +51,8 @@ export interface WorkerHandle {
 
 interface RunningJob {
   job: JobRow;
+  /** The job's task as the claim read it. */
+  task: TaskRow;
   controller: AbortController;
   done: Promise<void>;
   /** performance.now() when the claim that started this attempt began. */
@@ -459,11 +461,9 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
   }
 
   async function run(entry: RunningJob): Promise<void> {
-    const { job, controller } = entry;
+    const { job, task, controller } = entry;
     const record = recorderFor(entry);
     try {
-      const task = await getTask(db, job.task_id);
-      if (!task) return;
       if (job.kind === 'store') await runStore(job, task, record);
       else await runCall(job, task, controller.signal, record, entry.claimedAt);
     } catch (error) {
@@ -492,12 +492,13 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
         const free = slots - running.size;
         if (free > 0) {
           const claimedAt = performance.now();
-          const jobs = await db.transaction((tx) => claimJobs(tx, workerId, free, w.leaseMs));
-          claimed = jobs.length;
-          for (const job of jobs) {
+          const claims = await claimJobsWithTasks(db, workerId, free, w.leaseMs);
+          claimed = claims.length;
+          for (const { job, task } of claims) {
             const controller = new AbortController();
             const entry: RunningJob = {
               job,
+              task,
               controller,
               done: Promise.resolve(),
               claimedAt,
