@@ -96,6 +96,10 @@ async function statementsOf(database: string, jobs: number): Promise<Json | unde
       statements_per_job: perJob(calls((r) => r.toplevel && !isTx(r.query))),
       transactions_per_job: perJob(calls((r) => /^BEGIN\b/i.test(r.query.trim()))),
       trigger_statements_per_job: perJob(calls((r) => !r.toplevel)),
+      // Execution time of the top-level statements (their triggers' included), lock waits too.
+      statement_ms_per_job: Number(
+        (rows.filter((r) => r.toplevel).reduce((n, r) => n + r.total_ms, 0) / jobs).toFixed(2),
+      ),
       top_statements: rows
         .filter((r) => !isTx(r.query))
         .slice(0, 12)
