@@ -47,35 +47,39 @@ export async function readCapacity(
   q: Queryable,
   opts: { windowMs: number; workerStaleMs: number },
 ): Promise<CapacitySnapshot> {
-  const now = await q.query<{ ms: number }>(`SELECT (extract(epoch FROM now()) * 1000)::float8 AS ms`);
-  const inFlight = await q.query<CapacitySnapshot['inFlight'][number]>(
-    `SELECT resource, key_id, user_id, count(*)::int AS n, sum(requests)::int AS requests
-       FROM jobs WHERE state IN ('admitted', 'running')
-      GROUP BY resource, key_id, user_id`,
+  // One statement, so one round trip a pass and one snapshot of everything it reads. Started
+  // requests count by start time within the window; requests not started yet always count.
+  const { rows } = await q.query<{
+    now_ms: number;
+    in_flight: CapacitySnapshot['inFlight'];
+    key_requests: CapacitySnapshot['keyRequests'];
+    provider_state: CapacitySnapshot['providerState'];
+    slots: number;
+  }>(
+    `SELECT (extract(epoch FROM now()) * 1000)::float8 AS now_ms,
+            (SELECT COALESCE(json_agg(f), '[]') FROM (
+               SELECT resource, key_id, user_id, count(*)::int AS n, sum(requests)::int AS requests
+                 FROM jobs WHERE state IN ('admitted', 'running')
+                GROUP BY resource, key_id, user_id) f) AS in_flight,
+            (SELECT COALESCE(json_agg(r ORDER BY r.t_ms), '[]') FROM (
+               SELECT provider, key_id, (extract(epoch FROM COALESCE(started_at, admitted_at)) * 1000)::float8 AS t_ms
+                 FROM key_requests
+                WHERE started_at IS NULL OR started_at > now() - $1::int * interval '1 millisecond') r) AS key_requests,
+            (SELECT COALESCE(json_agg(p), '[]') FROM (
+               SELECT provider, key_id, effective_concurrency::float8 AS effective_concurrency,
+                      (extract(epoch FROM cooldown_until) * 1000)::float8 AS cooldown_ms
+                 FROM provider_state) p) AS provider_state,
+            (SELECT COALESCE(sum(slots), 0)::int FROM workers
+              WHERE NOT stopping AND heartbeat_at > now() - $2::int * interval '1 millisecond') AS slots`,
+    [opts.windowMs, opts.workerStaleMs],
   );
-  // Started requests count by start time within the window; requests not started yet always count.
-  const keyRequests = await q.query<CapacitySnapshot['keyRequests'][number]>(
-    `SELECT provider, key_id, (extract(epoch FROM COALESCE(started_at, admitted_at)) * 1000)::float8 AS t_ms
-       FROM key_requests
-      WHERE started_at IS NULL OR started_at > now() - $1::int * interval '1 millisecond'
-      ORDER BY t_ms`,
-    [opts.windowMs],
-  );
-  const providerState = await q.query<CapacitySnapshot['providerState'][number]>(
-    `SELECT provider, key_id, effective_concurrency::float8 AS effective_concurrency,
-            (extract(epoch FROM cooldown_until) * 1000)::float8 AS cooldown_ms FROM provider_state`,
-  );
-  const slots = await q.query<{ n: number }>(
-    `SELECT COALESCE(sum(slots), 0)::int AS n FROM workers
-      WHERE NOT stopping AND heartbeat_at > now() - $1::int * interval '1 millisecond'`,
-    [opts.workerStaleMs],
-  );
+  const row = rows[0]!;
   return {
-    nowMs: now.rows[0]!.ms,
-    inFlight: inFlight.rows,
-    keyRequests: keyRequests.rows,
-    providerState: providerState.rows,
-    workerSlots: slots.rows[0]?.n ?? 0,
+    nowMs: row.now_ms,
+    inFlight: row.in_flight,
+    keyRequests: row.key_requests,
+    providerState: row.provider_state,
+    workerSlots: row.slots,
   };
 }
 
