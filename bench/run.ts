@@ -8,7 +8,7 @@
  * `darkroom fake-provider` in-process, so quota use is measured on the provider's side.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import os, { tmpdir } from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import { resolveConfig } from '../src/config/load.ts';
@@ -443,6 +443,10 @@ const results: Json = {
   node: process.version,
   database: process.env.DATABASE_URL ? 'postgres' : 'pglite',
   started_at: new Date().toISOString(),
+  // The machine's load when the run started (1, 5, 15 min): figures from a busy machine say so.
+  load_average: os.loadavg().map((l) => Number(l.toFixed(2))),
+  // libuv's threadpool (sharp, file writes, fsyncs); `npm run bench` sets 16 unless given one.
+  uv_threadpool_size: Number(process.env.UV_THREADPOOL_SIZE ?? 4),
 };
 for (const name of names) {
   const run = BENCHMARKS[name];

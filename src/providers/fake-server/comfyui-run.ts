@@ -231,20 +231,20 @@ export class PromptRun {
       height = meta.height ?? height;
     }
     const side = (value: number): number => Math.min(MAX_FAKE_SIDE, Math.max(8, Math.floor(value)));
-    const images: ImageRef[] = [];
-    for (let index = 0; index < Math.max(1, Math.floor(numberInput(latent.batch_size, 1))); index += 1) {
-      const bytes =
+    const batch = Math.max(1, Math.floor(numberInput(latent.batch_size, 1)));
+    const rendered = await Promise.all(
+      Array.from({ length: batch }, (_, index) =>
         this.item.fault === 'not_an_image'
           ? notAnImage()
-          : await renderFakePng({
+          : renderFakePng({
               prompt: typeof text === 'string' ? text : '',
               index,
               seed: numberInput(sampler.seed ?? sampler.noise_seed, 0),
               width: side(width),
               height: side(height),
-            });
-      images.push(this.host.store(bytes, type));
-    }
-    return images;
+            }),
+      ),
+    );
+    return rendered.map((bytes) => this.host.store(bytes, type));
   }
 }
