@@ -263,6 +263,17 @@ const post = (base: string, body: Json) =>
     body: JSON.stringify(body),
   });
 
+/** The server's scheduler passes so far (count, seconds), from its Prometheus metrics. */
+async function schedulerPasses(base: string): Promise<{ count: number; seconds: number }> {
+  const text = await (await fetch(`${base}/metrics`, { headers: AUTH })).text();
+  const value = (name: string) =>
+    Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
+  return {
+    count: value('darkroom_scheduler_pass_duration_seconds_count'),
+    seconds: value('darkroom_scheduler_pass_duration_seconds_sum'),
+  };
+}
+
 async function measure(server: Server, rate: number, seconds: number, readRate: number): Promise<Json> {
   const base = server.base;
   const tag = randomBytes(3).toString('hex');
@@ -272,12 +283,21 @@ async function measure(server: Server, rate: number, seconds: number, readRate: 
   );
   const ids: string[] = [];
   log(`submits at ${rate}/s for ${seconds} s`);
+  const passesBefore = await schedulerPasses(base);
+  const submitStarted = performance.now();
   const submits = await openLoop(
     rate,
     seconds,
     (i) => post(base, { user_id: `u-${tag}-${i}`, type: 'photography', plan: 'free' }),
     (b) => ids.push(b.id as string),
   );
+  const passesAfter = await schedulerPasses(base);
+  const submitSeconds = (performance.now() - submitStarted) / 1000;
+  // What competes with the API in an all-roles server: admission passes during the submits.
+  const passes = {
+    per_s: Math.round(((passesAfter.count - passesBefore.count) / submitSeconds) * 10) / 10,
+    busy_percent: Math.round(((passesAfter.seconds - passesBefore.seconds) / submitSeconds) * 1000) / 10,
+  };
   log(`task reads at ${readRate}/s`);
   const reads = await openLoop(readRate, seconds / 2, (i) =>
     fetch(`${base}/v1/tasks/${ids[(i * 7919) % ids.length]!}`, { headers: AUTH }),
@@ -286,7 +306,13 @@ async function measure(server: Server, rate: number, seconds: number, readRate: 
   const lists = await openLoop(readRate / 4, seconds / 2, () =>
     fetch(`${base}/v1/tasks?state=queued&limit=50`, { headers: AUTH }),
   );
-  return { submit: submits, task_read: reads, list_queued_50: lists, server_peak_rss_mb: server.peakRssMb() };
+  return {
+    submit: submits,
+    scheduler_passes_during_submits: passes,
+    task_read: reads,
+    list_queued_50: lists,
+    server_peak_rss_mb: server.peakRssMb(),
+  };
 }
 
 export async function runLoadBench(
