@@ -107,13 +107,15 @@ async function wholeBacklogRead(db: Db): Promise<number> {
   return rows.length;
 }
 
-export async function schedulerPass(users: number): Promise<Json> {
+export async function schedulerPass(users: number, saturated = false): Promise<Json> {
   const { config, drop } = await freshDatabase();
   const db = await openDb(config);
   try {
     await migrate(db);
     log(`scale: filling ${QUEUED} queued tasks of ${users} users`);
     await fillQueue(db, users);
+    // Saturated: every worker slot taken, as on a server whose calls are all in flight.
+    if (saturated) await db.query(`UPDATE workers SET slots = 0`);
     const passes: number[] = [];
     let jobsRead = 0;
     let admitted = 0;
@@ -134,6 +136,7 @@ export async function schedulerPass(users: number): Promise<Json> {
     }
     return {
       users,
+      ...(saturated ? { free_worker_slots: 0 } : {}),
       queued_tasks: QUEUED,
       pass: quantiles(passes),
       jobs_read_per_pass: jobsRead,
@@ -204,6 +207,7 @@ export async function scale(): Promise<Json> {
   return {
     scheduler_pass_20_users: await schedulerPass(20),
     scheduler_pass_2000_users: await schedulerPass(2000),
+    scheduler_pass_2000_users_saturated: await schedulerPass(2000, true),
     idle_server: await idleServer(),
   };
 }
