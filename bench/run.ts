@@ -15,6 +15,7 @@ import { resolveConfig } from '../src/config/load.ts';
 import { startFakeProvider, type FakeProviderHandle } from '../src/providers/fake-server/index.ts';
 import { startServer, type RunningServer } from '../src/server.ts';
 import { runEtaBench } from './eta.ts';
+import { startFakeProviderThread } from './fake-provider-thread.ts';
 import { runLoadBench } from './load.ts';
 import { runOverheadBench } from './overhead.ts';
 import { runDashboardBench } from './dashboard.ts';
@@ -251,7 +252,7 @@ function fairConfig(fakeUrl: string): Json {
 }
 
 async function fairness(): Promise<Json> {
-  const fake = await startFakeProvider({
+  const fake = await startFakeProviderThread({
     providers: [
       {
         name: 'main',
