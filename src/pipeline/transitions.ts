@@ -115,6 +115,7 @@ export async function recordCallSuccess(
         }),
       provider.concurrency,
       row.key_id,
+      locked.provider,
     );
   }
   const unfinished =

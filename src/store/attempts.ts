@@ -1,5 +1,6 @@
 import type { Queryable } from './db.ts';
 import { jobsAsJson, type JobRow, type NewJob } from './jobs.ts';
+import type { ProviderRead, ProviderStateRow } from './provider-state.ts';
 import type { TaskRow } from './tasks.ts';
 
 /**
@@ -16,6 +17,7 @@ import type { TaskRow } from './tasks.ts';
 
 const JOB_DATES = ['run_after', 'admitted_at', 'lease_expires_at', 'started_at', 'finished_at', 'created_at'];
 const TASK_DATES = ['deadline_at', 'created_at', 'started_at', 'finished_at'];
+const PROVIDER_DATES = ['cooldown_until', 'rest_until', 'congestion_until', 'updated_at'];
 
 function revive<T>(json: Record<string, unknown>, dates: string[]): T {
   for (const k of dates) {
@@ -91,23 +93,42 @@ export async function claimJobs(
  * statement's FOR UPDATE once the joined row is out. Undefined when the lease was lost (a stale
  * attempt). The task is its latest committed version (a row changed while the lock was awaited
  * is read again), but anything else this statement reads is from before that wait: count
- * sibling jobs in a later statement.
+ * sibling jobs in a later statement. It also reads, unlocked, the AIMD row of the job's
+ * provider and its key's run of hint-less 429s, which a call's success decides on
+ * (recordProviderSuccess locks the row only when the success moves it).
  */
 export async function lockRunningJobWithTask(
   tx: Queryable,
   id: string,
   token: number,
-): Promise<Claim | undefined> {
-  const { rows } = await tx.query<TaskRow & { locked_job: Record<string, unknown> }>(
+): Promise<(Claim & { provider: ProviderRead }) | undefined> {
+  const { rows } = await tx.query<
+    TaskRow & {
+      locked_job: Record<string, unknown>;
+      provider_row: Record<string, unknown> | null;
+      key_unhinted_streak: number | null;
+    }
+  >(
     `WITH j AS MATERIALIZED (
        SELECT * FROM jobs WHERE id = $1 AND lease_token = $2 AND state = 'running' FOR UPDATE)
-     SELECT t.*, to_jsonb(j) AS locked_job FROM j JOIN tasks t ON t.id = j.task_id FOR UPDATE OF t`,
+     SELECT t.*, to_jsonb(j) AS locked_job, to_jsonb(p) AS provider_row, pk.unhinted_streak AS key_unhinted_streak
+       FROM j JOIN tasks t ON t.id = j.task_id
+       LEFT JOIN provider_state p ON p.provider = j.resource AND p.key_id = ''
+       LEFT JOIN provider_state pk ON pk.provider = j.resource AND pk.key_id = j.key_id
+        FOR UPDATE OF t`,
     [id, token],
   );
   const row = rows[0];
   if (!row) return undefined;
-  const { locked_job, ...task } = row;
-  return { job: revive<JobRow>(locked_job, JOB_DATES), task: task as TaskRow };
+  const { locked_job, provider_row, key_unhinted_streak, ...task } = row;
+  return {
+    job: revive<JobRow>(locked_job, JOB_DATES),
+    task: task as TaskRow,
+    provider: {
+      row: provider_row ? revive<ProviderStateRow>(provider_row, PROVIDER_DATES) : undefined,
+      keyUnhintedStreak: key_unhinted_streak ?? 0,
+    },
+  };
 }
 
 /**

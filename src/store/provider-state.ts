@@ -59,19 +59,39 @@ export async function unhintedStreak(q: Queryable, provider: string, keyId: stri
   return rows[0]?.n ?? 0;
 }
 
+/**
+ * What the outcome's lock statement read of the provider's AIMD row and of the key's run of
+ * hint-less 429s (src/store/attempts.ts), so a success need not read them again.
+ */
+export interface ProviderRead {
+  row: ProviderStateRow | undefined;
+  keyUnhintedStreak: number;
+}
+
 export async function recordProviderSuccess(
   tx: Queryable,
   provider: string,
   next: (s: AimdState) => AimdState,
   cap: number,
   keyId?: string | null,
+  read?: ProviderRead,
 ): Promise<void> {
   // Every successful call of a provider lands here: a row lock taken for each would queue all
   // of a provider's outcome transactions behind one another (it was most of the outcome's time
   // at 16 calls in flight). At the cap a success changes nothing, so the row is read without a
   // lock and locked only when the success moves the state; the locked read then decides again
   // on the latest committed state. The key's run of hint-less 429s ends in the same statement.
-  const seen = await readProviderRow(tx, provider, keyId ?? undefined);
+  let seen: ProviderStateRow | undefined;
+  if (read) {
+    if (keyId && read.keyUnhintedStreak > 0)
+      await tx.query(
+        `UPDATE provider_state SET unhinted_streak = 0 WHERE provider = $1 AND key_id = $2 AND unhinted_streak > 0`,
+        [provider, keyId],
+      );
+    seen = read.row;
+  } else {
+    seen = await readProviderRow(tx, provider, keyId ?? undefined);
+  }
   if (seen && !changes(next, aimdStateOf(seen, cap))) return;
   const { nowMs: _now, ...current } = await lockProviderRow(tx, provider, cap);
   const updated = next(current);

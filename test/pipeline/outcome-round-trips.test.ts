@@ -74,7 +74,7 @@ describeEachDb('outcome round trips', (kind) => {
     return claims.sort((a, b) => a.job.first_index - b.job.first_index);
   }
 
-  it('claims in one statement with the task, and records each outcome in four to six', async () => {
+  it('claims in one statement with the task, and records each outcome in three to six', async () => {
     const { body } = await submitTask(t.db, config, {
       userId: 'rt-outcome',
       orderId: undefined,
@@ -115,8 +115,9 @@ describeEachDb('outcome round trips', (kind) => {
       [true, true],
     );
 
-    // Generate outcomes: lock job and task, complete (counting the task's other open jobs),
-    // read the provider's AIMD state, insert the store job (with the stage change and its event).
+    // Generate outcomes: lock job and task (reading the provider's AIMD state), complete
+    // (counting the task's other open jobs), insert the store job (with the stage change and
+    // its event).
     const perCall: number[] = [];
     for (const [i, c] of calls.entries()) {
       const statements: string[] = [];
@@ -126,7 +127,7 @@ describeEachDb('outcome round trips', (kind) => {
       assert.equal(ok, true);
       perCall.push(statements.length);
     }
-    assert.deepEqual(perCall, [4, 4]);
+    assert.deepEqual(perCall, [3, 3]);
     const afterCalls = await t.db.query<{ stage: string; store_jobs: number; events: string }>(
       `SELECT t.stage,
               (SELECT count(*)::int FROM jobs j WHERE j.task_id = t.id AND j.kind = 'store' AND j.state = 'queued') AS store_jobs,
