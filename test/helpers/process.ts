@@ -37,8 +37,11 @@ export interface DarkroomProcess {
 
 /** Runs `darkroom <args>` as a real child process (the installed bin, through tsx). */
 export function spawnDarkroom(args: string[], env: Record<string, string> = {}): DarkroomProcess {
+  // The test names its database in the config it passes; an inherited DATABASE_URL (the one
+  // `npm test` may be run with, for the tests' own PostgreSQL) would override it in the child.
+  const { DATABASE_URL: _inherited, ...inherited } = process.env;
   const child = spawn(process.execPath, [BIN, ...args], {
-    env: { ...process.env, DARKROOM_LOG_LEVEL: 'warn', ...env },
+    env: { ...inherited, DARKROOM_LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
