@@ -14,6 +14,7 @@ import pino from 'pino';
 import { resolveConfig } from '../src/config/load.ts';
 import { startFakeProvider, type FakeProviderHandle } from '../src/providers/fake-server/index.ts';
 import { startServer, type RunningServer } from '../src/server.ts';
+import { runCallsBench } from './calls.ts';
 import { runEtaBench } from './eta.ts';
 import { startFakeProviderThread } from './fake-provider-thread.ts';
 import { runLoadBench } from './load.ts';
@@ -419,6 +420,8 @@ const BENCHMARKS: Record<string, () => Promise<Json>> = {
     setup: QUOTA,
   }),
   fairness,
+  // One provider call's cost beyond its latency, without a database (bench/calls.ts).
+  calls: runCallsBench,
   scale,
   submit: submitThroughput,
   eta: () => runEtaBench(log),
