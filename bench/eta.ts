@@ -30,9 +30,12 @@ interface Prediction {
 
 interface Scored {
   id: string;
+  plan: string;
   submittedMs: number;
   atSubmit: Prediction;
   refined: Prediction | undefined;
+  /** When the bench first saw the refinement (epoch ms). */
+  refinedAtMs?: number;
 }
 
 function quantile(sorted: number[], q: number): number {
@@ -54,7 +57,8 @@ async function submit(base: string, userId: string, plan: string): Promise<Json>
   const res = await fetch(`${base}/v1/tasks`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ user_id: userId, type: 'gen', plan }),
+    // The provider simulator answers a request without a prompt with a 400, as OpenAI does.
+    body: JSON.stringify({ user_id: userId, type: 'gen', plan, prompt: `${userId} ${plan}` }),
   });
   const body = (await res.json()) as Json;
   if (res.status !== 202) throw new Error(`submit failed: ${res.status} ${JSON.stringify(body)}`);
@@ -70,10 +74,17 @@ async function realTimes(
   for (;;) {
     const { rows } = await server.ctx.db.query<{
       id: string;
+      state: string;
+      error: string | null;
       created_at: Date;
       started_at: Date | null;
       finished_at: Date | null;
-    }>('SELECT id, created_at, started_at, finished_at FROM tasks WHERE id = ANY($1::text[])', [ids]);
+    }>('SELECT id, state, error, created_at, started_at, finished_at FROM tasks WHERE id = ANY($1::text[])', [
+      ids,
+    ]);
+    // A failed task's end says nothing about the ETA of a task that does its work.
+    const failed = rows.find((r) => r.finished_at !== null && r.state !== 'succeeded');
+    if (failed) throw new Error(`task ${failed.id} ended ${failed.state}: ${failed.error ?? ''}`);
     if (rows.every((r) => r.finished_at !== null && r.started_at !== null))
       return new Map(
         rows.map((r) => [
@@ -87,6 +98,18 @@ async function realTimes(
       );
     if (Date.now() > deadline) throw new Error(`tasks did not finish in ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+async function forecastSince(server: RunningServer, sinceMs: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const { rows } = await server.ctx.db.query<{ at: Date }>(
+      'SELECT forecast_at AS at FROM forecast_state WHERE id = 1',
+    );
+    if (rows[0] && rows[0].at.getTime() > sinceMs) return;
+    if (Date.now() > deadline) throw new Error(`no forecast in ${timeoutMs} ms after the warm-up`);
+    await new Promise((r) => setTimeout(r, 100));
   }
 }
 
@@ -124,7 +147,10 @@ async function scoreScenario(setup: ComparisonSetup): Promise<Json> {
     const base = server.url!;
     // Warm-up: connections, JIT, the first measured job durations the forecast starts from.
     const warm = await submit(base, 'warm-up', Object.keys(setup.plans)[0]!);
-    await realTimes(server, [warm.id as string], 120_000);
+    const warmEnd = (await realTimes(server, [warm.id as string], 120_000)).get(warm.id as string)!.finished;
+    // …and a forecast since it ended, so that a submit's estimate starts from measured durations
+    // (as on a server that has been running), not the configured defaults.
+    await forecastSince(server, warmEnd, 60_000);
 
     const scored: Scored[] = [];
     let u = 0;
@@ -132,15 +158,23 @@ async function scoreScenario(setup: ComparisonSetup): Promise<Json> {
       for (let i = 0; i < burst.users; i++) {
         const submittedMs = Date.now();
         const body = await submit(base, `user-${u++}`, burst.plan);
-        scored.push({ id: body.id as string, submittedMs, atSubmit: predictionOf(body), refined: undefined });
+        scored.push({
+          id: body.id as string,
+          plan: burst.plan,
+          submittedMs,
+          atSubmit: predictionOf(body),
+          refined: undefined,
+        });
       }
     // The first forecast that covers each task (polled; the leader forecasts about once a second).
     const refineUntil = Date.now() + 30_000;
     while (scored.some((s) => !s.refined) && Date.now() < refineUntil) {
       for (const s of scored.filter((x) => !x.refined)) {
         const body = (await (await fetch(`${base}/v1/tasks/${s.id}`)).json()) as Json;
-        if (body.eta_basis && body.eta_basis !== 'submit' && body.predicted_finish_at)
+        if (body.eta_basis && body.eta_basis !== 'submit' && body.predicted_finish_at) {
           s.refined = predictionOf(body);
+          s.refinedAtMs = Date.now();
+        }
       }
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -166,6 +200,24 @@ async function scoreScenario(setup: ComparisonSetup): Promise<Json> {
       };
     };
     const completions = [...real.values()].map((r) => (r.finished - r.created) / 1000).sort((a, b) => a - b);
+    // Per task, seconds from the burst's first submit: what was predicted, when, and what happened.
+    const t0 = scored[0]!.submittedMs;
+    const sec = (ms: number | undefined) =>
+      ms === undefined || Number.isNaN(ms) ? null : round((ms - t0) / 1000);
+    const detail = scored.map((s) => {
+      const r = real.get(s.id)!;
+      return {
+        plan: s.plan,
+        submitted: sec(s.submittedMs),
+        submit_start: sec(s.atSubmit.startMs),
+        submit_finish: sec(s.atSubmit.finishMs),
+        forecast_seen: sec(s.refinedAtMs),
+        forecast_start: sec(s.refined?.startMs),
+        forecast_finish: sec(s.refined?.finishMs),
+        real_start: sec(r.started),
+        real_finish: sec(r.finished),
+      };
+    });
     return {
       name: setup.name,
       tasks: scored.length,
@@ -175,6 +227,7 @@ async function scoreScenario(setup: ComparisonSetup): Promise<Json> {
         ...score((s) => s.refined),
         basis: [...new Set(scored.map((s) => s.refined?.basis ?? 'none'))],
       },
+      detail,
     };
   } finally {
     await server.stop();

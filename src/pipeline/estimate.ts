@@ -6,8 +6,11 @@ import {
   type Config,
   type ResolvedStep,
 } from '../config/load.ts';
-import { serviceSeconds, type ProviderThroughput } from '../policy/estimate.ts';
+import { effectiveWeight } from '../policy/admission.ts';
+import { fairShareWork, serviceSeconds, type ProviderThroughput, type Sharer } from '../policy/estimate.ts';
+import { policySettings } from '../policy/policy-input.ts';
 import type { ForecastBasis, SubmitBasis } from '../store/forecasts.ts';
+import { SUBMIT_UNSEEN_LIMIT } from '../store/forecasts.ts';
 import type { TaskViewRow } from '../store/tasks.ts';
 
 /**
@@ -97,9 +100,9 @@ export function freshTaskCost(
   type: string,
   images: number,
   stepMs: Record<string, number> = {},
-): { serviceMs: number; workMs: number; concurrency: number } {
+): FreshTaskCost {
   const pipeline = config.pipelines[type];
-  if (!pipeline) return { serviceMs: 0, workMs: 0, concurrency: 1 };
+  if (!pipeline) return { serviceMs: 0, workMs: 0, concurrency: 1, calls: 0, storeTailMs: 0, provider: '' };
   const ms = (step: ResolvedStep) => stepMs[`${pipeline.name}.${step.name}`] ?? defaultStepMs(config, step);
   let calls = 0;
   let serialCalls = 0;
@@ -133,51 +136,109 @@ export function freshTaskCost(
     ),
     meanCallMs: generate ? ms(generate) : DEFAULT_CALL_MS,
   };
-  const serviceS = serviceSeconds(
-    {
-      calls,
-      serialCalls,
-      storeUnits: images,
-      storeConcurrency: store ? storeConcurrencyOf(store) : DEFAULT_STORE_CONCURRENCY,
-      meanStoreMs: store ? ms(store) : DEFAULT_STORE_MS,
-    },
-    throughput,
-  );
-  return { serviceMs: Math.round(serviceS * 1000), workMs, concurrency: throughput.concurrency };
+  const work = {
+    calls,
+    serialCalls,
+    storeUnits: images,
+    storeConcurrency: store ? storeConcurrencyOf(store) : DEFAULT_STORE_CONCURRENCY,
+    meanStoreMs: store ? ms(store) : DEFAULT_STORE_MS,
+  };
+  return {
+    serviceMs: Math.round(serviceSeconds(work, throughput) * 1000),
+    workMs,
+    concurrency: throughput.concurrency,
+    calls,
+    storeTailMs: Math.round(serviceSeconds({ ...work, calls: 0, serialCalls: 0 }, throughput) * 1000),
+    provider: generate?.provider ?? '',
+  };
+}
+
+export interface FreshTaskCost {
+  /** Its own service time alone on the provider (ms). */
+  serviceMs: number;
+  /** The provider work it brings: its calls' summed durations (ms). */
+  workMs: number;
+  /** Calls at once on its generate provider. */
+  concurrency: number;
+  /** Provider calls it makes. */
+  calls: number;
+  /** What storing adds after its last call (ms). */
+  storeTailMs: number;
+  /** Its generate step's provider. */
+  provider: string;
+}
+
+/** Calls a task of `type` still makes for `images` images (its generate step's batches). */
+function generateCalls(config: Config, type: string, images: number): number {
+  const generate = config.pipelines[type]?.steps.find((s) => s.kind === 'generate');
+  return generate ? Math.ceil(Math.max(0, images) / generate.batchSize) : 0;
 }
 
 /**
- * A submit's estimate, O(1) in the queue: first come, first served behind the queue as the last
- * forecast saw it. The new task starts one start-spacing after the last queued task the forecast
- * saw, plus one more for each queued task the forecast did not see yet (without a forecast, or of
- * an empty queue: each task ahead counts the provider work of one task like this one spread over
- * the provider's concurrency). Then it takes its own service time, or longer when it shares the
- * provider with the running tasks: under fair share each takes as much of the capacity as the
- * new task until the smaller has finished, so the new task's work W ends after
- * (Σ min(Wᵢ, W) + W) ÷ concurrency, each running task's work Wᵢ counted in proportion to the
- * images it has left.
+ * A submit's estimate, O(1) in the queue (its basis is bounded by the configuration, see
+ * `readSubmitBasis`).
+ *
+ * Start: now, or, when the last forecast saw tasks waiting (held back by the running-task
+ * limits), one start-spacing after the last of them.
+ *
+ * Finish: its own service time, or longer when it shares its provider: under weighted fair share
+ * (src/policy/admission.ts) users, not tasks, split the provider's calls in proportion to their
+ * effective weights, so the newcomer's work X (its calls, after its own user's earlier tasks) ends
+ * once the provider has done X + Σ min(Wᵤ, X · wᵤ ÷ w) calls (`fairShareWork`), Wᵤ being what
+ * each other user's running tasks and the queued tasks no forecast has seen yet (the rest of a
+ * burst) have left. What a queued task the forecast saw will bring is in its start spacing; tasks
+ * submitted after this one are not known: the next forecast pass refines the answer.
  */
 export function submitEstimate(
   config: Config,
-  task: { type: string; plan: string; images: number },
+  task: { id?: string; userId: string; type: string; plan: string; images: number },
   basis: SubmitBasis,
 ): { position: number; startAtMs: number; finishAtMs: number } {
-  const ahead = basis.queued;
   const own = freshTaskCost(config, task.type, task.images);
   const s = basis.summary;
   const serviceMs = s?.service_ms[serviceKey(task.type, task.plan)] ?? own.serviceMs;
-  // The summary's service time is measured; the provider work scales with it.
-  const workMs = own.serviceMs > 0 ? (own.workMs * serviceMs) / own.serviceMs : own.workMs;
+  // The summary's service time is measured; call durations scale with it.
+  const scale = own.serviceMs > 0 ? serviceMs / own.serviceMs : 1;
   const seenQueued = s?.queued ?? 0;
-  const perTaskMs = s && seenQueued > 0 ? s.per_task_ms : workMs / own.concurrency;
-  const tailMs = s && seenQueued > 0 ? s.tail_start_at.getTime() + perTaskMs : basis.nowMs;
-  const startMs = Math.max(basis.nowMs, tailMs) + Math.max(0, ahead - seenQueued) * perTaskMs;
-  const images = Math.max(1, task.images);
-  const sharedUnits = basis.runningRemaining.reduce((n, r) => n + Math.min(Math.max(0, r), images), 0);
-  const sharedMs = (workMs * (sharedUnits / images + 1)) / own.concurrency;
+  const tailMs = s && seenQueued > 0 ? s.tail_start_at.getTime() + s.per_task_ms : basis.nowMs;
+  const startMs = Math.max(basis.nowMs, tailMs);
+
+  const active = basis.active.filter((t) => t.id !== task.id);
+  const fairness = policySettings(config, 0, 0).fairness;
+  let ownCalls = own.calls;
+  const others = new Map<string, Sharer>();
+  for (const t of active) {
+    if (generateProvider(config, t.type) !== own.provider) continue;
+    const calls = generateCalls(config, t.type, t.remaining);
+    if (t.user_id === task.userId) {
+      // The user's own earlier tasks go first: their calls are in its share before its own.
+      ownCalls += calls;
+      continue;
+    }
+    const u = others.get(t.user_id);
+    // A user's weight is its head task's (running before queued, the order they were read in).
+    if (u) u.work += calls;
+    else others.set(t.user_id, { work: calls, weight: effectiveWeight(t.weight, t.remaining, fairness) });
+  }
+  // Unseen queued tasks past the read's limit: counted as users with as much work as this one.
+  const unread = active.filter((t) => t.state === 'queued').length >= SUBMIT_UNSEEN_LIMIT;
+  const plan = config.plans[task.plan];
+  const ownWeight = effectiveWeight(plan?.weight ?? 1, task.images, fairness);
+  const sharers = [...others.values()];
+  const unreadCount = unread ? Math.max(0, basis.queued - seenQueued - SUBMIT_UNSEEN_LIMIT) : 0;
+  // n such users weigh as one with n times the work and n times the weight.
+  if (unreadCount > 0) sharers.push({ work: unreadCount * own.calls, weight: unreadCount * ownWeight });
+  const callMs = own.calls > 0 ? (own.workMs / own.calls) * scale : 0;
+  const sharedMs =
+    (fairShareWork({ work: ownCalls, weight: ownWeight }, sharers) * callMs) / own.concurrency +
+    own.storeTailMs * scale;
   return {
-    position: ahead,
+    position: basis.queued,
     startAtMs: Math.round(startMs),
     finishAtMs: Math.round(startMs + Math.max(serviceMs, sharedMs)),
   };
+}
+
+function generateProvider(config: Config, type: string): string | undefined {
+  return config.pipelines[type]?.steps.find((s) => s.kind === 'generate')?.provider;
 }

@@ -106,7 +106,11 @@ export async function retryTask(db: Db, config: Config, taskId: string, by: stri
     });
     await wakeScheduler(tx);
     const basis = await readSubmitBasis(tx);
-    const estimate = submitEstimate(config, { type: task.type, plan: task.plan, images: owed }, basis);
+    const estimate = submitEstimate(
+      config,
+      { id: task.id, userId: task.user_id, type: task.type, plan: task.plan, images: owed },
+      basis,
+    );
     await replaceForecast(tx, task.id, estimate);
     // Last, so that the counter row stays locked only through the commit (as a submit does).
     if ((await enterQueue(tx, config.limits.maxQueuedTasks)) === undefined) {

@@ -164,7 +164,11 @@ async function submitOnce(q: Queryable, config: Config, req: SubmitRequest): Pro
   const first = pipeline.steps[0]!;
   const id = uuidv7();
   const now = req.now ?? new Date();
-  const estimate = submitEstimate(config, { type: req.type, plan: req.plan, images: plan.images }, basis);
+  const estimate = submitEstimate(
+    config,
+    { userId: req.userId, type: req.type, plan: req.plan, images: plan.images },
+    basis,
+  );
   const written = await writeSubmit(q, {
     task: {
       id,

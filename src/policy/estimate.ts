@@ -2,8 +2,8 @@
  * Queue position and ETA (pure). A task's wait is the provider work ahead of it divided by
  * the provider's current throughput (the smaller of its concurrency over the mean call
  * latency and its keys' RPM), and its own run is its calls spread over the provider's
- * concurrency. Work ahead is counted first-come-first-served: under fair share a small task
- * usually starts sooner, so the ETA is an upper estimate for small tasks.
+ * concurrency, or longer when it shares the provider with other users' work under fair share
+ * (`fairShareWork`).
  */
 export interface ProviderThroughput {
   /** Calls in flight at once (AIMD-effective, bounded by the usable keys' concurrency). */
@@ -61,4 +61,29 @@ export function waitSeconds(
 export function estimateEtaSeconds(aheadCalls: number, own: TaskWork, p: ProviderThroughput): number {
   const waitS = aheadCalls / callsPerSecond(p);
   return Math.round(waitS + serviceSeconds(own, p));
+}
+
+/** A user sharing a provider with a newcomer: the provider work it has left and its fair-share weight. */
+export interface Sharer {
+  /** Work left, in any unit that is the same for every sharer (calls, or call-seconds). */
+  work: number;
+  /** Its fair-share weight (src/policy/admission.ts, `effectiveWeight`). */
+  weight: number;
+}
+
+/**
+ * The provider work done, the newcomer's and everyone else's together, by the time the newcomer's
+ * `own.work` is done under weighted fair share (generalised processor sharing) with `others`,
+ * everyone present from now and nobody arriving. While both have work left, user i is served
+ * wᵢ ÷ w times as fast as the newcomer, so by the time the newcomer has done X, i has done
+ * min(Wᵢ, X · wᵢ ÷ w); capacity a finished user leaves goes to those still working in proportion
+ * to their weights, which keeps those ratios. Divided by the provider's throughput this is the
+ * newcomer's time to finish (n equal tasks: each ends after n times its own work). O(others).
+ */
+export function fairShareWork(own: Sharer, others: readonly Sharer[]): number {
+  const x = Math.max(0, own.work);
+  const w = Math.max(1e-9, own.weight);
+  let total = x;
+  for (const o of others) total += Math.min(Math.max(0, o.work), (x * Math.max(0, o.weight)) / w);
+  return total;
 }

@@ -5,25 +5,34 @@ import type { ForecastOutput } from './forecast-run.ts';
 
 /** The forecast worker thread, one run at a time. */
 export interface ForecastThread {
+  /**
+   * Starts the thread now (if it is not running) and resolves once its modules are loaded, so
+   * that the first forecast does not pay for compiling the simulator.
+   */
+  warm(): Promise<void>;
   run(input: ForecastInput, budgetMs: number): Promise<ForecastOutput>;
   close(): Promise<void>;
 }
 
-type Reply = { ok: true; output: ForecastOutput } | { ok: false; message: string };
+type Reply = { ready: true } | { ok: true; output: ForecastOutput } | { ok: false; message: string };
 
 /**
- * Starts src/scheduler/forecaster-worker.ts in a worker thread on first use (and again after it
- * died). darkroom runs its TypeScript through tsx, whose loader a worker thread does not inherit:
+ * Starts src/scheduler/forecaster-worker.ts in a worker thread on `warm()` or first use (and
+ * again after it died). darkroom runs its TypeScript through tsx, whose loader a worker thread does not inherit:
  * the thread's entry registers it first, then imports the worker module.
  */
 export function createForecastThread(config: Config): ForecastThread {
   let worker: Worker | undefined;
   let pending: { resolve: (o: ForecastOutput) => void; reject: (e: Error) => void } | undefined;
+  let ready: { promise: Promise<void>; resolve: () => void } | undefined;
 
   function fail(error: Error): void {
     const p = pending;
     pending = undefined;
     worker = undefined;
+    // A thread that died before it was ready: whoever waits for it is not kept waiting.
+    ready?.resolve();
+    ready = undefined;
     p?.reject(error);
   }
 
@@ -36,7 +45,13 @@ await import(${JSON.stringify(entry)});`;
       workerData: { config },
     });
     w.unref();
+    let resolveReady!: () => void;
+    ready = { promise: new Promise<void>((r) => (resolveReady = r)), resolve: () => resolveReady() };
     w.on('message', (reply: Reply) => {
+      if ('ready' in reply) {
+        ready?.resolve();
+        return;
+      }
       const p = pending;
       pending = undefined;
       if (!p) return;
@@ -51,6 +66,10 @@ await import(${JSON.stringify(entry)});`;
   }
 
   return {
+    async warm() {
+      worker ??= spawn();
+      await ready?.promise;
+    },
     run(input, budgetMs) {
       if (pending) return Promise.reject(new Error('a forecast is already running'));
       worker ??= spawn();

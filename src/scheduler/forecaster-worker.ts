@@ -21,3 +21,6 @@ parentPort!.on('message', (msg: { input: ForecastInput; budgetMs: number }) => {
     parentPort!.postMessage({ ok: false, message: error instanceof Error ? error.message : String(error) });
   }
 });
+
+// Loaded (the simulator compiled): the leader may forecast without waiting for it.
+parentPort!.postMessage({ ready: true });

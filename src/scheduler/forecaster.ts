@@ -13,7 +13,7 @@ import { createForecastThread, type ForecastThread } from './forecaster-thread.t
  * every forecast task's position and predicted start and finish in one statement, then NOTIFYs
  * the SSE streams. API reads take one row per task (src/pipeline/estimate.ts).
  *
- * Cost control: a pass starts at least MIN_INTERVAL_MS after the previous one ended, and at
+ * Cost control: a pass starts at least MIN_INTERVAL_MS after the previous one started, and at
  * least DUTY_FACTOR × its duration, so a huge queue does not keep the leader busy; when the
  * queue's fingerprint (newest event, queued count) has not moved, the queue is not read again,
  * the summary is only confirmed (`checked_at`), and a full pass is redone every REFRESH_MS while
@@ -36,6 +36,11 @@ export interface ForecastPass {
 }
 
 export interface Forecaster {
+  /**
+   * Starts the forecast thread now and resolves when it is ready (the scheduler calls it as it
+   * starts, so that the first pass after a burst does not wait for the simulator to compile).
+   */
+  warm(): Promise<void>;
   /** The scheduler's hook after an admission pass; returns at once. */
   afterPass(): void;
   /**
@@ -118,9 +123,12 @@ export function createForecaster(ctx: Context, options: ForecasterOptions = {}):
 
   function start(force: boolean): Promise<ForecastPass> {
     const startedAt = performance.now();
+    const startedAtMs = Date.now();
     const p = pass(force).finally(() => {
       const durationMs = performance.now() - startedAt;
-      nextAllowedAt = Date.now() + Math.max(MIN_INTERVAL_MS, DUTY_FACTOR * durationMs);
+      // Counted from the pass's start: a burst's tasks submitted during a pass get the next one
+      // about a second after it began, not a second after it ended.
+      nextAllowedAt = startedAtMs + Math.max(MIN_INTERVAL_MS, DUTY_FACTOR * durationMs);
       running = undefined;
       kick();
     });
@@ -143,6 +151,7 @@ export function createForecaster(ctx: Context, options: ForecasterOptions = {}):
   }
 
   return {
+    warm: () => thread.warm(),
     afterPass() {
       requested = true;
       kick();

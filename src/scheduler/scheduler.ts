@@ -45,6 +45,11 @@ export async function startScheduler(ctx: Context, candidateId: string): Promise
   const wakeup = createWakeup();
   const unlisten = await db.listen(Channels.schedule, () => wakeup.wake());
   const leadership = startLeadership(db, candidateId, s.leaderLeaseMs, log, () => wakeup.wake());
+  // Every candidate warms its forecast thread at once: a leader (this one or a later one)
+  // forecasts after its first pass without compiling the simulator first.
+  forecasterFor(ctx)
+    .warm()
+    .catch((error: unknown) => log.warn({ err: coerceError(error) }, 'forecast thread did not start'));
   let stopped = false;
   let dispatchMs = 0;
   let nextWakeFromNowMs: number | undefined;

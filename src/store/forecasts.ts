@@ -126,26 +126,38 @@ export async function readForecastSummary(q: Queryable): Promise<ForecastSummary
   return rows[0];
 }
 
+/** Queued tasks created since the last forecast that a submit's estimate reads (newest first). */
+export const SUBMIT_UNSEEN_LIMIT = 64;
+
 /**
  * What a submit's estimate starts from, in one statement: the database clock, the queued count
- * (read without a lock: concurrent submits may not be in it yet), the images each running task
- * has left (at most `limits.maxRunningTasks` rows, through tasks_active: bounded by the
- * configuration, not by the queue) and the last forecast.
+ * (read without a lock: concurrent submits may not be in it yet), the last forecast, and the tasks
+ * the newcomer will share the providers with: every running task (at most
+ * `limits.maxRunningTasks` rows, through tasks_active) and the queued tasks created since the last
+ * forecast read the queue (newest first, at most SUBMIT_UNSEEN_LIMIT, through tasks_active): the
+ * rest of a burst that no forecast has seen yet. Bounded by the configuration, not by the queue.
  */
 export async function readSubmitBasis(q: Queryable): Promise<SubmitBasis> {
   const { rows } = await q.query<
-    ForecastSummary & { now_ms: number; has: boolean; depth: number | null; running: number[] | null }
+    ForecastSummary & { now_ms: number; has: boolean; depth: number | null; active: ActiveTask[] | null }
   >(
     `SELECT (extract(epoch FROM now()) * 1000)::float8 AS now_ms, d.queued AS depth, f.id IS NOT NULL AS has,
             f.forecast_at, f.checked_at, f.queued, f.tail_start_at, f.complete, f.service_ms, f.per_task_ms,
-            (SELECT array_agg(images_total - images_done - images_failed) FROM tasks WHERE state = 'running') AS running
+            (SELECT json_agg(json_build_object('id', a.id, 'user_id', a.user_id, 'type', a.type,
+                    'weight', a.weight, 'state', a.state, 'remaining', a.remaining))
+               FROM ((SELECT id, user_id, type, weight, state, images_total - images_done - images_failed AS remaining
+                        FROM tasks WHERE state = 'running')
+                     UNION ALL
+                     (SELECT id, user_id, type, weight, state, images_total - images_done - images_failed
+                        FROM tasks WHERE state = 'queued' AND created_at > coalesce(f.forecast_at, '-infinity')
+                       ORDER BY created_at DESC LIMIT ${SUBMIT_UNSEEN_LIMIT})) a) AS active
        FROM (SELECT 1) one LEFT JOIN forecast_state f ON f.id = 1 LEFT JOIN queue_depth d ON d.id = 1`,
   );
   const r = rows[0]!;
   return {
     nowMs: r.now_ms,
     queued: r.depth ?? 0,
-    runningRemaining: r.running ?? [],
+    active: r.active ?? [],
     summary: r.has
       ? {
           forecast_at: r.forecast_at,
@@ -160,11 +172,22 @@ export async function readSubmitBasis(q: Queryable): Promise<SubmitBasis> {
   };
 }
 
+/** A task a newcomer shares the providers with, as the submit's estimate reads it. */
+export interface ActiveTask {
+  id: string;
+  user_id: string;
+  type: string;
+  weight: number;
+  state: 'queued' | 'running';
+  /** Images it has left to make. */
+  remaining: number;
+}
+
 export interface SubmitBasis {
   nowMs: number;
   queued: number;
-  /** Images left per running task. */
-  runningRemaining: number[];
+  /** Running tasks, and the queued tasks created since the last forecast (at most SUBMIT_UNSEEN_LIMIT). */
+  active: ActiveTask[];
   summary: ForecastSummary | undefined;
 }
 

@@ -2,80 +2,102 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { resolveConfig } from '../../src/config/load.ts';
 import { submitEstimate } from '../../src/pipeline/estimate.ts';
+import { SUBMIT_UNSEEN_LIMIT, type ActiveTask, type SubmitBasis } from '../../src/store/forecasts.ts';
 
 /**
  * The estimate a submit answers before any forecast has seen its task (pure, O(1) in the queue).
  * Default configuration: the simulated provider at 3 s per call, 5 calls at once (its one key),
- * photography = beautify (1 call) → generate (batches of 5) → store (500 ms).
+ * photography = beautify (1 call) → generate (batches of 5) → store (500 ms); plans Free 2,
+ * Start 30, Pro 70 images, weight 1, short-work preference 0.5.
  */
 const config = resolveConfig({ home: '/tmp/darkroom-estimate-test' }, {}, 'test');
 const NOW = Date.UTC(2026, 0, 1);
-const pro = { type: 'photography', plan: 'pro', images: 70 };
+const pro = { userId: 'me', type: 'photography', plan: 'pro', images: 70 };
+const free = { userId: 'me', type: 'photography', plan: 'free', images: 2 };
+
+function basis(active: ActiveTask[] = [], more: Partial<SubmitBasis> = {}): SubmitBasis {
+  return { nowMs: NOW, queued: 0, active, summary: undefined, ...more };
+}
+
+function tasks(n: number, remaining: number, state: 'queued' | 'running' = 'running'): ActiveTask[] {
+  return Array.from({ length: n }, (_, i) => ({
+    id: `t${i}`,
+    user_id: `u${i}`,
+    type: 'photography',
+    weight: 1,
+    state,
+    remaining,
+  }));
+}
 
 describe('submit estimate', () => {
   it('alone: starts now and takes its own service time', () => {
-    const e = submitEstimate(config, pro, {
-      nowMs: NOW,
-      queued: 0,
-      runningRemaining: [],
-      summary: undefined,
-    });
+    const e = submitEstimate(config, pro, basis());
     assert.equal(e.position, 0);
     assert.equal(e.startAtMs, NOW);
     // beautify 3 s, then 14 batches in ⌈14 / 5⌉ = 3 waves of 3 s, then one store wave of 0.5 s.
     assert.equal(e.finishAtMs - NOW, 12_500);
   });
 
-  it('beside nine running Pro tasks: no sooner than the provider can do all ten tasks’ work', () => {
-    const e = submitEstimate(config, pro, {
-      nowMs: NOW,
-      queued: 0,
-      runningRemaining: Array.from({ length: 9 }, () => 70),
-      summary: undefined,
-    });
-    // Under fair share each of the ten gets an equal share until it ends; all have as much work
-    // as the new one, so it ends with the last: 10 × 15 calls × 3 s ÷ 5 at once = 90 s.
-    assert.equal(e.finishAtMs - NOW, 90_000);
-    // A running task with less left shares only what it has: 9 × 2 images + its 70.
-    const small = submitEstimate(config, pro, {
-      nowMs: NOW,
-      queued: 0,
-      runningRemaining: Array.from({ length: 9 }, () => 2),
-      summary: undefined,
-    });
-    assert.ok(small.finishAtMs - NOW < 20_000 && small.finishAtMs - NOW >= 12_500);
+  it('beside nine other users’ Pro tasks: the provider does their work beside its own', () => {
+    const e = submitEstimate(config, pro, basis(tasks(9, 70)));
+    // Equal weights: each of the nine makes as many calls as the newcomer's 15 while it runs,
+    // but has only 14 left: (15 + 9 × 14) calls × 3 s ÷ 5 at once, then its store wave.
+    assert.equal(e.finishAtMs - NOW, 141 * 600 + 500);
+    // Running tasks with one batch left share only that: (15 + 9) calls × 3 s ÷ 5 + 0.5 s.
+    const small = submitEstimate(config, pro, basis(tasks(9, 2)));
+    assert.equal(small.finishAtMs - NOW, 24 * 600 + 500);
   });
 
-  it('behind queued tasks and no forecast yet: first come, first served', () => {
-    const e = submitEstimate(config, pro, {
-      nowMs: NOW,
-      queued: 3,
-      runningRemaining: [],
-      summary: undefined,
-    });
-    assert.equal(e.position, 3);
-    // Each queued task ahead: one Pro task's 15 calls × 3 s spread over 5.
-    assert.equal(e.startAtMs - NOW, 27_000);
-    assert.equal(e.finishAtMs - e.startAtMs, 12_500);
+  it('a Free task among Pro users takes its own service time: its short work weighs more', () => {
+    // Effective weight √(70 / 2) ≈ 5.9 against 1: the Pro users get ≈ 1/6.9 of the provider while
+    // its 2 calls run, less than the waves it spends alone (beautify 3 s, 1 batch 3 s, store 0.5 s).
+    const e = submitEstimate(config, free, basis(tasks(9, 70)));
+    assert.equal(e.finishAtMs - NOW, 6500);
+  });
+
+  it('the queued rest of a burst that no forecast has seen shares the provider, not a queue ahead', () => {
+    const e = submitEstimate(config, pro, basis(tasks(4, 70, 'queued'), { queued: 4 }));
+    assert.equal(e.startAtMs, NOW);
+    assert.equal(e.finishAtMs - NOW, (15 + 4 * 14) * 600 + 500);
+  });
+
+  it('its own user’s earlier tasks go first, inside its share', () => {
+    const mine = { ...tasks(1, 70)[0]!, user_id: 'me' };
+    const e = submitEstimate(config, pro, basis([mine]));
+    assert.equal(e.finishAtMs - NOW, (15 + 14) * 600 + 500);
+    // A retry's own (reopened) task is not its own competitor.
+    const retry = submitEstimate(config, { ...pro, id: mine.id }, basis([mine]));
+    assert.equal(retry.finishAtMs - NOW, 12_500);
   });
 
   it('behind the queue the last forecast saw: after its last predicted start, with measured service', () => {
-    const e = submitEstimate(config, pro, {
-      nowMs: NOW,
-      queued: 5,
-      runningRemaining: [],
-      summary: {
-        forecast_at: new Date(NOW - 1000),
-        checked_at: new Date(NOW - 1000),
-        queued: 4,
-        tail_start_at: new Date(NOW + 20_000),
-        complete: true,
-        service_ms: { 'photography/pro': 6000 },
-        per_task_ms: 5000,
-      },
-    });
-    // One spacing after the last start it saw, one more for the queued task it did not see.
-    assert.equal(e.startAtMs - NOW, 30_000);
+    const e = submitEstimate(
+      config,
+      pro,
+      basis([], {
+        queued: 5,
+        summary: {
+          forecast_at: new Date(NOW - 1000),
+          checked_at: new Date(NOW - 1000),
+          queued: 4,
+          tail_start_at: new Date(NOW + 20_000),
+          complete: true,
+          service_ms: { 'photography/pro': 6000 },
+          per_task_ms: 5000,
+        },
+      }),
+    );
+    assert.equal(e.position, 5);
+    // One spacing after the last start it saw.
+    assert.equal(e.startAtMs - NOW, 25_000);
     assert.equal(e.finishAtMs - e.startAtMs, 6000);
+  });
+
+  it('unseen queued tasks past the read limit count as users like the newcomer', () => {
+    const read = tasks(SUBMIT_UNSEEN_LIMIT, 70, 'queued');
+    const e = submitEstimate(config, pro, basis(read, { queued: SUBMIT_UNSEEN_LIMIT + 100 }));
+    // SUBMIT_UNSEEN_LIMIT read (14 calls each) and 100 more assumed (15 calls each, as much as its own).
+    assert.equal(e.finishAtMs - NOW, (15 + SUBMIT_UNSEEN_LIMIT * 14 + 100 * 15) * 600 + 500);
   });
 });

@@ -1,6 +1,32 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { callsPerSecond, estimateEtaSeconds, serviceSeconds } from '../../src/policy/estimate.ts';
+import fc from 'fast-check';
+import {
+  callsPerSecond,
+  estimateEtaSeconds,
+  fairShareWork,
+  serviceSeconds,
+  type Sharer,
+} from '../../src/policy/estimate.ts';
+
+/**
+ * Weighted processor sharing played out phase by phase, written without the closed form: each
+ * phase gives every user with work left capacity in proportion to its weight until the next one
+ * finishes. Returns the work done by all when user 0 finishes (capacity 1: also the time).
+ */
+function gpsByPhases(users: Sharer[]): number {
+  const left = users.map((u) => u.work);
+  let time = 0;
+  for (;;) {
+    if (left[0]! <= 1e-12) return time;
+    const active = users.map((_, i) => i).filter((i) => left[i]! > 1e-12 && users[i]!.weight > 0);
+    const totalWeight = active.reduce((n, i) => n + users[i]!.weight, 0);
+    // The phase lasts until the first active user runs out at its rate weight / totalWeight.
+    const dt = Math.min(...active.map((i) => (left[i]! * totalWeight) / users[i]!.weight));
+    for (const i of active) left[i] = left[i]! - (dt * users[i]!.weight) / totalWeight;
+    time += dt;
+  }
+}
 
 const provider = { concurrency: 5, rpm: 600, meanCallMs: 8000 };
 
@@ -16,5 +42,47 @@ describe('ETA estimates', () => {
     assert.equal(serviceSeconds(pro, provider), 34);
     assert.equal(estimateEtaSeconds(0, pro, provider), 34);
     assert.equal(estimateEtaSeconds(50, pro, provider), 34 + 80);
+  });
+});
+
+describe('fair share of a provider (fairShareWork)', () => {
+  it('document 02: ten Pro users at once, 70 images in batches of 5, 8 s a batch, 5 at once', () => {
+    const pro = { work: 14, weight: 1 };
+    const calls = fairShareWork(
+      pro,
+      Array.from({ length: 9 }, () => pro),
+    );
+    // Every one of them ends with the last: 10 × 14 calls × 8 s ÷ 5 at once = 224 s,
+    // not the 22.4 s (3 waves of 8 s) one Pro task takes alone.
+    assert.equal(calls, 140);
+    assert.equal((calls * 8) / 5, 224);
+  });
+
+  it('weights split the capacity: weight 2 against 1 is served twice as fast', () => {
+    // By the time the newcomer has made its 10 calls, the other user (a third of the capacity) made 5.
+    assert.equal(fairShareWork({ work: 10, weight: 2 }, [{ work: 100, weight: 1 }]), 15);
+    // A user with less left than that finishes first and takes only its own work.
+    assert.equal(fairShareWork({ work: 10, weight: 2 }, [{ work: 3, weight: 1 }]), 13);
+    // Nobody else: its own work.
+    assert.equal(fairShareWork({ work: 7, weight: 1 }, []), 7);
+  });
+
+  it('equals processor sharing played out phase by phase, and stays within its bounds', () => {
+    const sharer = fc.record({
+      work: fc.double({ min: 0.01, max: 200, noNaN: true }),
+      weight: fc.double({ min: 0.1, max: 10, noNaN: true }),
+    });
+    fc.assert(
+      fc.property(sharer, fc.array(sharer, { maxLength: 12 }), (own, others) => {
+        const total = fairShareWork(own, others);
+        const phases = gpsByPhases([own, ...others]);
+        assert.ok(Math.abs(total - phases) <= 1e-6 * Math.max(1, phases), `${total} vs ${phases}`);
+        // At least its own work, at most everybody's.
+        const all = others.reduce((n, o) => n + o.work, own.work);
+        assert.ok(total >= own.work - 1e-9 && total <= all + 1e-9);
+        // More work of one's own never ends sooner.
+        assert.ok(fairShareWork({ ...own, work: own.work * 1.5 }, others) >= total - 1e-9);
+      }),
+    );
   });
 });
