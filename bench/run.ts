@@ -331,6 +331,20 @@ async function fairness(): Promise<Json> {
            FROM gaps WHERE ms IS NOT NULL`,
         [[...pro, free]],
       );
+      // The store step: its jobs (one per call's batch, cut at the store concurrency), and a store
+      // job's mean wait from creation (its images staged) to admission, and its mean duration.
+      const stores = await server.ctx.db.query<{
+        n: number;
+        images: number;
+        wait_ms: number;
+        run_ms: number;
+      }>(
+        `SELECT count(*)::int AS n, sum(count)::int AS images,
+                avg(extract(epoch FROM admitted_at - created_at) * 1000)::float8 AS wait_ms,
+                avg(extract(epoch FROM finished_at - started_at) * 1000)::float8 AS run_ms
+           FROM jobs WHERE kind = 'store' AND state = 'succeeded' AND task_id = ANY($1::text[])`,
+        [[...pro, free]],
+      );
       const physicalBound = (calls * FAIR.latencyMs) / FAIR.keyConcurrency;
       const measuredBound = (calls * rows[0]!.ms) / FAIR.keyConcurrency;
       return {
@@ -351,6 +365,10 @@ async function fairness(): Promise<Json> {
           p90: Math.round(hops.rows[0]!.p90),
         },
         call_admitted_to_started_ms: Math.round(hops.rows[0]!.started_to_call),
+        store_jobs: stores.rows[0]!.n,
+        store_images: stores.rows[0]!.images,
+        store_created_to_admitted_ms: Math.round(stores.rows[0]!.wait_ms),
+        store_job_ms: Math.round(stores.rows[0]!.run_ms),
       };
     } finally {
       await cleanup();

@@ -7,7 +7,8 @@ import type { Outcome } from './state.ts';
 /** How long a step takes and whether it fails, per the scenario. */
 
 const CALL_LATENCY_MS = 8000; // the source documents' batch latency, when a scenario names none
-const STORE_LATENCY_MS = 2000; // the source documents' upload time per image
+// The source documents' upload time per image, taken by a store job: its images are stored at once.
+const STORE_LATENCY_MS = 2000;
 
 /** The scenario's latency for a step: by `type.step`, step name, or kind; else a default. */
 export function latencyOf(
