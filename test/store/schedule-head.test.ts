@@ -14,7 +14,8 @@ import { describeEachDb, useTestDb } from '../helpers/db.ts';
  * decide() gives on the whole queue (read here without any limit, as the scheduler read it
  * before). The queues mix running and queued tasks of several users and two pipelines that
  * start on different providers, creation-time ties broken by ids of mixed case, deadlines
- * (some missed), cancel requests, retries waiting on a backoff, jobs in flight, keys cooling
+ * (some missed), cancel requests, retries waiting on a backoff, jobs in flight, store jobs of
+ * 1–3 images (each holding that many of the store's concurrency), keys cooling
  * down or near their RPM, and few or many free worker slots; and queued tasks an administrator
  * retried, whose jobs wait on a later step, on another provider than their pipeline starts on.
  */
