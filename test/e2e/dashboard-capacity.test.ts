@@ -22,7 +22,10 @@ const skip =
 
 const SCENARIO = '02-ten-pro-at-once';
 const SWEEP = 'concurrency=2,4,6';
-const TARGET = 'p95_completion=5m';
+// The store step (5 images at once, ~2 s each: ~280 s for the 700 images) bounds this scenario
+// near 5 minutes: at concurrency 6 the planner put p95 at 298 s with one store job per image and
+// 304 s with store jobs of a batch, so a 5 m target sat on that edge. At 6 m, 2 misses and 4 meets.
+const TARGET = 'p95_completion=6m';
 
 /**
  * The Capacity page in real headless Chromium against a real server (auth on): pick a shipped

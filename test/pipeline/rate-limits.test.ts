@@ -155,8 +155,14 @@ describeEachDb('rate limits and rests', (kind) => {
     );
     assert.deepEqual(rows, [
       { kind: 'generate', state: 'queued', first_index: 2, count: 2 },
-      { kind: 'store', state: 'queued', first_index: 0, count: 1 },
-      { kind: 'store', state: 'queued', first_index: 1, count: 1 },
+      // The two images that came back are stored by one job (it was one job per image before
+      // store jobs held a call's batch, up to the store concurrency).
+      { kind: 'store', state: 'queued', first_index: 0, count: 2 },
     ]);
+    const input = await db.query<{ input: { keys: string[] } }>(
+      `SELECT input FROM jobs WHERE task_id = $1 AND kind = 'store'`,
+      [job.task_id],
+    );
+    assert.deepEqual(input.rows[0]!.input.keys, staged);
   });
 });
