@@ -93,26 +93,3 @@ export function admissibleNow(view: {
   for (const s of view.stores) out.set(s.name, Math.max(0, Math.min(slots, s.concurrency - s.inFlight)));
   return out;
 }
-
-/**
- * Resources on which decide() can admit nothing until a job ends, and whose job ending wakes the
- * scheduler: no free worker slot, the provider or store at its concurrency, or every key of the
- * provider at its own. Time alone (an RPM window sliding, a cool-down ending) frees none of
- * them, so decide() also sets no wake-up for them. A driver need not read the queued tasks that
- * start there, except for users it reads anyway (a user's first job orders the users).
- */
-export function fullUntilAJobEnds(view: {
-  workerSlotsFree: number;
-  providers: ProviderView[];
-  stores: StoreView[];
-}): Set<string> {
-  const out = new Set<string>();
-  const noSlot = view.workerSlotsFree <= 0;
-  for (const p of view.providers) {
-    if (noSlot || p.inFlight >= providerLimit(p) || p.keys.every((k) => k.inFlight >= k.concurrency)) {
-      out.add(p.name);
-    }
-  }
-  for (const s of view.stores) if (noSlot || s.inFlight >= s.concurrency) out.add(s.name);
-  return out;
-}

@@ -1,7 +1,7 @@
 import { keyIsUsable, storeConcurrencyOf, type Config } from '../config/load.ts';
 import { storeResource } from '../policy/lifecycle.ts';
 import { forgetIdle, lastServedFor, noteInFlight, type ServiceMemory } from '../policy/service-memory.ts';
-import { admissibleNow, fullUntilAJobEnds, policySettings, toPolicyInput } from '../policy/policy-input.ts';
+import { admissibleNow, policySettings, toPolicyInput } from '../policy/policy-input.ts';
 import type { JobView, KeyView, PolicyInput, ProviderView, StoreView, TaskView } from '../policy/types.ts';
 import { requestsFor, resolveCapabilities } from '../providers/capabilities.ts';
 import type { CapacitySnapshot, HeadLimits, ScheduleSnapshot } from '../store/schedule.ts';
@@ -84,7 +84,6 @@ export function headLimits(
 ): HeadLimits {
   const views = capacityViews(config, snap);
   const admissible = admissibleNow({ nowMs: snap.nowMs, rpmWindowMs, ...views });
-  const full = fullUntilAJobEnds(views);
   const startsOn = new Map<string, string[]>();
   for (const [type, pipeline] of Object.entries(config.pipelines)) {
     const first = pipeline.steps[0];
@@ -97,7 +96,6 @@ export function headLimits(
     dispatchMs,
     perResource: [...admissible].map(([resource, n]) => ({ resource, k: n + 1 })),
     startsOn: [...startsOn].map(([resource, types]) => ({ resource, types })),
-    fullUntilAJobEnds: [...full],
   };
 }
 

@@ -92,11 +92,6 @@ export interface HeadLimits {
   perResource: Array<{ resource: string; k: number }>;
   /** The task types that start on each resource (their pipeline's first step): queued tasks' jobs. */
   startsOn: Array<{ resource: string; types: string[] }>;
-  /**
-   * Resources that admit nothing until a job ends (policy fullUntilAJobEnds): the queued tasks
-   * starting there are read only for users read anyway. Omitted: none.
-   */
-  fullUntilAJobEnds?: string[];
 }
 
 // Shared SQL pieces. A job is ready when the policy would call it ready (same float
@@ -143,6 +138,37 @@ export async function readQueueHead(q: Queryable, limits: HeadLimits): Promise<Q
   const starts = limits.startsOn
     .map((s) => ({ ...s, k: limits.perResource.find((r) => r.resource === s.resource)?.k ?? 0 }))
     .filter((s) => s.k > 0 && s.types.length > 0);
+  const queued = starts.length
+    ? await q.query<QueueHead['jobs'][number]>(
+        `WITH RECURSIVE users AS (
+           (SELECT user_id FROM tasks WHERE state = 'queued' AND NOT cancel_requested ORDER BY user_id LIMIT 1)
+           UNION ALL
+           SELECT n.user_id FROM users u CROSS JOIN LATERAL (
+             SELECT user_id FROM tasks
+              WHERE state = 'queued' AND NOT cancel_requested AND user_id > u.user_id
+              ORDER BY user_id LIMIT 1) n)
+         SELECT h.* FROM users u
+         CROSS JOIN jsonb_to_recordset($3::jsonb) AS r(resource text, types text[], k int)
+         CROSS JOIN LATERAL (
+           SELECT ${JOB_COLUMNS}
+             FROM (
+               -- The user's first k startable tasks, straight from the index order.
+               SELECT t.id, t.created_at FROM tasks t
+                WHERE t.user_id = u.user_id AND t.state = 'queued' AND NOT t.cancel_requested
+                  AND t.type = ANY(r.types) AND ${TASK_USABLE}
+                  AND EXISTS (SELECT 1 FROM jobs j WHERE j.task_id = t.id AND j.state = 'queued'
+                                 AND j.resource = r.resource AND ${READY_MS} <= $1::float8)
+                ORDER BY t.created_at, t.id COLLATE "C" LIMIT r.k) t
+             CROSS JOIN LATERAL (
+               SELECT * FROM jobs j
+                WHERE j.task_id = t.id AND j.state = 'queued' AND j.resource = r.resource
+                  AND ${READY_MS} <= $1::float8
+                ORDER BY ${JOB_ORDER} LIMIT r.k) j
+            ORDER BY t.created_at, t.id COLLATE "C", ${JOB_ORDER}
+            LIMIT r.k) h`,
+        [now, dispatch, JSON.stringify(starts)],
+      )
+    : { rows: [] };
   // Retried tasks (few: an administrator's doing) are queued with jobs of the step they resume
   // at, on any resource: per user and resource, their first k ready jobs in the policy's order.
   const retried = await q.query<QueueHead['jobs'][number]>(
@@ -158,26 +184,7 @@ export async function readQueueHead(q: Queryable, limits: HeadLimits): Promise<Q
       WHERE rn <= k`,
     [now, dispatch, perResource],
   );
-  // Where the pass can admit, every user's head; where nothing can start until a job ends, only
-  // the heads of users read anyway: at 100,000 queued tasks of 5,000 users, a saturated server's
-  // pass read 5,000 heads a submit for nothing.
-  const blocked = new Set(limits.fullUntilAJobEnds ?? []);
-  const queued = await readQueuedHeads(
-    q,
-    now,
-    dispatch,
-    starts.filter((s) => !blocked.has(s.resource)),
-    undefined,
-  );
-  const known = [...new Set([...running.rows, ...retried.rows, ...queued].map((j) => j.user_id))];
-  const queuedOfKnown = await readQueuedHeads(
-    q,
-    now,
-    dispatch,
-    starts.filter((s) => blocked.has(s.resource)),
-    known,
-  );
-  const users = [...new Set([...known, ...queuedOfKnown.map((j) => j.user_id)])];
+  const users = [...new Set([...running.rows, ...queued.rows, ...retried.rows].map((j) => j.user_id))];
   // Aging: each user's oldest ready job; the wake-up: the soonest job not ready yet.
   const extra = await q.query<QueueHead['jobs'][number]>(
     `SELECT o.* FROM unnest($3::text[]) AS u(user_id)
@@ -193,8 +200,7 @@ export async function readQueueHead(q: Queryable, limits: HeadLimits): Promise<Q
     [now, dispatch, users],
   );
   const jobs = new Map<string, QueueHead['jobs'][number]>();
-  for (const j of [...running.rows, ...queued, ...queuedOfKnown, ...retried.rows, ...extra.rows])
-    jobs.set(j.id, j);
+  for (const j of [...running.rows, ...queued.rows, ...retried.rows, ...extra.rows]) jobs.set(j.id, j);
   const taskIds = [...new Set([...jobs.values()].map((j) => j.task_id))];
   const tasks = await q.query<QueueHead['tasks'][number]>(
     `SELECT id, user_id, weight::float8 AS weight, state, (extract(epoch FROM created_at) * 1000)::float8 AS created_ms,
@@ -205,54 +211,6 @@ export async function readQueueHead(q: Queryable, limits: HeadLimits): Promise<Q
     [taskIds],
   );
   return { tasks: tasks.rows, jobs: [...jobs.values()] };
-}
-
-/**
- * Per user (all users with queued tasks, or only `users`) and start resource, the first k ready
- * jobs of the user's first k startable queued tasks there, in the policy's order. All users are
- * found with a skip scan of `tasks_queued_by_user` (a LATERAL … LIMIT per user).
- */
-async function readQueuedHeads(
-  q: Queryable,
-  now: number,
-  dispatch: number,
-  starts: Array<{ resource: string; types: string[]; k: number }>,
-  users: string[] | undefined,
-): Promise<QueueHead['jobs']> {
-  if (starts.length === 0 || users?.length === 0) return [];
-  const userSource = users
-    ? `SELECT DISTINCT user_id FROM unnest($4::text[]) AS x(user_id)`
-    : `WITH RECURSIVE users AS (
-           (SELECT user_id FROM tasks WHERE state = 'queued' AND NOT cancel_requested ORDER BY user_id LIMIT 1)
-           UNION ALL
-           SELECT n.user_id FROM users u CROSS JOIN LATERAL (
-             SELECT user_id FROM tasks
-              WHERE state = 'queued' AND NOT cancel_requested AND user_id > u.user_id
-              ORDER BY user_id LIMIT 1) n)
-         SELECT user_id FROM users`;
-  const { rows } = await q.query<QueueHead['jobs'][number]>(
-    `SELECT h.* FROM (${userSource}) u
-     CROSS JOIN jsonb_to_recordset($3::jsonb) AS r(resource text, types text[], k int)
-     CROSS JOIN LATERAL (
-       SELECT ${JOB_COLUMNS}
-         FROM (
-           -- The user's first k startable tasks, straight from the index order.
-           SELECT t.id, t.created_at FROM tasks t
-            WHERE t.user_id = u.user_id AND t.state = 'queued' AND NOT t.cancel_requested
-              AND t.type = ANY(r.types) AND ${TASK_USABLE}
-              AND EXISTS (SELECT 1 FROM jobs j WHERE j.task_id = t.id AND j.state = 'queued'
-                             AND j.resource = r.resource AND ${READY_MS} <= $1::float8)
-            ORDER BY t.created_at, t.id COLLATE "C" LIMIT r.k) t
-         CROSS JOIN LATERAL (
-           SELECT * FROM jobs j
-            WHERE j.task_id = t.id AND j.state = 'queued' AND j.resource = r.resource
-              AND ${READY_MS} <= $1::float8
-            ORDER BY ${JOB_ORDER} LIMIT r.k) j
-        ORDER BY t.created_at, t.id COLLATE "C", ${JOB_ORDER}
-        LIMIT r.k) h`,
-    users ? [now, dispatch, JSON.stringify(starts), users] : [now, dispatch, JSON.stringify(starts)],
-  );
-  return rows;
 }
 
 export interface AdmissionWrite {
