@@ -167,10 +167,12 @@ export async function comparePlannerWithServer(setup: ComparisonSetup): Promise<
     );
     const serverS = [...done.values()].map((ms) => ms / 1000).sort((a, b) => a - b);
     const ids = submitted.map((s) => s.id);
+    // A call's time on the provider ends with its answer (the planner's call phase, as the
+    // server's provider slot); a store job's with its outcome.
     const jobsMean = (kind: string) =>
       meanMs(
         server,
-        `SELECT avg(extract(epoch FROM finished_at - started_at) * 1000)::float8 AS ms FROM jobs
+        `SELECT avg(extract(epoch FROM COALESCE(provider_done_at, finished_at) - started_at) * 1000)::float8 AS ms FROM jobs
           WHERE kind = '${kind}' AND state = 'succeeded' AND task_id IN (${ids.map((id) => `'${id}'`).join(',')})`,
       );
     const calibration = {

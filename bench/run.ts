@@ -308,25 +308,38 @@ async function fairness(): Promise<Json> {
         Math.max(...proTimes.map((t) => t.finished!)) - Math.min(...proTimes.map((t) => t.created));
       // Work ÷ capacity: every provider call of the run (the pro tasks' and the free task's)
       // at the provider's latency, spread over the key's concurrency; storing overlaps calling.
-      // Also at the calls' measured duration (latency plus transfer and decoding).
-      const { rows } = await server.ctx.db.query<{ n: number; ms: number }>(
-        `SELECT count(*)::int AS n, avg(extract(epoch FROM finished_at - started_at) * 1000)::float8 AS ms
+      // Also at the calls' measured duration (latency plus transfer and decoding, and the outcome's
+      // recording), and at their time on the provider (start to answer: what holds its slot).
+      const { rows } = await server.ctx.db.query<{ n: number; ms: number; answer_ms: number }>(
+        `SELECT count(*)::int AS n, avg(extract(epoch FROM finished_at - started_at) * 1000)::float8 AS ms,
+                avg(extract(epoch FROM COALESCE(provider_done_at, finished_at) - started_at) * 1000)::float8 AS answer_ms
            FROM jobs WHERE kind <> 'store' AND state = 'succeeded' AND task_id = ANY($1::text[])`,
         [[...pro, free]],
       );
       const calls = rows[0]!.n;
       // Where capacity went idle: after each call ended, how long until the next call started
       // (the admission hop: outcome, NOTIFY, scheduler pass, claim), while calls were waiting.
-      const hops = await server.ctx.db.query<{ p50: number; p90: number; started_to_call: number }>(
+      // Also from each call's answer (where its provider slot frees) to the next start.
+      const hops = await server.ctx.db.query<{
+        p50: number;
+        p90: number;
+        answer_p50: number;
+        answer_p90: number;
+        started_to_call: number;
+      }>(
         `WITH calls AS (
-           SELECT started_at, finished_at, admitted_at FROM jobs
+           SELECT started_at, finished_at, COALESCE(provider_done_at, finished_at) AS answered_at, admitted_at FROM jobs
             WHERE kind <> 'store' AND state = 'succeeded' AND task_id = ANY($1::text[])),
          gaps AS (
            SELECT extract(epoch FROM (SELECT min(c2.started_at) FROM calls c2 WHERE c2.started_at >= c.finished_at)
-                  - c.finished_at) * 1000 AS ms
+                  - c.finished_at) * 1000 AS ms,
+                  extract(epoch FROM (SELECT min(c2.started_at) FROM calls c2 WHERE c2.started_at >= c.answered_at)
+                  - c.answered_at) * 1000 AS answer_ms
              FROM calls c)
          SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::float8 AS p50,
                 percentile_cont(0.9) WITHIN GROUP (ORDER BY ms)::float8 AS p90,
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY answer_ms)::float8 AS answer_p50,
+                percentile_cont(0.9) WITHIN GROUP (ORDER BY answer_ms)::float8 AS answer_p90,
                 (SELECT avg(extract(epoch FROM started_at - admitted_at) * 1000) FROM calls)::float8 AS started_to_call
            FROM gaps WHERE ms IS NOT NULL`,
         [[...pro, free]],
@@ -356,6 +369,7 @@ async function fairness(): Promise<Json> {
         physical_bound_ms: Math.round(physicalBound),
         pro_makespan_over_physical_bound: Number((makespan / physicalBound).toFixed(3)),
         mean_call_ms: Math.round(rows[0]!.ms),
+        mean_call_to_answer_ms: Math.round(rows[0]!.answer_ms),
         measured_bound_ms: Math.round(measuredBound),
         pro_makespan_over_measured_bound: Number((makespan / measuredBound).toFixed(3)),
         // After a call ends, the delay until the next call starts (p50 / p90), and a call's mean
@@ -363,6 +377,10 @@ async function fairness(): Promise<Json> {
         call_end_to_next_call_start_ms: {
           p50: Math.round(hops.rows[0]!.p50),
           p90: Math.round(hops.rows[0]!.p90),
+        },
+        call_answer_to_next_call_start_ms: {
+          p50: Math.round(hops.rows[0]!.answer_p50),
+          p90: Math.round(hops.rows[0]!.answer_p90),
         },
         call_admitted_to_started_ms: Math.round(hops.rows[0]!.started_to_call),
         store_jobs: stores.rows[0]!.n,

@@ -23,12 +23,18 @@ interface CapacityViews {
 
 /** The providers, keys, stores and worker slots as the policy sees them. */
 export function capacityViews(config: Config, snap: CapacitySnapshot): CapacityViews {
-  // Provider limits count requests: a job of several requests holds several slots; a store job
-  // holds one store slot per image (its `requests` are its images).
+  // Provider limits count requests open at the provider: a job of several requests holds several
+  // slots until its answer is in (its outcome may still be being recorded: the worker slot stays
+  // taken). A store job holds one store slot per image (its `requests` are its images) until its
+  // outcome.
   const requestsInFlight = (resource: string, keyId?: string) =>
     snap.inFlight
       .filter((r) => r.resource === resource && (keyId === undefined || r.key_id === keyId))
       .reduce((n, r) => n + (r.requests ?? r.n), 0);
+  const requestsOpen = (resource: string, keyId?: string) =>
+    snap.inFlight
+      .filter((r) => r.resource === resource && (keyId === undefined || r.key_id === keyId))
+      .reduce((n, r) => n + (r.open ?? r.requests ?? r.n), 0);
 
   const providers: ProviderView[] = Object.values(config.providers).map((p) => {
     const aimd = snap.providerState.find((s) => s.provider === p.name && s.key_id === '');
@@ -38,7 +44,7 @@ export function capacityViews(config: Config, snap: CapacitySnapshot): CapacityV
         id: k.id,
         rpm: k.rpm,
         concurrency: k.concurrency,
-        inFlight: requestsInFlight(p.name, k.id),
+        inFlight: requestsOpen(p.name, k.id),
         usable: keyIsUsable(p, k),
         cooldownUntilMs: state?.cooldown_ms ?? 0,
         recentStartsMs: snap.keyRequests
@@ -50,7 +56,7 @@ export function capacityViews(config: Config, snap: CapacitySnapshot): CapacityV
       name: p.name,
       concurrency: p.concurrency,
       effectiveConcurrency: Math.min(p.concurrency, aimd?.effective_concurrency ?? p.concurrency),
-      inFlight: requestsInFlight(p.name),
+      inFlight: requestsOpen(p.name),
       keys,
     };
   });

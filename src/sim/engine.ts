@@ -571,6 +571,11 @@ export class Simulation {
     this.heap.push({ at: this.now + duration, kind: 'end', flight });
   }
 
+  /**
+   * A call's answer (or a store job's end): the job's provider and key slots free here, as the
+   * server frees them when the answer arrives (store/schedule.ts readCapacity), and its outcome
+   * follows at once (the server's recording of it, tens of ms, is not modelled).
+   */
   private end(flight: Flight): void {
     const job = flight.job;
     noteServed(this.memory, job.task.userId, this.now);

@@ -15,7 +15,15 @@ import type { TaskRow } from './tasks.ts';
  * made Dates again here; bigints are JSON numbers, as the pg driver's INT8 parser makes them.
  */
 
-const JOB_DATES = ['run_after', 'admitted_at', 'lease_expires_at', 'started_at', 'finished_at', 'created_at'];
+const JOB_DATES = [
+  'run_after',
+  'admitted_at',
+  'lease_expires_at',
+  'started_at',
+  'provider_done_at',
+  'finished_at',
+  'created_at',
+];
 const TASK_DATES = ['deadline_at', 'created_at', 'started_at', 'finished_at'];
 const PROVIDER_DATES = ['cooldown_until', 'rest_until', 'congestion_until', 'updated_at'];
 
@@ -44,7 +52,8 @@ const CLAIM = /* sql */ `
   ), claimed AS (
     UPDATE jobs j
        SET state = 'running', worker_id = $1, lease_token = j.lease_token + 1, attempts = j.attempts + 1,
-           lease_expires_at = now() + $3::int * interval '1 millisecond', started_at = now()
+           lease_expires_at = now() + $3::int * interval '1 millisecond', started_at = now(),
+           provider_done_at = NULL
       FROM picked WHERE j.id = picked.id
     RETURNING j.*
   ), stamped AS (

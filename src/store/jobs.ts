@@ -47,6 +47,8 @@ export interface JobRow {
   lease_expires_at: Date | null;
   worker_id: string | null;
   started_at: Date | null;
+  /** When the current attempt's provider answer arrived (null before, and for store jobs). */
+  provider_done_at: Date | null;
   finished_at: Date | null;
   remote_ref: string | null;
   input: JobInput;
@@ -129,6 +131,23 @@ export async function restampAttemptRequests(
     [jobId, leaseToken],
   );
   return rows[0]!.held;
+}
+
+/**
+ * The attempt's provider answer has arrived (all of its requests answered): from now on the job
+ * no longer counts against its provider's and key's concurrency (store/schedule.ts
+ * readCapacity), though it holds its worker slot until its outcome. Fenced by the lease token,
+ * so a stale attempt cannot mark the attempt that replaced it; wakes the scheduler, whose pass
+ * can now start the next call there. False when the attempt no longer runs.
+ */
+export async function markProviderDone(q: Queryable, jobId: string, leaseToken: number): Promise<boolean> {
+  const { rowCount } = await q.query(
+    `UPDATE jobs SET provider_done_at = now()
+      WHERE id = $1 AND lease_token = $2 AND state = 'running' AND provider_done_at IS NULL
+      RETURNING ${WAKE_SCHEDULER}`,
+    [jobId, leaseToken],
+  );
+  return rowCount > 0;
 }
 
 /** Extends the leases this worker still holds; returns the ids it still holds. */

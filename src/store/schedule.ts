@@ -7,8 +7,18 @@ export interface ScheduleSnapshot extends CapacitySnapshot, QueueHead {}
 /** Capacity in use: small, whatever the backlog (in-flight jobs, the RPM log, AIMD state, workers). */
 export interface CapacitySnapshot {
   nowMs: number;
-  /** `n` jobs in flight making `requests` requests. */
-  inFlight: Array<{ resource: string; key_id: string | null; user_id: string; n: number; requests: number }>;
+  /**
+   * `n` jobs in flight (admitted or running, until their outcome) making `requests` requests, of
+   * which `open` are still open at the provider: not started, or started and not answered yet.
+   */
+  inFlight: Array<{
+    resource: string;
+    key_id: string | null;
+    user_id: string;
+    n: number;
+    requests: number;
+    open?: number | undefined;
+  }>;
   keyRequests: Array<{ provider: string; key_id: string; t_ms: number }>;
   providerState: Array<{
     provider: string;
@@ -48,7 +58,8 @@ export async function readCapacity(
   opts: { windowMs: number; workerStaleMs: number },
 ): Promise<CapacitySnapshot> {
   // One statement, so one round trip a pass and one snapshot of everything it reads. Started
-  // requests count by start time within the window; requests not started yet always count.
+  // requests count by start time within the window; requests not started yet always count. A
+  // running job whose provider answer is in (provider_done_at) is no longer open at the provider.
   const { rows } = await q.query<{
     now_ms: number;
     in_flight: CapacitySnapshot['inFlight'];
@@ -58,7 +69,8 @@ export async function readCapacity(
   }>(
     `SELECT (extract(epoch FROM now()) * 1000)::float8 AS now_ms,
             (SELECT COALESCE(json_agg(f), '[]') FROM (
-               SELECT resource, key_id, user_id, count(*)::int AS n, sum(requests)::int AS requests
+               SELECT resource, key_id, user_id, count(*)::int AS n, sum(requests)::int AS requests,
+                      COALESCE(sum(requests) FILTER (WHERE state = 'admitted' OR provider_done_at IS NULL), 0)::int AS open
                  FROM jobs WHERE state IN ('admitted', 'running')
                 GROUP BY resource, key_id, user_id) f) AS in_flight,
             (SELECT COALESCE(json_agg(r ORDER BY r.t_ms), '[]') FROM (

@@ -7,7 +7,11 @@ export interface StepRef {
 }
 
 export interface StepDuration extends StepRef {
-  /** Mean of the last 100 successful jobs (finished − started), ms; undefined with no history. */
+  /**
+   * Mean of the last 100 successful jobs' time on their resource, ms: a provider call from its
+   * start to its answer (the provider's slot frees there; the outcome's recording holds only the
+   * worker slot), a store job from start to finish. Undefined with no history.
+   */
   meanMs: number | undefined;
   /** Their standard deviation, ms; undefined with fewer than two. */
   sdMs: number | undefined;
@@ -35,7 +39,7 @@ export async function meanStepDurations(q: Queryable, steps: StepRef[]): Promise
        CROSS JOIN LATERAL (
          SELECT avg(r.ms)::float8 AS ms, stddev_samp(r.ms)::float8 AS sd_ms, avg(r.dispatch_ms)::float8 AS dispatch_ms,
                 count(*)::int AS n FROM (
-           SELECT extract(epoch FROM finished_at - started_at) * 1000 AS ms,
+           SELECT extract(epoch FROM COALESCE(provider_done_at, finished_at) - started_at) * 1000 AS ms,
                   extract(epoch FROM started_at - admitted_at) * 1000 AS dispatch_ms
              FROM jobs
             WHERE resource = g.resource AND state = 'succeeded' AND step_name = g.step_name AND started_at IS NOT NULL

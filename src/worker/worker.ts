@@ -26,6 +26,7 @@ import { findCachedResult, releaseAttemptReservation, saveCachedResult } from '.
 import { resultCacheKey } from '../pipeline/cache-key.ts';
 import { claimJobsWithTasks } from '../store/attempts.ts';
 import {
+  markProviderDone,
   restampAttemptRequests,
   releaseJob,
   renewLeases,
@@ -230,6 +231,9 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
     }
     const reportProgress = throttledProgress(job, task, step.name);
     let outcome: ProviderOutcome;
+    // True once the adapter returned: every request of the call has its answer (a throw may
+    // leave some of a split call's requests open, so it frees nothing early).
+    let answered = false;
     const callStartedMs = performance.now();
     try {
       outcome = await adapter.call({
@@ -254,6 +258,7 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
             throw new Error('the attempt no longer holds its job (lease lost or outcome recorded)');
         },
       });
+      answered = true;
     } catch (error) {
       // Adapters classify provider behaviour; anything thrown is an unexpected, retryable fault.
       outcome = { kind: 'transient', message: coerceError(error).message };
@@ -273,9 +278,15 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
       latencyMs: performance.now() - callStartedMs,
       message: outcome.kind === 'success' ? undefined : outcome.message,
     });
+    // The provider answered: its slot frees now, not when the outcome is recorded (the mark is
+    // written beside the staging writes or the failure's outcome, not before them). A timeout is
+    // no answer (the request may still run there): that slot frees with the outcome.
+    const providerDone =
+      answered && outcome.kind !== 'timeout' ? releaseProviderSlot(job) : Promise.resolve();
     if (outcome.kind !== 'success') {
       const failure = failureOf(outcome);
       const result = await record((tx) => recordJobFailure(tx, config, job, failure, ctx.random()));
+      await providerDone;
       log.info(
         { jobId: job.id, taskId: task.id, kind: outcome.kind, retried: result.retried },
         `provider call failed: ${outcome.message}`,
@@ -287,7 +298,10 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
     const keys = images.map((image, i) =>
       stagedKey(task.id, step.name, job.first_index + i, extensionFor(image.mime)),
     );
-    await Promise.all(images.map((image, i) => ctx.storage.put(keys[i]!, image.data, image.mime)));
+    await Promise.all([
+      providerDone,
+      ...images.map((image, i) => ctx.storage.put(keys[i]!, image.data, image.mime)),
+    ]);
     if (outcome.shortfall && keys.length < job.count && step.kind === 'generate') {
       // Some requests of a split batch failed: keep what came back, retry or fail the rest.
       const failure = failureOf(outcome.shortfall);
@@ -304,6 +318,19 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
       await saveToCache(cacheKey, images).catch((error: unknown) =>
         log.warn({ err: coerceError(error) }, 'result not cached'),
       );
+  }
+
+  /**
+   * Marks the attempt's provider request answered (store/jobs.ts markProviderDone). Never fails
+   * the attempt: without the mark the job counts against the provider until its outcome, as
+   * before.
+   */
+  async function releaseProviderSlot(job: JobRow): Promise<void> {
+    try {
+      await markProviderDone(db, job.id, job.lease_token);
+    } catch (error) {
+      log.debug({ err: coerceError(error), jobId: job.id }, 'provider answer not marked');
+    }
   }
 
   /** Copies a cached result into this job's staging area and records it as the job's success. */
