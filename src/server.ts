@@ -62,7 +62,7 @@ function firstKeyBanner(first: { key: string; file: string }, url: string): stri
   ].join('\n');
 }
 
-export function storageFor(config: Config, signingSecret: string): Storage {
+export function storageFor(config: Config, signingSecret: string): Promise<Storage> {
   const s = config.storage;
   if (s.driver === 'local')
     return createStorage({ driver: 'local', dir: s.dir ?? path.join(config.home, 'files'), signingSecret });
@@ -90,7 +90,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const ctx: Context = {
     db,
     config,
-    storage: storageFor(config, signingSecret),
+    storage: await storageFor(config, signingSecret),
     log,
     providers: createProviders(config),
     random: options.random ?? Math.random,

@@ -1,6 +1,29 @@
-import { mkdirSync } from 'node:fs';
-import { PGlite } from '@electric-sql/pglite';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import type { PGlite as PGliteClass } from '@electric-sql/pglite';
 import { RETRYABLE_SQLSTATES, sqlState, type Db, type Queryable, type QueryResult } from './db.ts';
+
+const require = createRequire(import.meta.url);
+/**
+ * PGlite's CommonJS build, loaded with require(): through darkroom's ESM loader (tsx) its
+ * 424 KB Emscripten module is rewritten for its one dynamic import and given an inline source
+ * map, which costs about 37 MB of memory (measured: 41.5 MB as ESM, 4.7 MB as CommonJS).
+ */
+const pgliteEntry = require.resolve('@electric-sql/pglite');
+
+/**
+ * Creates a new data directory in a child process. initdb runs in the WASM memory that the
+ * database then keeps, and WASM memory never shrinks: created in-process, a new directory
+ * leaves the server about 300 MB larger than the same directory opened later (measured: 618
+ * against 279 MB RSS for PGlite alone).
+ */
+async function initDataDir(dataDir: string): Promise<void> {
+  const script = 'require(process.argv[1]).PGlite.create(process.argv[2]).then((db) => db.close())';
+  await promisify(execFile)(process.execPath, ['-e', script, pgliteEntry, dataDir]);
+}
 
 /**
  * Embedded PostgreSQL (WASM, in-process). One connection: PGlite queues queries and
@@ -8,10 +31,14 @@ import { RETRYABLE_SQLSTATES, sqlState, type Db, type Queryable, type QueryResul
  * `dataDir` undefined keeps everything in memory (tests).
  */
 export async function createPgliteDb(dataDir: string | undefined): Promise<Db> {
-  if (dataDir) mkdirSync(dataDir, { recursive: true });
+  if (dataDir) {
+    mkdirSync(dataDir, { recursive: true });
+    if (!existsSync(path.join(dataDir, 'PG_VERSION'))) await initDataDir(dataDir);
+  }
+  const { PGlite } = require(pgliteEntry) as { PGlite: typeof PGliteClass };
   const pglite = await PGlite.create(dataDir);
   const run = async <R>(
-    q: { query: PGlite['query'] },
+    q: { query: PGliteClass['query'] },
     sql: string,
     params?: readonly unknown[],
   ): Promise<QueryResult<R>> => {

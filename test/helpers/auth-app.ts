@@ -66,7 +66,7 @@ export function useAuthApp(kind: DbKind, overrides: Parameters<typeof testConfig
     const ctx: Context = {
       db,
       config,
-      storage: storageFor(config, SIGNING_SECRET),
+      storage: await storageFor(config, SIGNING_SECRET),
       log: pino({ level: 'info' }, sink),
       providers: new Map(),
       random: Math.random,

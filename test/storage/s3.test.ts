@@ -13,7 +13,7 @@ describe('s3 storage against a local S3-compatible server', () => {
 
   before(async () => {
     server = await startS3Server();
-    storage = s3Storage(server);
+    storage = await s3Storage(server);
   });
   after(async () => {
     await storage.close?.();
@@ -75,7 +75,7 @@ describe('s3 storage against a local S3-compatible server', () => {
   });
 
   it('clamps presigned lifetimes to urlExpirySeconds', async () => {
-    const capped = s3Storage(server, { urlExpirySeconds: 120 });
+    const capped = await s3Storage(server, { urlExpirySeconds: 120 });
     try {
       assert.match(await capped.url('tasks/t1/0005.png', 3600), /X-Amz-Expires=120(&|$)/);
       assert.match(await capped.url('tasks/t1/0005.png', 30), /X-Amz-Expires=30(&|$)/);
@@ -85,7 +85,7 @@ describe('s3 storage against a local S3-compatible server', () => {
   });
 
   it('returns publicBaseUrl/key when a public base URL is configured', async () => {
-    const publicStorage = s3Storage(server, { publicBaseUrl: 'https://cdn.example.com/images/' });
+    const publicStorage = await s3Storage(server, { publicBaseUrl: 'https://cdn.example.com/images/' });
     try {
       assert.equal(
         await publicStorage.url('tasks/t1/0006.png', 60),
@@ -97,7 +97,7 @@ describe('s3 storage against a local S3-compatible server', () => {
   });
 
   it('reports wrong credentials as an error, not as a missing file', async () => {
-    const wrong = s3Storage(server, { secretAccessKey: 'not-the-secret' });
+    const wrong = await s3Storage(server, { secretAccessKey: 'not-the-secret' });
     try {
       await assert.rejects(
         wrong.put('tasks/t1/0007.png', Buffer.from('x'), 'image/png'),
@@ -114,7 +114,7 @@ describe('s3 storage against a local S3-compatible server', () => {
 function s3Storage(
   server: TestS3Server,
   overrides: { publicBaseUrl?: string; urlExpirySeconds?: number; secretAccessKey?: string } = {},
-): Storage {
+): Promise<Storage> {
   return createStorage({
     driver: 's3',
     bucket: server.bucket,
