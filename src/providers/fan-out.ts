@@ -28,10 +28,22 @@ const SEED_STEP = 7919;
 
 async function fanOut(adapter: ProviderAdapter, call: ProviderCall, per: number): Promise<ProviderOutcome> {
   const parts = requestsFor(call.count, per);
+  // The call is answered once every request is: each part counts once, when it says it is
+  // answered or when it returns.
+  let open = parts;
+  const answeredOnce = () => {
+    let counted = false;
+    return () => {
+      if (counted) return;
+      counted = true;
+      if (--open === 0) call.onAnswered?.();
+    };
+  };
   const outcomes = await Promise.all(
-    Array.from({ length: parts }, (_, i) => {
+    Array.from({ length: parts }, async (_, i) => {
       const offset = i * per;
-      return adapter.call({
+      const answered = answeredOnce();
+      const outcome = await adapter.call({
         ...call,
         count: Math.min(per, call.count - offset),
         firstIndex: call.firstIndex + offset,
@@ -39,7 +51,10 @@ async function fanOut(adapter: ProviderAdapter, call: ProviderCall, per: number)
         // Progress of a split call is not meaningful per part; remote handles are per request.
         onProgress: undefined,
         remoteRef: undefined,
+        onAnswered: answered,
       });
+      answered();
+      return outcome;
     }),
   );
   return mergeOutcomes(outcomes);

@@ -108,6 +108,7 @@ async function callGemini(
         kind: 'transient',
         message: `gemini: malformed JSON in a ${response.status} response: ${snippet(text, 120)}`,
       };
+    call.onAnswered?.();
     return await classifyGeminiBody(parsed.value, call.count);
   } catch (error) {
     return outcomeForThrown(error, deadline, 'gemini generateContent');

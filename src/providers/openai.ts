@@ -172,6 +172,7 @@ async function callOpenAI(
     // An SVG is only taken from a request that asked for one (or an answer that says it is one).
     const format = isRecord(parsed.value) ? parsed.value.output_format : undefined;
     const allowSvg = call.params.output_format === 'svg' || format === 'svg';
+    call.onAnswered?.();
     return await decodeAll(buffers, 'openai', { allowSvg });
   } catch (error) {
     return outcomeForThrown(error, deadline, `openai ${request.path}`);

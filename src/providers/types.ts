@@ -53,6 +53,12 @@ export interface ProviderCall {
   remoteRef?: string | undefined;
   /** Persist a provider-side handle before waiting on it. */
   saveRemoteRef?: (ref: string) => Promise<void>;
+  /**
+   * Called at most once, when the provider's whole successful answer is in (its body read, result
+   * URLs downloaded) and before its images are checked: the provider's concurrency slot frees
+   * there. An adapter that does not call it is answered when `call()` returns.
+   */
+  onAnswered?: () => void;
 }
 
 export type ProviderFailure =

@@ -234,6 +234,9 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
     // True once the adapter returned: every request of the call has its answer (a throw may
     // leave some of a split call's requests open, so it frees nothing early).
     let answered = false;
+    // The provider's slot frees when its answer is in, not when the outcome is recorded: the
+    // mark is written while the images are checked and staged (or the failure recorded).
+    let providerDone: Promise<void> | undefined;
     const callStartedMs = performance.now();
     try {
       outcome = await adapter.call({
@@ -251,6 +254,7 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
         // never reported as the caller's abort because a second timer here fired first.
         signal,
         onProgress: reportProgress,
+        onAnswered: () => void (providerDone ??= releaseProviderSlot(job)),
         remoteRef: job.remote_ref ?? undefined,
         saveRemoteRef: async (ref) => {
           // Thrown before the adapter queues anything: a stale attempt starts no provider work.
@@ -278,11 +282,9 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
       latencyMs: performance.now() - callStartedMs,
       message: outcome.kind === 'success' ? undefined : outcome.message,
     });
-    // The provider answered: its slot frees now, not when the outcome is recorded (the mark is
-    // written beside the staging writes or the failure's outcome, not before them). A timeout is
-    // no answer (the request may still run there): that slot frees with the outcome.
-    const providerDone =
-      answered && outcome.kind !== 'timeout' ? releaseProviderSlot(job) : Promise.resolve();
+    // An adapter that does not say when its answer is in is answered now. A timeout is no answer
+    // (the request may still run there): that slot frees with the outcome.
+    if (answered && outcome.kind !== 'timeout') providerDone ??= releaseProviderSlot(job);
     if (outcome.kind !== 'success') {
       const failure = failureOf(outcome);
       const result = await record((tx) => recordJobFailure(tx, config, job, failure, ctx.random()));

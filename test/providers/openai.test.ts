@@ -105,6 +105,17 @@ describe('openai adapter against the fake provider', () => {
     assert.equal(sim.stats().providers.oa?.keys['oa-key-1']?.requests, 1);
   });
 
+  it('says its answer is in once, with the body read, and not for a refusal', async () => {
+    let answered = 0;
+    const outcome = await adapter().call(callWith({ count: 2, onAnswered: () => answered++ }));
+    assert.equal(outcome.kind, 'success');
+    assert.equal(answered, 1);
+    await faults(['http429']);
+    const refused = await adapter().call(callWith({ onAnswered: () => answered++ }));
+    assert.equal(refused.kind, 'rate_limited');
+    assert.equal(answered, 1, 'a refusal is answered when the call returns');
+  });
+
   it('downloads url results at once', async () => {
     const outcome = await adapter({ responseFormat: 'url' }).call(callWith({ count: 2 }));
     assert.equal(outcome.kind, 'success');
