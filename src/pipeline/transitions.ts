@@ -14,9 +14,15 @@ import {
 } from '../policy/lifecycle.ts';
 import { refundTask } from '../store/credits.ts';
 import type { Queryable } from '../store/db.ts';
-import { insertNextJobs, lockRunningJobWithTask } from '../store/attempts.ts';
+import {
+  completeJobWithNext,
+  insertNextJobs,
+  lockRunningJobWithTask,
+  recordStoredImages,
+  type StageChange,
+} from '../store/attempts.ts';
 import { appendEvent } from '../store/events.ts';
-import { imageIndices, insertImages, type ImageRow } from '../store/images.ts';
+import { imageIndices, type ImageRow } from '../store/images.ts';
 import {
   cancelPendingJobs,
   completeJob,
@@ -31,6 +37,7 @@ import {
   shrinkJob,
   stepOutputs,
   type JobRow,
+  type NewJob,
 } from '../store/jobs.ts';
 import {
   keysWaitMs,
@@ -99,7 +106,6 @@ export async function recordCallSuccess(
   if (!locked) return false;
   const row = locked.job;
   let task = locked.task;
-  let active = await completeJob(tx, row.id, { keys: stagedKeys });
   const pipeline = pipelineOf(config, task);
   const step = pipeline.steps[row.step_index]!;
   const provider = config.providers[row.resource];
@@ -118,11 +124,16 @@ export async function recordCallSuccess(
       locked.provider,
     );
   }
-  const unfinished =
-    step.kind === 'transform' && !isSettled(task) ? await countUnfinishedInStep(tx, task.id, step.index) : 0;
+  // A generate call's success is one statement: the lifecycle's next jobs need nothing the
+  // job's end changes. A transform's next step reads the step's outputs, this job's included,
+  // so its job ends first.
+  const transform = step.kind === 'transform';
+  const output = { keys: stagedKeys };
+  const endedActive = transform ? await completeJob(tx, row.id, output) : undefined;
+  const unfinished = transform && !isSettled(task) ? await countUnfinishedInStep(tx, task.id, step.index) : 0;
   // A retried task that delivered images before owes only the others.
   const owed =
-    step.kind === 'transform' && unfinished === 0 && task.images_done > 0
+    transform && unfinished === 0 && task.images_done > 0
       ? missingImages(task.images_total, await imageIndices(tx, task.id))
       : undefined;
   const outcome = afterCallSuccess(
@@ -135,24 +146,26 @@ export async function recordCallSuccess(
     owed,
   );
   if (outcome.failedUnits > 0) task = await addUnits(tx, task.id, 0, outcome.failedUnits);
-  if (outcome.next)
-    active += await createNextJobs(tx, pipeline, task, outcome.next, stagedKeys, options.cached ?? false);
+  const next = outcome.next
+    ? await nextJobs(tx, pipeline, task, outcome.next, stagedKeys, options.cached ?? false)
+    : undefined;
+  const active =
+    endedActive === undefined
+      ? await completeJobWithNext(tx, row.id, output, next?.jobs ?? [], next?.stage)
+      : endedActive + (next ? await insertNextJobs(tx, next.jobs, next.stage) : 0);
   await settleTask(tx, task, active);
   return true;
 }
 
-/**
- * Inserts the next step's jobs the lifecycle asked for and moves the task to that stage (one
- * statement); returns how many jobs went in.
- */
-async function createNextJobs(
+/** The next step's jobs the lifecycle asked for, and the task's move to that stage (if it moves). */
+async function nextJobs(
   tx: Queryable,
   pipeline: ResolvedPipeline,
   task: TaskRow,
   next: NextJobs,
   stagedKeys: string[],
   cached: boolean,
-): Promise<number> {
+): Promise<{ jobs: NewJob[]; stage: StageChange | undefined }> {
   const ref = { id: task.id, userId: task.user_id, imagesTotal: task.images_total };
   const jobs =
     next.step.kind === 'store'
@@ -167,7 +180,7 @@ async function createNextJobs(
     task.stage === next.step.name
       ? undefined
       : { taskId: task.id, userId: task.user_id, name: next.step.name };
-  return insertNextJobs(tx, jobs, stage);
+  return { jobs, stage };
 }
 
 /**
@@ -198,33 +211,22 @@ export async function recordStoreOutcome(
   const locked = await lockRunningJobWithTask(tx, job.id, job.lease_token);
   if (!locked) return { recorded: false, retried: false };
   const row = locked.job;
-  let task = locked.task;
-  const inserted = await insertImages(tx, results.stored);
   const rejected = results.rejected.length;
-  if (inserted > 0 || rejected > 0) {
-    task = await addUnits(tx, row.task_id, inserted, rejected);
-    await appendEvent(tx, task.id, task.user_id, 'progress', {
-      done: task.images_done,
-      failed: task.images_failed,
-      total: task.images_total,
-    });
-  }
-  if (rejected > 0)
-    await setTaskErrorOnce(
-      tx,
-      row.task_id,
-      `${row.step_name} failed: permanent: ${results.rejected[0]!.message}`,
-    );
-  const owed = results.owed;
-  if (owed && owed.images.length > 0) {
+  const owed = results.owed && results.owed.images.length > 0 ? results.owed : undefined;
+  const written = await recordStoredImages(tx, {
+    taskId: row.task_id,
+    jobId: row.id,
+    images: results.stored,
+    rejected,
+    error: rejected > 0 ? `${row.step_name} failed: permanent: ${results.rejected[0]!.message}` : null,
+    complete: owed ? undefined : { keys: results.stored.flatMap((i) => [i.storage_key, i.thumb_key]) },
+  });
+  if (owed) {
     if (results.stored.length + rejected > 0)
       await narrowStoreJob(tx, row.id, owed.images, row.input.cached === true);
     return recordJobFailure(tx, config, job, owed.failure, random);
   }
-  const active = await completeJob(tx, row.id, {
-    keys: results.stored.flatMap((i) => [i.storage_key, i.thumb_key]),
-  });
-  await settleTask(tx, task, active);
+  await settleTask(tx, written.task ?? locked.task, written.active!);
   return { recorded: true, retried: false };
 }
 
@@ -377,7 +379,10 @@ export async function recordPartialSuccess(
     stagedKeys.length,
     config.worker.maxAttempts,
   );
-  if (next) await createNextJobs(tx, pipeline, task, next, stagedKeys, false);
+  if (next) {
+    const created = await nextJobs(tx, pipeline, task, next, stagedKeys, false);
+    await insertNextJobs(tx, created.jobs, created.stage);
+  }
   await shrinkJob(tx, row.id, stagedKeys.length);
   return recordJobFailure(tx, config, job, failure, random);
 }

@@ -1,5 +1,6 @@
 import type { Queryable } from './db.ts';
-import { jobsAsJson, type JobRow, type NewJob } from './jobs.ts';
+import type { ImageRow } from './images.ts';
+import { jobsAsJson, type JobOutput, type JobRow, type NewJob } from './jobs.ts';
 import type { ProviderRead, ProviderStateRow } from './provider-state.ts';
 import type { TaskRow } from './tasks.ts';
 
@@ -140,38 +141,155 @@ export async function lockRunningJobWithTask(
   };
 }
 
+const INSERT_JOBS = /* sql */ `
+  INSERT INTO jobs (id, task_id, user_id, step_index, step_name, kind, resource, first_index, count, state, max_attempts, input)
+  SELECT x.id, x.task_id, x.user_id, x.step_index, x.step_name, x.kind, x.resource, x.first_index, x.count,
+         'queued', x.max_attempts, x.input
+    FROM jsonb_to_recordset($1::jsonb) AS x(id text, task_id text, user_id text, step_index int, step_name text,
+         kind text, resource text, first_index int, count int, max_attempts int, input jsonb)
+  RETURNING 1`;
+
+/** A task's move to the stage of jobs it is given, with its `stage` event. */
+export interface StageChange {
+  taskId: string;
+  userId: string;
+  name: string;
+}
+
+/**
+ * The stage change and its event as CTEs of a statement whose jobs are `$1`: `$2` the stage,
+ * `$3` the task, `$4` its user (all null: no change).
+ */
+const STAGE_CTES = /* sql */ `
+  staged AS (
+    UPDATE tasks SET stage = $2, updated_at = now()
+     WHERE $2::text IS NOT NULL AND id = $3 AND stage IS DISTINCT FROM $2 RETURNING id),
+  ev AS (
+    INSERT INTO events (task_id, user_id, type, data)
+    SELECT id, $4, 'stage', jsonb_build_object('stage', $2::text) FROM staged
+    RETURNING pg_notify('darkroom_task', task_id))`;
+
+/** Ends a job as succeeded, wakes the scheduler at commit, and counts its task's other open jobs. */
+const COMPLETE_JOB = (id: string, output: string, condition = 'true') => /* sql */ `
+  UPDATE jobs SET state = 'succeeded', output = ${output}::jsonb, finished_at = now(), lease_expires_at = NULL, error = NULL
+   WHERE id = ${id} AND ${condition}
+  RETURNING pg_notify('darkroom_schedule', ''),
+            (SELECT count(*)::int FROM jobs o
+              WHERE o.task_id = jobs.task_id AND o.id <> jobs.id AND o.state IN ('queued', 'admitted', 'running')) AS active`;
+
 /**
  * Inserts a task's next jobs; with `stage`, moves the task to that stage and records its
  * `stage` event (with the SSE wake-up) in the same statement. The task must be locked already
  * (the jobs' foreign key takes a key-share lock on it). Returns how many jobs went in.
  */
-export async function insertNextJobs(
-  tx: Queryable,
-  jobs: NewJob[],
-  stage?: { taskId: string; userId: string; name: string },
-): Promise<number> {
+export async function insertNextJobs(tx: Queryable, jobs: NewJob[], stage?: StageChange): Promise<number> {
   if (jobs.length === 0 && !stage) return 0;
-  const insert = /* sql */ `
-    INSERT INTO jobs (id, task_id, user_id, step_index, step_name, kind, resource, first_index, count, state, max_attempts, input)
-    SELECT x.id, x.task_id, x.user_id, x.step_index, x.step_name, x.kind, x.resource, x.first_index, x.count,
-           'queued', x.max_attempts, x.input
-      FROM jsonb_to_recordset($1::jsonb) AS x(id text, task_id text, user_id text, step_index int, step_name text,
-           kind text, resource text, first_index int, count int, max_attempts int, input jsonb)
-    RETURNING 1`;
   if (!stage) {
-    const { rowCount } = await tx.query(insert, [jobsAsJson(jobs)]);
+    const { rowCount } = await tx.query(INSERT_JOBS, [jobsAsJson(jobs)]);
     return rowCount;
   }
   const { rows } = await tx.query<{ inserted: number }>(
-    `WITH ins AS (${insert}),
-     staged AS (
-       UPDATE tasks SET stage = $2, updated_at = now() WHERE id = $3 AND stage IS DISTINCT FROM $2 RETURNING id),
-     ev AS (
-       INSERT INTO events (task_id, user_id, type, data)
-       SELECT id, $4, 'stage', jsonb_build_object('stage', $2::text) FROM staged
-       RETURNING pg_notify('darkroom_task', task_id))
+    `WITH ins AS (${INSERT_JOBS}), ${STAGE_CTES}
      SELECT (SELECT count(*) FROM ins)::int AS inserted, (SELECT count(*) FROM ev)::int AS events`,
     [jobsAsJson(jobs), stage.name, stage.taskId, stage.userId],
   );
   return rows[0]!.inserted;
+}
+
+/**
+ * A call's success in one statement after the outcome's lock: the job ends as succeeded (waking
+ * the scheduler at commit), its task's next jobs go in, with the stage change and its event.
+ * Returns the task's jobs still queued, admitted or running, the new ones included: exact, as the
+ * task row was locked by an earlier statement of this transaction, so this statement's snapshot
+ * holds every outcome of the task that committed before (see lockRunningJobWithTask).
+ */
+export async function completeJobWithNext(
+  tx: Queryable,
+  jobId: string,
+  output: JobOutput,
+  jobs: NewJob[],
+  stage?: StageChange,
+): Promise<number> {
+  const { rows } = await tx.query<{ active: number; inserted: number }>(
+    `WITH ins AS (${INSERT_JOBS}), ${STAGE_CTES},
+     done AS (${COMPLETE_JOB('$5', '$6')})
+     SELECT (SELECT active FROM done) + (SELECT count(*)::int FROM ins) AS active,
+            (SELECT count(*)::int FROM ev) AS events`,
+    [
+      jobsAsJson(jobs),
+      stage?.name ?? null,
+      stage?.taskId ?? null,
+      stage?.userId ?? null,
+      jobId,
+      JSON.stringify(output),
+    ],
+  );
+  return rows[0]!.active;
+}
+
+/** What a store job's attempt writes of its images (see recordStoredImages). */
+export interface StoredImages {
+  taskId: string;
+  jobId: string;
+  images: ImageRow[];
+  /** Images that were not images: failed for good. */
+  rejected: number;
+  /** The task's error when some were rejected (kept if it has one). */
+  error: string | null;
+  /** The job's output when it ends as succeeded here; undefined when images are still owed. */
+  complete: JobOutput | undefined;
+}
+
+/**
+ * A store job's attempt in one statement after the outcome's lock: its image rows (an index
+ * stored by an earlier attempt changes nothing), the task's counters and, when they moved, its
+ * `progress` event, and the job's end as succeeded. Returns the task as written (undefined when
+ * no counter moved) and, when the job was completed, its task's jobs still queued, admitted or
+ * running (exact for the reason given at completeJobWithNext).
+ */
+export async function recordStoredImages(
+  tx: Queryable,
+  s: StoredImages,
+): Promise<{ task: TaskRow | undefined; active: number | undefined }> {
+  const { rows } = await tx.query<{ task: Record<string, unknown> | null; active: number | null }>(
+    `WITH ins AS (
+       INSERT INTO images (task_id, index, storage_key, thumb_key, mime, width, height, thumb_width, thumb_height, bytes, sha256, cached)
+       SELECT x.task_id, x.index, x.storage_key, x.thumb_key, x.mime, x.width, x.height, x.thumb_width, x.thumb_height,
+              x.bytes, x.sha256, x.cached
+         FROM jsonb_to_recordset($1::jsonb) AS x(task_id text, index int, storage_key text, thumb_key text, mime text,
+              width int, height int, thumb_width int, thumb_height int, bytes int, sha256 text, cached boolean)
+        ORDER BY x.index
+       ON CONFLICT (task_id, index) DO NOTHING
+       RETURNING 1),
+     n AS (SELECT count(*)::int AS inserted FROM ins),
+     t AS (
+       UPDATE tasks SET images_done = images_done + n.inserted,
+                        images_failed = LEAST(images_total - images_done - n.inserted, images_failed + $3),
+                        error = COALESCE(error, $4), updated_at = now()
+         FROM n WHERE tasks.id = $2 AND (n.inserted > 0 OR $3 > 0)
+       RETURNING tasks.*),
+     ev AS (
+       INSERT INTO events (task_id, user_id, type, data)
+       SELECT id, user_id, 'progress',
+              jsonb_build_object('done', images_done, 'failed', images_failed, 'total', images_total)
+         FROM t
+       RETURNING pg_notify('darkroom_task', task_id)),
+     done AS (${COMPLETE_JOB('$5', '$6', '$7::boolean')})
+     SELECT (SELECT to_jsonb(t) FROM t) AS task, (SELECT active FROM done) AS active,
+            (SELECT count(*)::int FROM ev) AS events`,
+    [
+      JSON.stringify(s.images),
+      s.taskId,
+      s.rejected,
+      s.error,
+      s.jobId,
+      JSON.stringify(s.complete ?? null),
+      s.complete !== undefined,
+    ],
+  );
+  const row = rows[0]!;
+  return {
+    task: row.task ? revive<TaskRow>(row.task, TASK_DATES) : undefined,
+    active: row.active ?? undefined,
+  };
 }

@@ -410,8 +410,11 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
       const mime = mimeOfKey(staged);
       const thumb = await makeThumbnail(data);
       const keys = resultKeys(task.id, index, extensionFor(mime));
-      await ctx.storage.put(keys.original, data, mime);
-      await ctx.storage.put(keys.thumbnail, thumb.data, thumb.mime);
+      // At once: each put is a write, an fsync and a rename.
+      await Promise.all([
+        ctx.storage.put(keys.original, data, mime),
+        ctx.storage.put(keys.thumbnail, thumb.data, thumb.mime),
+      ]);
       const image: ImageRow = {
         task_id: task.id,
         index,
