@@ -4,6 +4,7 @@
  * (statements, rows and CPU per second while nothing changes).
  *
  *   npm run bench -- scale                                   # PGlite
+ *   SCALE_USERS=2000 SCALE_IDLE=0 npm run bench -- scale     # one user count, no idle server
  *   DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres npm run bench -- scale
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -13,6 +14,7 @@ import pg from 'pg';
 import pino from 'pino';
 import { resolveConfig, type Config } from '../src/config/load.ts';
 import { decide } from '../src/policy/admission.ts';
+import { planPass } from '../src/scheduler/pass.ts';
 import { buildPolicyInput, headLimits } from '../src/scheduler/policy-input.ts';
 import { startServer } from '../src/server.ts';
 import type { Db } from '../src/store/db.ts';
@@ -119,14 +121,28 @@ export async function schedulerPass(users: number, saturated = false): Promise<J
     const passes: number[] = [];
     let jobsRead = 0;
     let admitted = 0;
+    let usersRead = 0;
+    let rounds = 0;
     for (let i = 0; i < 30; i++) {
       const t0 = performance.now();
       const capacity = await readCapacity(db, { windowMs: WINDOW_MS, workerStaleMs: 3_600_000 });
-      const head = await readQueueHead(db, headLimits(config, capacity, WINDOW_MS, 0));
-      const decision = decide(buildPolicyInput(config, { ...capacity, ...head }, WINDOW_MS, 0));
+      const pass = await planPass(db, config, capacity, WINDOW_MS, 0);
       passes.push(performance.now() - t0);
-      jobsRead = head.jobs.length;
-      admitted = decision.admissions.length;
+      jobsRead = pass.head.jobs.length;
+      admitted = pass.decision.admissions.length;
+      usersRead = pass.usersRead;
+      rounds = pass.rounds;
+    }
+    // The head read of every user with queued work, as passes read before the fair-share order.
+    const everyUser: number[] = [];
+    let everyUserJobs = 0;
+    for (let i = 0; i < 5; i++) {
+      const t0 = performance.now();
+      const capacity = await readCapacity(db, { windowMs: WINDOW_MS, workerStaleMs: 3_600_000 });
+      const head = await readQueueHead(db, headLimits(config, capacity, WINDOW_MS, 0));
+      decide(buildPolicyInput(config, { ...capacity, ...head }, WINDOW_MS, 0));
+      everyUser.push(performance.now() - t0);
+      everyUserJobs = head.jobs.length;
     }
     const old: number[] = [];
     for (let i = 0; i < 3; i++) {
@@ -140,7 +156,10 @@ export async function schedulerPass(users: number, saturated = false): Promise<J
       queued_tasks: QUEUED,
       pass: quantiles(passes),
       jobs_read_per_pass: jobsRead,
+      users_read_in_fair_share_order: usersRead,
+      queue_reads_per_pass: rounds,
       admissions_per_pass: admitted,
+      every_users_head_before: { pass: quantiles(everyUser), jobs_read: everyUserJobs },
       whole_backlog_read_before: quantiles(old),
     };
   } finally {
@@ -203,11 +222,12 @@ async function idleServer(): Promise<Json> {
   }
 }
 
+/** SCALE_USERS: the user counts to measure (default 20,2000,10000); SCALE_IDLE=0 skips the idle server. */
 export async function scale(): Promise<Json> {
-  return {
-    scheduler_pass_20_users: await schedulerPass(20),
-    scheduler_pass_2000_users: await schedulerPass(2000),
-    scheduler_pass_2000_users_saturated: await schedulerPass(2000, true),
-    idle_server: await idleServer(),
-  };
+  const counts = (process.env.SCALE_USERS ?? '20,2000,10000').split(',').map(Number);
+  const out: Json = {};
+  for (const users of counts) out[`scheduler_pass_${users}_users`] = await schedulerPass(users);
+  out.scheduler_pass_2000_users_saturated = await schedulerPass(2000, true);
+  if (process.env.SCALE_IDLE !== '0') out.idle_server = await idleServer();
+  return out;
 }

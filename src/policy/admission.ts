@@ -83,6 +83,32 @@ import type {
  * 10. Deterministic: the same input gives the same output; every tie breaks on ids.
  */
 export function decide(input: PolicyInput): Decision {
+  return decideWithUnread(input, undefined).decision;
+}
+
+/**
+ * Users a driver did not put in decide()'s input (it read the queue in fair-share order and
+ * stopped): each has only tasks that have not started, no job in flight, and jobs only on
+ * `resources`; `scoreAtLeast` is a lower bound of every such user's score.
+ */
+export interface UnreadUsers {
+  scoreAtLeast: number;
+  resources: readonly string[];
+}
+
+/**
+ * decide() on the users read, and whether the decision is exactly the one decide() would give
+ * with the unread users too. It is, when every user the pass takes before an unread one could
+ * have come (the next score not below `scoreAtLeast`, or no user left while slots are) finds
+ * the unread users inert: the running-task limit reached, or each of their resources found full
+ * or at its limit. From then on an unread user admits nothing and changes nothing (counts only
+ * go up), and the users read are taken exactly as before. Otherwise `exact` is false and the
+ * driver reads more users.
+ */
+export function decideWithUnread(
+  input: PolicyInput,
+  unread: UnreadUsers | undefined,
+): { decision: Decision; exact: boolean } {
   const now = input.nowMs;
   const windowMs = input.rpmWindowMs;
   const dispatchMs = input.dispatchMs ?? 0;
@@ -150,7 +176,26 @@ export function decide(input: PolicyInput): Decision {
   const candidates = new MinHeap<{ user: string; score: number }>(before);
   for (const user of queues.keys()) candidates.push({ user, score: scoreOf(user) });
 
-  while (slots > 0 && candidates.size > 0) {
+  // A resource the unread users' jobs would find closed: examining them there changes nothing.
+  const closed = (resource: string): boolean => {
+    if (full.has(resource)) return true;
+    const provider = providers.get(resource);
+    if (provider) return provider.inFlight >= providerLimit(provider);
+    const store = stores.get(resource);
+    return !store || store.inFlight >= store.concurrency;
+  };
+  let unreadMayAct = unread !== undefined;
+  while (slots > 0) {
+    if (unread && unreadMayAct) {
+      const next = candidates.peek();
+      if (!next || !(next.score < unread.scoreAtLeast)) {
+        const inert =
+          runningTasks >= input.limits.maxRunningTasks || unread.resources.every((r) => closed(r));
+        if (!inert) return { decision: { admissions }, exact: false };
+        unreadMayAct = false;
+      }
+    }
+    if (candidates.size === 0) break;
     const { user } = candidates.pop()!;
     const queue = queues.get(user)!;
     let admitted = false;
@@ -225,7 +270,10 @@ export function decide(input: PolicyInput): Decision {
       if (at > now && Number.isFinite(at)) nextWakeAtMs = Math.min(nextWakeAtMs, at);
     }
   }
-  return Number.isFinite(nextWakeAtMs) ? { admissions, nextWakeAtMs } : { admissions };
+  return {
+    decision: Number.isFinite(nextWakeAtMs) ? { admissions, nextWakeAtMs } : { admissions },
+    exact: true,
+  };
 }
 
 /** Calls a provider may have in flight now: its AIMD-effective concurrency, at least one. */

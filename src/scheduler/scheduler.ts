@@ -2,16 +2,15 @@ import { rpmWindowMs, workerStaleMs } from '../config/load.ts';
 import type { Context } from '../context.ts';
 import { coerceError } from '../errors.ts';
 import { storeResource } from '../policy/lifecycle.ts';
-import { decide } from '../policy/admission.ts';
 import { meanDispatchMs } from '../policy/policy-input.ts';
 import { Channels } from '../store/db.ts';
-import { readCapacity, readQueueHead, writeAdmissions } from '../store/schedule.ts';
+import { readCapacity, writeAdmissions } from '../store/schedule.ts';
 import { meanStepDurations } from '../store/stats.ts';
 import { cancelMissedDeadlines } from './deadlines.ts';
 import { every, type Periodic } from './every.ts';
 import { startLeadership } from './leadership.ts';
 import { forecasterFor } from './forecaster.ts';
-import { buildPolicyInput, headLimits } from './policy-input.ts';
+import { planPass } from './pass.ts';
 import { reapExpiredLeases } from './reaper.ts';
 import { applyRetention, pruneSchedulingState } from './retention.ts';
 import { createWakeup } from './wakeup.ts';
@@ -61,11 +60,9 @@ export async function startScheduler(ctx: Context, candidateId: string): Promise
       windowMs,
       workerStaleMs: workerStaleMs(config),
     });
-    const head = await readQueueHead(db, headLimits(config, capacity, windowMs, dispatchMs));
-    const snapshot = { ...capacity, ...head };
-    const decision = decide(buildPolicyInput(config, snapshot, windowMs, dispatchMs));
+    const { decision } = await planPass(db, config, capacity, windowMs, dispatchMs);
     nextWakeFromNowMs =
-      decision.nextWakeAtMs !== undefined ? Math.max(0, decision.nextWakeAtMs - snapshot.nowMs) : undefined;
+      decision.nextWakeAtMs !== undefined ? Math.max(0, decision.nextWakeAtMs - capacity.nowMs) : undefined;
     if (decision.admissions.length === 0) return 0;
     const written = await writeAdmissions(
       db,

@@ -104,6 +104,11 @@ export interface HeadLimits {
   perResource: Array<{ resource: string; k: number }>;
   /** The task types that start on each resource (their pipeline's first step): queued tasks' jobs. */
   startsOn: Array<{ resource: string; types: string[] }>;
+  /**
+   * Whose queued tasks to read: these users, every user with a running task and every user with
+   * a retried task (readFairOrder picks the others). Omitted: every user with queued tasks.
+   */
+  users?: string[] | undefined;
 }
 
 // Shared SQL pieces. A job is ready when the policy would call it ready (same float
@@ -116,6 +121,8 @@ const JOB_COLUMNS = `j.id, j.task_id, j.user_id, j.kind, j.resource, j.count, ${
    (j.step_index * 100000 + j.first_index)::int AS "order"`;
 // decide()'s order inside a user (compareJobs), ids compared as JavaScript compares strings.
 const JOB_ORDER = `(j.kind <> 'store'), j.step_index, j.first_index, j.id COLLATE "C"`;
+// Tasks that have not started, in `tasks_queued_fair` (readFairOrder).
+const QUEUED_FAIR = `state = 'queued' AND NOT cancel_requested AND attempt = 1`;
 
 /**
  * The head of the queue one pass can use, read in time bounded by the pass, not the backlog
@@ -127,7 +134,8 @@ const JOB_ORDER = `(j.kind <> 'store'), j.step_index, j.first_index, j.id COLLAT
  *
  * Running tasks are few (maxRunningTasks); their queued jobs are read through them. Queued
  * tasks are read per user in creation order from `tasks_queued_by_user` (a LATERAL … LIMIT
- * over the users with queued tasks, found with a skip scan of the same index), only on the
+ * over `limits.users` and the users a pass always reads, or over every user with queued tasks,
+ * found with a skip scan of the same index), only on the
  * resource their pipeline starts on: a task that has not started has no other jobs, unless an
  * administrator retried it (attempt > 1): those are read apart, from `tasks_queued_retried`.
  */
@@ -150,15 +158,22 @@ export async function readQueueHead(q: Queryable, limits: HeadLimits): Promise<Q
   const starts = limits.startsOn
     .map((s) => ({ ...s, k: limits.perResource.find((r) => r.resource === s.resource)?.k ?? 0 }))
     .filter((s) => s.k > 0 && s.types.length > 0);
-  const queued = starts.length
-    ? await q.query<QueueHead['jobs'][number]>(
-        `WITH RECURSIVE users AS (
+  // Every user with queued tasks (a skip scan), or the users given and those a pass always reads.
+  const userSource = limits.users
+    ? `users AS (
+           SELECT unnest($4::text[]) AS user_id
+           UNION SELECT user_id FROM tasks WHERE state = 'running'
+           UNION SELECT user_id FROM tasks WHERE state = 'queued' AND attempt > 1 AND NOT cancel_requested)`
+    : `RECURSIVE users AS (
            (SELECT user_id FROM tasks WHERE state = 'queued' AND NOT cancel_requested ORDER BY user_id LIMIT 1)
            UNION ALL
            SELECT n.user_id FROM users u CROSS JOIN LATERAL (
              SELECT user_id FROM tasks
               WHERE state = 'queued' AND NOT cancel_requested AND user_id > u.user_id
-              ORDER BY user_id LIMIT 1) n)
+              ORDER BY user_id LIMIT 1) n)`;
+  const queued = starts.length
+    ? await q.query<QueueHead['jobs'][number]>(
+        `WITH ${userSource}
          SELECT h.* FROM users u
          CROSS JOIN jsonb_to_recordset($3::jsonb) AS r(resource text, types text[], k int)
          CROSS JOIN LATERAL (
@@ -178,7 +193,9 @@ export async function readQueueHead(q: Queryable, limits: HeadLimits): Promise<Q
                 ORDER BY ${JOB_ORDER} LIMIT r.k) j
             ORDER BY t.created_at, t.id COLLATE "C", ${JOB_ORDER}
             LIMIT r.k) h`,
-        [now, dispatch, JSON.stringify(starts)],
+        limits.users
+          ? [now, dispatch, JSON.stringify(starts), limits.users]
+          : [now, dispatch, JSON.stringify(starts)],
       )
     : { rows: [] };
   // Retried tasks (few: an administrator's doing) are queued with jobs of the step they resume
@@ -223,6 +240,59 @@ export async function readQueueHead(q: Queryable, limits: HeadLimits): Promise<Q
     [taskIds],
   );
   return { tasks: tasks.rows, jobs: [...jobs.values()] };
+}
+
+/** The fair-share settings the order of users depends on (policy FairnessSettings). */
+export interface FairOrderSettings {
+  nowMs: number;
+  agingSeconds: number;
+  shortWorkPreference: number;
+  maxUnits: number;
+}
+
+/**
+ * Users with tasks that have not started (attempt 1), by a lower bound of their fair-share
+ * score (policy userScore with nothing in flight): the first `limit` such tasks by
+ *   1 / w'(task) − (now − created) / agingMs,   w' = weight × (maxUnits / images left)^p,
+ * merged over the fair-share classes (weight, images left; few: one per plan) from
+ * `tasks_queued_fair`. Such a task's jobs are the ones its submit wrote, ready at its creation,
+ * so a user's score is at least its lowest task's bound (its waiting counts from its first
+ * ready task or later). `bound`: every task not returned has a bound not below it (undefined
+ * when every task was returned).
+ */
+export async function readFairOrder(
+  q: Queryable,
+  s: FairOrderSettings,
+  limit: number,
+): Promise<{ users: string[]; bound: number | undefined }> {
+  const { rows } = await q.query<{ user_id: string; bound: number }>(
+    `WITH RECURSIVE classes AS (
+       (SELECT weight, images_total - images_done - images_failed AS left
+          FROM tasks WHERE ${QUEUED_FAIR} ORDER BY 1, 2 LIMIT 1)
+       UNION ALL
+       SELECT n.* FROM classes c CROSS JOIN LATERAL (
+         SELECT weight, images_total - images_done - images_failed AS left
+           FROM tasks
+          WHERE ${QUEUED_FAIR}
+            AND (weight, images_total - images_done - images_failed) > (c.weight, c.left)
+          ORDER BY 1, 2 LIMIT 1) n)
+     SELECT t.user_id,
+            1 / (c.weight::float8 * power($4::float8 / LEAST($4::float8, GREATEST(1, c.left))::float8, $3::float8))
+              - ($1::float8 - t.created_ms) / ($2::float8 * 1000) AS bound
+       FROM classes c
+      CROSS JOIN LATERAL (
+        SELECT user_id, (extract(epoch FROM created_at) * 1000)::float8 AS created_ms
+          FROM tasks
+         WHERE ${QUEUED_FAIR} AND weight = c.weight AND images_total - images_done - images_failed = c.left
+         ORDER BY created_at LIMIT $5) t
+      ORDER BY bound LIMIT $5`,
+    [s.nowMs, s.agingSeconds, s.shortWorkPreference, Math.max(1, s.maxUnits), limit + 1],
+  );
+  const more = rows.length > limit;
+  return {
+    users: [...new Set(rows.slice(0, limit).map((r) => r.user_id))],
+    bound: more ? rows[limit]!.bound : undefined,
+  };
 }
 
 export interface AdmissionWrite {

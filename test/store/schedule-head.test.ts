@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import fc from 'fast-check';
 import { decide } from '../../src/policy/admission.ts';
+import { planPass } from '../../src/scheduler/pass.ts';
 import { buildPolicyInput, headLimits } from '../../src/scheduler/policy-input.ts';
 import type { Queryable } from '../../src/store/db.ts';
 import { readCapacity, readQueueHead, type QueueHead } from '../../src/store/schedule.ts';
@@ -83,21 +84,34 @@ const arbJob = fc.record({
   /** Store jobs: images (a batch's store job holds up to the store's concurrency, 2 or 3 here). */
   images: fc.integer({ min: 1, max: 3 }),
 });
-const arbTask = fc.record({
-  idPrefix: fc.constantFrom('a', 'B', 'b', 'Z', '_x', '-y'),
-  type: fc.constantFrom('photography', 'fitting', 'retouch'),
-  running: fc.boolean(),
-  /** Queued again by an admin retry: its jobs are of the call step it resumes at. */
-  retried: fc.integer({ min: 0, max: 3 }).map((n) => n === 0),
-  createdMs: fc.constantFrom(-60_000, -30_000, -30_000, -10_000, -10_000, -1000),
-  weight: fc.constantFrom(1, 3, 5),
-  total: fc.integer({ min: 1, max: 12 }),
-  cancel: fc.integer({ min: 0, max: 9 }).map((n) => n === 0),
-  deadlineMs: fc.option(fc.integer({ min: -5000, max: 20_000 }), { freq: 3 }),
-  jobs: fc.array(arbJob, { minLength: 1, maxLength: 7 }),
-});
+const arbTaskOf = (running: fc.Arbitrary<boolean>) =>
+  fc.record({
+    idPrefix: fc.constantFrom('a', 'B', 'b', 'Z', '_x', '-y'),
+    type: fc.constantFrom('photography', 'fitting', 'retouch'),
+    running,
+    /** Queued again by an admin retry: its jobs are of the call step it resumes at. */
+    retried: fc.integer({ min: 0, max: 3 }).map((n) => n === 0),
+    createdMs: fc.oneof(
+      fc.constantFrom(-60_000, -30_000, -30_000, -10_000, -10_000, -1000),
+      fc.integer({ min: -120_000, max: 0 }),
+    ),
+    weight: fc.constantFrom(1, 3, 5),
+    total: fc.integer({ min: 1, max: 12 }),
+    cancel: fc.integer({ min: 0, max: 9 }).map((n) => n === 0),
+    deadlineMs: fc.option(fc.integer({ min: -5000, max: 20_000 }), { freq: 3 }),
+    jobs: fc.array(arbJob, { minLength: 1, maxLength: 7 }),
+  });
+const arbTask = arbTaskOf(fc.boolean());
+/** Users of a crowd: most of their tasks have not started. */
+const arbCrowdTask = arbTaskOf(fc.integer({ min: 0, max: 5 }).map((n) => n === 0));
 const arbQueue = fc.record({
-  users: fc.array(fc.array(arbTask, { maxLength: 6 }), { minLength: 1, maxLength: 5 }),
+  users: fc.oneof(
+    fc.array(fc.array(arbTask, { maxLength: 6 }), { minLength: 1, maxLength: 5 }),
+    // Many users with a task or two: most of them are not read.
+    fc.array(fc.array(arbCrowdTask, { minLength: 1, maxLength: 2 }), { minLength: 6, maxLength: 40 }),
+  ),
+  /** Tasks the pass takes in fair-share order at first (undefined: the scheduler's own choice). */
+  firstTake: fc.constantFrom(1, 2, 5, undefined),
   slots: fc.integer({ min: 0, max: 14 }),
   dispatchMs: fc.constantFrom(0, 0, 800, 4000),
   cooling: fc.constantFrom('', '', 'k1', 'k2', 'a1'),
@@ -152,6 +166,10 @@ async function writeQueue(tx: Queryable, queue: Queue): Promise<void> {
         const state = t.running ? j.state : 'queued';
         const { kind, resource } = steps[step]!;
         const inFlight = state === 'admitted' || state === 'running';
+        // A task that has not started (attempt 1) holds the jobs its submit wrote, ready at its
+        // creation (run_after and created_at are both the submit's now()); running and retried
+        // tasks' jobs wait on backoffs.
+        const runAfterMs = t.running || t.retried ? j.runAfter : t.createdMs;
         const key = kind === 'store' ? null : resource === 'alt' ? 'a1' : j.key === 'a1' ? 'k1' : j.key;
         jobs.push({
           id: `${id}-j${n}`,
@@ -164,7 +182,7 @@ async function writeQueue(tx: Queryable, queue: Queue): Promise<void> {
           count: kind === 'store' ? j.images : 1,
           state,
           key_id: inFlight ? key : null,
-          run_after_ms: j.runAfter,
+          run_after_ms: runAfterMs,
         });
       });
     }),
@@ -217,6 +235,8 @@ describeEachDb('the scheduler’s bounded read of the queue', (kind) => {
     const runs = kind === 'pglite' ? 150 : 80;
     let admissions = 0;
     let reduced = 0;
+    let usersLeftOut = 0;
+    let reread = 0;
     await fc.assert(
       fc.asyncProperty(arbQueue, async (queue) => {
         await t.db
@@ -224,19 +244,28 @@ describeEachDb('the scheduler’s bounded read of the queue', (kind) => {
             await writeQueue(tx, queue);
             // One transaction: now() is the same instant for every read.
             const capacity = await readCapacity(tx, { windowMs: WINDOW_MS, workerStaleMs: 60_000 });
-            const limits = headLimits(config, capacity, WINDOW_MS, queue.dispatchMs);
-            const head = await readQueueHead(tx, limits);
+            const pass = await planPass(tx, config, capacity, WINDOW_MS, queue.dispatchMs, queue.firstTake);
+            const { head } = pass;
             const whole = await readWholeQueue(tx);
-            const fromHead = decide(
-              buildPolicyInput(config, { ...capacity, ...head }, WINDOW_MS, queue.dispatchMs),
-            );
             const fromWhole = decide(
               buildPolicyInput(config, { ...capacity, ...whole }, WINDOW_MS, queue.dispatchMs),
             );
             assert.ok(head.jobs.length <= whole.jobs.length);
-            assert.deepEqual(fromHead, fromWhole);
+            assert.deepEqual(pass.decision, fromWhole);
+            // The head read of every user (the read before the fair-share order) decides the same.
+            const everyUser = await readQueueHead(
+              tx,
+              headLimits(config, capacity, WINDOW_MS, queue.dispatchMs),
+            );
+            assert.deepEqual(
+              decide(buildPolicyInput(config, { ...capacity, ...everyUser }, WINDOW_MS, queue.dispatchMs)),
+              fromWhole,
+            );
             admissions += fromWhole.admissions.length;
             if (head.jobs.length < whole.jobs.length) reduced++;
+            const usersWithWork = new Set(whole.jobs.map((j) => j.user_id)).size;
+            if (new Set(head.jobs.map((j) => j.user_id)).size < usersWithWork) usersLeftOut++;
+            if (pass.rounds > 1) reread++;
             throw new Rollback();
           })
           .catch((error: unknown) => {
@@ -248,5 +277,8 @@ describeEachDb('the scheduler’s bounded read of the queue', (kind) => {
     // The property is only worth something if the runs admit work and actually cut the queue.
     assert.ok(admissions > runs / 2, `admissions: ${admissions}`);
     assert.ok(reduced > runs / 8, `runs where the head was smaller than the queue: ${reduced}`);
+    // … and if users are left unread, and a first read too small for the decision happens.
+    assert.ok(usersLeftOut > runs / 8, `runs where users with ready work were not read: ${usersLeftOut}`);
+    assert.ok(reread > runs / 16, `runs that read the queue again: ${reread}`);
   });
 });
