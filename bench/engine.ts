@@ -79,13 +79,12 @@ async function fillQueue(db: Db, users: number): Promise<void> {
        FROM generate_series(1, $1) g`,
     [QUEUED, users],
   );
+  // Ready at the task's creation, as a submit writes them (one now() for both).
   await db.query(
     `INSERT INTO jobs (id, task_id, user_id, step_index, step_name, kind, resource, first_index, count, state,
                        max_attempts, run_after)
-     SELECT 'bj' || g, 'bt' || g, 'bu' || (g % $2), 0, 'beautify', 'transform', 'main', 0, 2, 'queued', 3,
-            now() - ($1 - g) * interval '1 millisecond'
-       FROM generate_series(1, $1) g`,
-    [QUEUED, users],
+     SELECT 'bj' || substr(id, 3), id, user_id, 0, 'beautify', 'transform', 'main', 0, 2, 'queued', 3, created_at
+       FROM tasks`,
   );
   await db.query(`INSERT INTO workers (id, host, pid, roles, slots) VALUES ('bench', 'h', 1, 'worker', 16)`);
   await db.exec('ANALYZE');

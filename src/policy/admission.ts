@@ -100,8 +100,8 @@ export interface UnreadUsers {
  * decide() on the users read, and whether the decision is exactly the one decide() would give
  * with the unread users too. It is, when every user the pass takes before an unread one could
  * have come (the next score not below `scoreAtLeast`, or no user left while slots are) finds
- * the unread users inert: the running-task limit reached, or each of their resources found full
- * or at its limit. From then on an unread user admits nothing and changes nothing (counts only
+ * the unread users inert: the running-task limit reached, or each of their resources found full,
+ * at its limit, or with every key at its concurrency. From then on an unread user admits nothing and changes nothing (counts only
  * go up), and the users read are taken exactly as before. Otherwise `exact` is false and the
  * driver reads more users.
  */
@@ -177,10 +177,16 @@ export function decideWithUnread(
   for (const user of queues.keys()) candidates.push({ user, score: scoreOf(user) });
 
   // A resource the unread users' jobs would find closed: examining them there changes nothing.
+  // A provider whose every key is at its concurrency (or unusable) takes no job of any size and,
+  // since time does not free such a key, sets no wake-up whatever the job's requests.
   const closed = (resource: string): boolean => {
     if (full.has(resource)) return true;
     const provider = providers.get(resource);
-    if (provider) return provider.inFlight >= providerLimit(provider);
+    if (provider)
+      return (
+        provider.inFlight >= providerLimit(provider) ||
+        provider.keys.every((k) => !k.usable || k.inFlight >= k.concurrency)
+      );
     const store = stores.get(resource);
     return !store || store.inFlight >= store.concurrency;
   };

