@@ -7,6 +7,7 @@ import { Channels } from '../store/db.ts';
 import { collectSeries, type SeriesView } from '../telemetry/series.ts';
 import { collectStats, type StatsView } from '../telemetry/stats.ts';
 import { callerOf } from './caller.ts';
+import { leaveInFlight } from './inflight-limit.ts';
 import { admitStream } from './stream-limit.ts';
 
 /** At most one stats snapshot a second, however busy the queue; at least one every 5 s. */
@@ -93,6 +94,7 @@ export async function streamAdminStats(
   reply: FastifyReply,
 ): Promise<void> {
   const release = admitStream(ctx, `admin:${callerOf(request).keyId ?? 'auth-off'}`);
+  leaveInFlight(request);
   reply.hijack();
   const raw = reply.raw;
   raw.writeHead(200, {

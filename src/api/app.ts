@@ -4,6 +4,7 @@ import type { Context } from '../context.ts';
 import { tokenSecretOf } from './auth/bootstrap.ts';
 import { installAuth, type AuthRuntime } from './auth/plugin.ts';
 import { clientErrorHandler, frameworkErrors, installErrorHandler } from './error-handler.ts';
+import { installInFlightLimit } from './inflight-limit.ts';
 import { collectRoutes, registerOpenApiRoutes } from './openapi.ts';
 import { registerAdminAlertRoutes } from './routes/admin-alerts.ts';
 import { registerAdminCapacityRoutes } from './routes/admin-capacity.ts';
@@ -64,6 +65,8 @@ export async function buildApp(ctx: Context, options: AppOptions): Promise<Fasti
     ...serverTimeouts(ctx.config.server),
   });
   installErrorHandler(app);
+  // First of the onRequest hooks: a refused request costs no authentication.
+  installInFlightLimit(app, ctx.config.server.maxRequestsInFlight, ctx.telemetry?.registry);
   app.addHook('preValidation', refuseUnstorableInput);
   let secret: Promise<Uint8Array> | undefined;
   const auth: AuthRuntime = {

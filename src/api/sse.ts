@@ -5,6 +5,7 @@ import { createWakeup } from '../scheduler/wakeup.ts';
 import { Channels } from '../store/db.ts';
 import { eventsAfter, lastEventId } from '../store/events.ts';
 import { getTaskView, type TaskRow } from '../store/tasks.ts';
+import { leaveInFlight } from './inflight-limit.ts';
 import { admitStream } from './stream-limit.ts';
 import { viewOf } from './views.ts';
 
@@ -45,6 +46,7 @@ export async function streamTaskEvents(
   task: Pick<TaskRow, 'id' | 'user_id'>,
 ): Promise<void> {
   const release = admitStream(ctx, task.user_id);
+  leaveInFlight(request);
   try {
     await runStream(ctx, request, reply, task);
   } finally {
