@@ -178,9 +178,18 @@ export async function comparePlannerWithServer(setup: ComparisonSetup): Promise<
     const calibration = {
       generate_ms: await jobsMean('generate'),
       store_ms: await jobsMean('store'),
+      // The planner frees a call's slot at its answer and starts the next call `dispatchMs` after
+      // admitting it there: the server's equivalent is the median time from a call's answer to the
+      // next call's start (the NOTIFY, the scheduler's pass and the claim; the median leaves out
+      // the burst's tail, where no call waits).
       dispatch_ms: await meanMs(
         server,
-        `SELECT avg(extract(epoch FROM started_at - admitted_at) * 1000)::float8 AS ms FROM jobs WHERE task_id IN (${ids.map((id) => `'${id}'`).join(',')})`,
+        `WITH calls AS (
+           SELECT started_at, COALESCE(provider_done_at, finished_at) AS answered_at FROM jobs
+            WHERE kind <> 'store' AND state = 'succeeded' AND task_id IN (${ids.map((id) => `'${id}'`).join(',')}))
+         SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM
+                  (SELECT min(n.started_at) FROM calls n WHERE n.started_at >= c.answered_at) - c.answered_at) * 1000)::float8 AS ms
+           FROM calls c`,
       ),
     };
 
