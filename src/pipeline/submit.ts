@@ -8,10 +8,16 @@ import {
   tryLockIdempotencyKey,
 } from '../store/idempotency.ts';
 import { readSubmitBasis } from '../store/forecasts.ts';
-import { writeSubmit } from '../store/submit-write.ts';
+import {
+  writeSubmits,
+  type SubmittedTask,
+  type SubmitWrite,
+  type SubmitWriteResult,
+} from '../store/submit-write.ts';
 import { findActiveTaskForOrder, getTaskView, type TaskInputRef, type TaskRow } from '../store/tasks.ts';
 import { RETRYABLE_SQLSTATES, sqlState, type Db, type Queryable } from '../store/db.ts';
 import { estimateOf, submitEstimate, type TaskEstimate } from './estimate.ts';
+import { naturalBatcher, type NaturalBatcher } from './natural-batch.ts';
 import { jobsForCallStep } from './plan-jobs.ts';
 import { refusal, submitLimits } from './submit-limits.ts';
 
@@ -93,7 +99,7 @@ export function checkTaskShape(config: Config, type: string, plan: string): void
     );
 }
 
-function responseFor(task: TaskRow, estimate: TaskEstimate, deduplicated: boolean): SubmitResponseBody {
+function responseFor(task: SubmittedTask, estimate: TaskEstimate, deduplicated: boolean): SubmitResponseBody {
   return {
     id: task.id,
     state: task.state,
@@ -113,13 +119,14 @@ async function existingResponse(q: Queryable, task: TaskRow): Promise<SubmitResp
 }
 
 /**
- * Submits a task. Without an Idempotency-Key it is two statements and no transaction: the
- * estimate's basis, then everything the submit writes in one statement the server commits by
- * itself (src/store/submit-write.ts), so the counter rows all submits share are never held
- * across a round trip. With a key, the same in a transaction that holds the key's lock and
- * stores the answer. Any refusal (credits, limits, queue bound) rolls all of it back: nothing
- * stored, nothing charged. The scheduler is woken by the NOTIFY that commits with it. Every
- * statement is O(1) in the size of the queue.
+ * Submits a task. Without an Idempotency-Key it goes in the process's next batch of submits
+ * (group commit, `batcherOf`): the batch's estimate basis, then everything its submits write in
+ * one statement the server commits by itself (src/store/submit-write.ts), so the counter rows
+ * all submits share are never held across a round trip and are locked once per batch. A lone
+ * submit is two statements and no transaction. With a key, the same for this submit alone, in a
+ * transaction that holds the key's lock and stores the answer. Any refusal (credits, limits,
+ * queue bound) rolls back that submit's writes: nothing stored, nothing charged. The scheduler
+ * is woken by the NOTIFY that commits with it. Every statement is O(1) in the size of the queue.
  */
 export async function submitTask(db: Db, config: Config, req: SubmitRequest): Promise<SubmitResult> {
   checkTaskShape(config, req.type, req.plan);
@@ -127,7 +134,7 @@ export async function submitTask(db: Db, config: Config, req: SubmitRequest): Pr
   if (key === undefined) {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await submitOnce(db, config, req);
+        return await submitOnce(db, (s) => batcherOf(db).push(s), config, req);
       } catch (error) {
         // A deadlock or serialization failure rolled the statement back: nothing was written.
         if (attempt < 5 && RETRYABLE_SQLSTATES.has(sqlState(error) ?? '')) continue;
@@ -147,59 +154,134 @@ export async function submitTask(db: Db, config: Config, req: SubmitRequest): Pr
     }
     const replay = await replayIdempotent(tx, key, req.requestHash);
     if (replay) return replay;
-    const result = await submitOnce(tx, config, req);
+    const result = await submitOnce(tx, async (s) => (await writeBatch(tx, [s]))[0]!, config, req);
     await saveIdempotentResponse(tx, key, req.requestHash, result.status, result.body);
     return result;
   });
 }
 
-async function submitOnce(q: Queryable, config: Config, req: SubmitRequest): Promise<SubmitResult> {
+/** A submit ready to write but for its estimate, which its batch's basis read gives. */
+interface PendingSubmit {
+  config: Config;
+  task: { id: string; userId: string; type: string; plan: string; images: number };
+  write: Omit<SubmitWrite, 'estimate'>;
+}
+
+interface Written {
+  written: SubmitWriteResult;
+  estimate: { startAtMs: number; finishAtMs: number };
+  /** The database's clock when the basis was read. */
+  nowMs: number;
+}
+
+/**
+ * Submits in one batch: one basis read, then one statement writing them in order (each one
+ * refused alone, src/store/submit-write.ts). O(1) statements in the batch's size.
+ */
+async function writeBatch(q: Queryable, items: readonly PendingSubmit[]): Promise<Written[]> {
+  const basis = await readSubmitBasis(q);
+  const estimates = items.map((s) => {
+    const e = submitEstimate(s.config, s.task, basis);
+    return { startAtMs: e.startAtMs, finishAtMs: e.finishAtMs };
+  });
+  const written = await writeSubmits(
+    q,
+    items.map((s, i) => ({ ...s.write, estimate: estimates[i]! })),
+  );
+  return written.map((w, i) => ({ written: w, estimate: estimates[i]!, nowMs: basis.nowMs }));
+}
+
+/**
+ * At most this many submits a statement: each is a subtransaction with its own transaction id,
+ * and past 64 in one transaction PostgreSQL's per-backend cache of them overflows, which slows
+ * every snapshot on the server while the transaction is open.
+ */
+export const SUBMIT_BATCH_MAX = 32;
+
+const batchers = new WeakMap<Db, NaturalBatcher<PendingSubmit, Written>>();
+
+/**
+ * The process's group commit of submits on `db`: the submits that arrive while a batch is in
+ * flight are the next batch. One batch at a time, so batches never wait on each other's locks
+ * of the rows every submit counts on (queue_depth, the key's rate window), nor deadlock over a
+ * user in both. An unexpected error fails the batch, whose submits are then sent one by one:
+ * a bad one fails alone.
+ */
+function batcherOf(db: Db): NaturalBatcher<PendingSubmit, Written> {
+  let batcher = batchers.get(db);
+  if (!batcher) {
+    batcher = naturalBatcher<PendingSubmit, Written>(
+      async (items) => {
+        try {
+          return (await writeBatch(db, items)).map((value) => ({ ok: true, value }));
+        } catch (error) {
+          if (items.length === 1) return [{ ok: false, error }];
+          return Promise.all(
+            items.map((item) =>
+              writeBatch(db, [item]).then(
+                ([value]) => ({ ok: true as const, value: value! }),
+                (e: unknown) => ({ ok: false as const, error: e }),
+              ),
+            ),
+          );
+        }
+      },
+      { maxItems: SUBMIT_BATCH_MAX, maxInFlight: 1 },
+    );
+    batchers.set(db, batcher);
+  }
+  return batcher;
+}
+
+async function submitOnce(
+  q: Queryable,
+  send: (s: PendingSubmit) => Promise<Written>,
+  config: Config,
+  req: SubmitRequest,
+): Promise<SubmitResult> {
   const plan = config.plans[req.plan]!;
   const pipeline = config.pipelines[req.type]!;
   if (req.orderId !== undefined) {
     const existing = await findActiveTaskForOrder(q, req.userId, req.orderId);
     if (existing) return { status: 200, body: await existingResponse(q, existing) };
   }
-  const basis = await readSubmitBasis(q);
   const first = pipeline.steps[0]!;
   const id = uuidv7();
   const now = req.now ?? new Date();
-  const estimate = submitEstimate(
+  const { written, estimate, nowMs } = await send({
     config,
-    { userId: req.userId, type: req.type, plan: req.plan, images: plan.images },
-    basis,
-  );
-  const written = await writeSubmit(q, {
-    task: {
-      id,
-      userId: req.userId,
-      orderId: req.orderId ?? null,
-      type: req.type,
-      plan: req.plan,
-      prompt: req.prompt,
-      inputs: req.inputs,
-      params: req.params,
-      // An explicit integer seed makes runs (and the result cache) reproducible.
-      seed: Number.isInteger(req.params.seed)
-        ? Math.abs(req.params.seed as number) % 2 ** 31
-        : randomInt(0, 2 ** 31 - 1),
-      weight: plan.weight,
-      imagesTotal: plan.images,
-      creditsCharged: plan.credits,
-      stage: first.name,
-      deadlineSeconds: req.deadlineSeconds ?? plan.deadlineSeconds ?? null,
+    task: { id, userId: req.userId, type: req.type, plan: req.plan, images: plan.images },
+    write: {
+      task: {
+        id,
+        userId: req.userId,
+        orderId: req.orderId ?? null,
+        type: req.type,
+        plan: req.plan,
+        prompt: req.prompt,
+        inputs: req.inputs,
+        params: req.params,
+        // An explicit integer seed makes runs (and the result cache) reproducible.
+        seed: Number.isInteger(req.params.seed)
+          ? Math.abs(req.params.seed as number) % 2 ** 31
+          : randomInt(0, 2 ** 31 - 1),
+        weight: plan.weight,
+        imagesTotal: plan.images,
+        creditsCharged: plan.credits,
+        stage: first.name,
+        deadlineSeconds: req.deadlineSeconds ?? plan.deadlineSeconds ?? null,
+      },
+      jobs: jobsForCallStep(
+        { id, userId: req.userId, imagesTotal: plan.images },
+        first,
+        req.inputs.map((i) => i.storage_key),
+        config.worker.maxAttempts,
+      ),
+      webhook: req.webhook,
+      // With auth on, only keys create users: a token's user was created when its token was issued.
+      grant: req.mayCreateUser === false ? undefined : config.credits.initialGrant,
+      ...submitLimits(config, { userId: req.userId, keyId: req.keyId }, now),
     },
-    jobs: jobsForCallStep(
-      { id, userId: req.userId, imagesTotal: plan.images },
-      first,
-      req.inputs.map((i) => i.storage_key),
-      config.worker.maxAttempts,
-    ),
-    webhook: req.webhook,
-    estimate,
-    // With auth on, only keys create users: a token's user was created when its token was issued.
-    grant: req.mayCreateUser === false ? undefined : config.credits.initialGrant,
-    ...submitLimits(config, { userId: req.userId, keyId: req.keyId }, now),
   });
   switch (written.outcome) {
     case 'order_taken': {
@@ -221,12 +303,12 @@ async function submitOnce(q: Queryable, config: Config, req: SubmitRequest): Pro
         body: responseFor(
           written.task,
           {
-            position: estimate.position,
-            eta_seconds: Math.max(0, Math.round((estimate.finishAtMs - basis.nowMs) / 1000)),
+            position: written.position,
+            eta_seconds: Math.max(0, Math.round((estimate.finishAtMs - nowMs) / 1000)),
             predicted_start_at: new Date(estimate.startAtMs).toISOString(),
             predicted_finish_at: new Date(estimate.finishAtMs).toISOString(),
             eta_basis: 'submit',
-            forecast_at: new Date(basis.nowMs).toISOString(),
+            forecast_at: new Date(nowMs).toISOString(),
             forecast_stale: false,
           },
           false,

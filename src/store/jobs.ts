@@ -73,21 +73,24 @@ export interface NewJob {
 
 /** New jobs as the JSON array `jsonb_to_recordset` reads (snake_case columns). */
 export function jobsAsJson(jobs: NewJob[]): string {
-  return JSON.stringify(
-    jobs.map((j) => ({
-      id: j.id,
-      task_id: j.taskId,
-      user_id: j.userId,
-      step_index: j.stepIndex,
-      step_name: j.stepName,
-      kind: j.kind,
-      resource: j.resource,
-      first_index: j.firstIndex,
-      count: j.count,
-      max_attempts: j.maxAttempts,
-      input: j.input,
-    })),
-  );
+  return JSON.stringify(jobsAsRecords(jobs));
+}
+
+/** The jobs as the rows `jsonb_to_recordset` reads. */
+export function jobsAsRecords(jobs: NewJob[]): Array<Record<string, unknown>> {
+  return jobs.map((j) => ({
+    id: j.id,
+    task_id: j.taskId,
+    user_id: j.userId,
+    step_index: j.stepIndex,
+    step_name: j.stepName,
+    kind: j.kind,
+    resource: j.resource,
+    first_index: j.firstIndex,
+    count: j.count,
+    max_attempts: j.maxAttempts,
+    input: j.input,
+  }));
 }
 
 export async function insertJobs(tx: Queryable, jobs: NewJob[]): Promise<void> {

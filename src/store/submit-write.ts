@@ -1,13 +1,15 @@
 import type { Queryable } from './db.ts';
-import { jobsAsJson, type NewJob } from './jobs.ts';
+import { jobsAsRecords, type NewJob } from './jobs.ts';
 import type { NewTask, TaskRow } from './tasks.ts';
 
 /**
- * The submit's writes in one statement, darkroom_submit (migration 0016): the task with its
- * first jobs, its `queued` event, its webhook and first estimate, the user and its grant, the
- * charge, and last the counters every submit shares (the queue bound, the key's rate window).
- * Sent on its own it is one round trip and the server commits it at once, so those counter rows
- * are locked only inside the server, never across a round trip to a busy API process.
+ * The submits' writes in one statement, darkroom_submit_many (migration 0020): for each submit,
+ * the task with its first jobs, its `queued` event, its webhook and first estimate, the user and
+ * its grant, the charge, and last the counters every submit shares (the queue bound, the key's
+ * rate window). Sent on its own it is one round trip and the server commits it at once, so those
+ * counter rows are locked only inside the server, never across a round trip to a busy API
+ * process; several submits in one statement (src/pipeline/submit-batch.ts) lock them once.
+ * Each submit is refused alone: a refusal rolls back its own writes, not its neighbours'.
  */
 
 export interface SubmitWrite {
@@ -15,8 +17,11 @@ export interface SubmitWrite {
   /** The first step's jobs. */
   jobs: NewJob[];
   webhook: { url: string; stages: boolean } | undefined;
-  /** The newcomer's first estimate (the forecast pass refines it). */
-  estimate: { position: number; startAtMs: number; finishAtMs: number };
+  /**
+   * The newcomer's first estimate (the forecast pass refines it). Its position is the one the
+   * queue counter gives it in the statement (tasks queued ahead of it), not a field here.
+   */
+  estimate: { startAtMs: number; finishAtMs: number };
   /** The initial grant of a user darkroom has not seen; undefined: do not create the user. */
   grant: number | undefined;
   /** Rate buckets counted: the user's, then (optionally) the key's. */
@@ -35,8 +40,18 @@ export interface SubmitCounts {
   queuedAhead: number | undefined;
 }
 
+/** What a submit's answer needs of its task. */
+export interface SubmittedTask {
+  id: string;
+  state: TaskRow['state'];
+  images_total: number;
+  credits_charged: number;
+  created_at: Date;
+}
+
 export type SubmitWriteResult =
-  | { outcome: 'queued'; task: TaskRow }
+  /** Stored: the task, and the tasks queued ahead of it when it joined the queue. */
+  | { outcome: 'queued'; task: SubmittedTask; position: number }
   /** The order already has an active task: nothing written. */
   | { outcome: 'order_taken' }
   /** The balance is short of the plan's credits: nothing written. */
@@ -44,12 +59,21 @@ export type SubmitWriteResult =
   /** A limit refused the submit: nothing written; the counts it was refused on. */
   | { outcome: 'refused'; counts: SubmitCounts };
 
-const SHORT = 'DR001';
-const REFUSED = 'DR002';
+interface ItemRow {
+  o_item: number;
+  o_outcome: 'queued' | 'order_taken' | 'short' | 'refused';
+  o_detail: string | null;
+  o_id: string | null;
+  o_state: TaskRow['state'] | null;
+  o_images_total: number | null;
+  o_credits_charged: number | null;
+  o_created_at: Date | null;
+  o_position: number | null;
+}
 
-export async function writeSubmit(q: Queryable, w: SubmitWrite): Promise<SubmitWriteResult> {
+function itemOf(w: SubmitWrite): Record<string, unknown> {
   const t = w.task;
-  const p = {
+  return {
     id: t.id,
     user_id: t.userId,
     order_id: t.orderId,
@@ -64,9 +88,9 @@ export async function writeSubmit(q: Queryable, w: SubmitWrite): Promise<SubmitW
     images_total: t.imagesTotal,
     credits: t.creditsCharged,
     deadline_seconds: t.deadlineSeconds,
+    jobs: jobsAsRecords(w.jobs),
     webhook_url: w.webhook?.url ?? null,
     webhook_stages: w.webhook?.stages ?? false,
-    position: w.estimate.position,
     start_ms: w.estimate.startAtMs,
     finish_ms: w.estimate.finishAtMs,
     grant: w.grant ?? null,
@@ -77,17 +101,27 @@ export async function writeSubmit(q: Queryable, w: SubmitWrite): Promise<SubmitW
     user_per_minute: w.limits.userPerMinute,
     key_per_minute: w.limits.keyPerMinute,
   };
-  try {
-    const { rows } = await q.query<TaskRow>('SELECT * FROM darkroom_submit($1::jsonb, $2::jsonb)', [
-      JSON.stringify(p),
-      jobsAsJson(w.jobs),
-    ]);
-    return rows[0] ? { outcome: 'queued', task: rows[0] } : { outcome: 'order_taken' };
-  } catch (error) {
-    const e = error as { code?: unknown; detail?: unknown };
-    if (e.code === SHORT) return { outcome: 'short' };
-    if (e.code === REFUSED && typeof e.detail === 'string') {
-      const c = JSON.parse(e.detail) as {
+}
+
+function resultOf(r: ItemRow): SubmitWriteResult {
+  switch (r.o_outcome) {
+    case 'queued':
+      return {
+        outcome: 'queued',
+        task: {
+          id: r.o_id!,
+          state: r.o_state!,
+          images_total: r.o_images_total!,
+          credits_charged: r.o_credits_charged!,
+          created_at: r.o_created_at!,
+        },
+        position: r.o_position!,
+      };
+    case 'order_taken':
+    case 'short':
+      return { outcome: r.o_outcome };
+    case 'refused': {
+      const c = JSON.parse(r.o_detail!) as {
         user_queued: number;
         user_window: number;
         key_window: number | null;
@@ -103,6 +137,24 @@ export async function writeSubmit(q: Queryable, w: SubmitWrite): Promise<SubmitW
         },
       };
     }
-    throw error;
   }
+}
+
+/**
+ * Writes the submits in order, in one statement; the results in the same order. Throws only for
+ * an unexpected error, which wrote nothing (refusals are results).
+ */
+export async function writeSubmits(
+  q: Queryable,
+  writes: readonly SubmitWrite[],
+): Promise<SubmitWriteResult[]> {
+  const { rows } = await q.query<ItemRow>(
+    `SELECT o_item, o_outcome, o_detail, o_id, o_state, o_images_total, o_credits_charged, o_created_at,
+            o_position
+       FROM darkroom_submit_many($1::jsonb)`,
+    [JSON.stringify(writes.map(itemOf))],
+  );
+  if (rows.length !== writes.length)
+    throw new Error(`submit batch: ${rows.length} results for ${writes.length}`);
+  return [...rows].sort((a, b) => a.o_item - b.o_item).map(resultOf);
 }

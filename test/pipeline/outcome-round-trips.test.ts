@@ -3,9 +3,10 @@ import { it } from 'node:test';
 import { recordCallSuccess, recordStoreSuccess } from '../../src/pipeline/transitions.ts';
 import { submitTask } from '../../src/pipeline/submit.ts';
 import { claimJobsWithTasks, type Claim } from '../../src/store/attempts.ts';
-import type { Db, Queryable } from '../../src/store/db.ts';
+import type { Db } from '../../src/store/db.ts';
 import type { ImageRow } from '../../src/store/images.ts';
 import { testConfig } from '../helpers/config.ts';
+import { countingDb } from '../helpers/counting-db.ts';
 import { describeEachDb, useTestDb } from '../helpers/db.ts';
 
 /**
@@ -15,21 +16,6 @@ import { describeEachDb, useTestDb } from '../helpers/db.ts';
  * checked row by row, so merging statements cannot lose a write and the count cannot silently
  * grow back (docs/benchmarks.md: engine overhead).
  */
-
-/** The Db, with every statement it runs (in transactions or not) recorded; BEGIN/COMMIT aside. */
-function counting(db: Db, statements: string[]): Db {
-  const wrap = (q: Queryable): Queryable => ({
-    query: (sql, params) => {
-      statements.push(sql);
-      return q.query(sql, params);
-    },
-    exec: (sql) => q.exec(sql),
-  });
-  return Object.assign(Object.create(db) as Db, {
-    query: wrap(db).query,
-    transaction: <T>(fn: (tx: Queryable) => Promise<T>) => db.transaction((tx) => fn(wrap(tx))),
-  });
-}
 
 function image(taskId: string, index: number): ImageRow {
   return {
@@ -96,7 +82,7 @@ describeEachDb('outcome round trips', (kind) => {
     await admit(taskId);
 
     const claimStatements: string[] = [];
-    const calls = await claimAll(counting(t.db, claimStatements), 2);
+    const calls = await claimAll(countingDb(t.db, claimStatements), 2);
     assert.equal(claimStatements.length, 1, claimStatements.join('\n---\n'));
     for (const c of calls) {
       assert.equal(c.task.id, taskId);
@@ -121,7 +107,7 @@ describeEachDb('outcome round trips', (kind) => {
     const perCall: number[] = [];
     for (const [i, c] of calls.entries()) {
       const statements: string[] = [];
-      const ok = await counting(t.db, statements).transaction((tx) =>
+      const ok = await countingDb(t.db, statements).transaction((tx) =>
         recordCallSuccess(tx, config, c.job, [`staging/${taskId}/generate/${i}.png`]),
       );
       assert.equal(ok, true);
@@ -147,7 +133,7 @@ describeEachDb('outcome round trips', (kind) => {
     const perStore: number[] = [];
     for (const s of stores) {
       const statements: string[] = [];
-      const ok = await counting(t.db, statements).transaction((tx) =>
+      const ok = await countingDb(t.db, statements).transaction((tx) =>
         recordStoreSuccess(tx, config, s.job, [image(taskId, s.job.first_index)]),
       );
       assert.equal(ok, true);
@@ -194,7 +180,7 @@ describeEachDb('outcome round trips', (kind) => {
     await admit(body.id);
     const [first] = await claimAll(t.db, 2);
     const statements: string[] = [];
-    const ok = await counting(t.db, statements).transaction((tx) =>
+    const ok = await countingDb(t.db, statements).transaction((tx) =>
       recordCallSuccess(tx, config, { ...first!.job, lease_token: first!.job.lease_token - 1 }, ['x.png']),
     );
     assert.equal(ok, false);

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import { AppError } from '../../src/errors.ts';
 import { submitTask, type SubmitRequest } from '../../src/pipeline/submit.ts';
-import type { Db, Queryable } from '../../src/store/db.ts';
 import { testConfig } from '../helpers/config.ts';
+import { countingDb } from '../helpers/counting-db.ts';
 import { describeEachDb, useTestDb } from '../helpers/db.ts';
 
 /**
@@ -29,24 +29,6 @@ function request(userId: string, extra: Partial<SubmitRequest> = {}): SubmitRequ
   };
 }
 
-/** The Db, with every statement recorded, and each transaction it opens as 'BEGIN'. */
-function counting(db: Db, statements: string[]): Db {
-  const wrap = (q: Queryable): Queryable => ({
-    query: (sql, params) => {
-      statements.push(sql);
-      return q.query(sql, params);
-    },
-    exec: (sql) => q.exec(sql),
-  });
-  return Object.assign(Object.create(db) as Db, {
-    ...wrap(db),
-    transaction: <T>(fn: (tx: Queryable) => Promise<T>) => {
-      statements.push('BEGIN');
-      return db.transaction((tx) => fn(wrap(tx)));
-    },
-  });
-}
-
 describeEachDb('submit round trips', (kind) => {
   const t = useTestDb(kind);
   const config = testConfig({
@@ -56,7 +38,7 @@ describeEachDb('submit round trips', (kind) => {
 
   it('a new user’s submit makes two statements, no transaction, and writes the task, jobs, event, estimate, grant, charge and counters', async () => {
     const statements: string[] = [];
-    const { body } = await submitTask(counting(t.db, statements), config, {
+    const { body } = await submitTask(countingDb(t.db, statements, { markTransactions: true }), config, {
       ...request('rt-new', { keyId: null }),
       webhook: { url: 'https://hooks.example/x', stages: true },
     });
@@ -88,6 +70,27 @@ describeEachDb('submit round trips', (kind) => {
     });
   });
 
+  it('submits that arrive together are one batch: one basis read and one write for all of them', async () => {
+    const statements: string[] = [];
+    const db = countingDb(t.db, statements, { markTransactions: true });
+    // Twenty submits in one tick, none waiting on another: the group commit sends them together
+    // (at most SUBMIT_BATCH_MAX, 32, a statement).
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => submitTask(db, config, request(`rt-batch-${i}`))),
+    );
+    assert.equal(statements.length, 2, statements.join('\n---\n'));
+    assert.deepEqual(
+      results.map((r) => r.status),
+      Array.from({ length: 20 }, () => 202),
+    );
+    const { rows } = await t.db.query<{ tasks: number; jobs: number; charges: number }>(
+      `SELECT (SELECT count(*)::int FROM tasks WHERE user_id LIKE 'rt-batch-%') AS tasks,
+              (SELECT count(*)::int FROM jobs WHERE user_id LIKE 'rt-batch-%') AS jobs,
+              (SELECT count(*)::int FROM credit_ledger WHERE user_id LIKE 'rt-batch-%' AND reason = 'charge') AS charges`,
+    );
+    assert.deepEqual(rows[0], { tasks: 20, jobs: 20, charges: 20 });
+  });
+
   it('a refused charge writes nothing: no task, no jobs, no event, no counters', async () => {
     const before = await t.db.query<{ n: number }>('SELECT count(*)::int AS n FROM tasks');
     // 10 credits, 3 a task: three fit, the fourth does not.
@@ -105,7 +108,7 @@ describeEachDb('submit round trips', (kind) => {
 
   it('with an Idempotency-Key, one transaction: key lock, replay read, basis, the write, the stored answer', async () => {
     const statements: string[] = [];
-    const first = await submitTask(counting(t.db, statements), config, {
+    const first = await submitTask(countingDb(t.db, statements, { markTransactions: true }), config, {
       ...request('rt-idem'),
       idempotencyKey: 'rt-key',
     });
