@@ -263,15 +263,39 @@ const post = (base: string, body: Json) =>
     body: JSON.stringify(body),
   });
 
-/** The server's scheduler passes so far (count, seconds), from its Prometheus metrics. */
-async function schedulerPasses(base: string): Promise<{ count: number; seconds: number }> {
-  const text = await (await fetch(`${base}/metrics`, { headers: AUTH })).text();
-  const value = (name: string) =>
-    Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
-  return {
-    count: value('darkroom_scheduler_pass_duration_seconds_count'),
-    seconds: value('darkroom_scheduler_pass_duration_seconds_sum'),
-  };
+/** Why a request got no answer: the error and its cause (undici puts the reason in `cause`). */
+function reason(error: unknown): string {
+  const e = error as { name?: string; message?: string; cause?: { code?: string; message?: string } };
+  return `${e.name ?? 'Error'}: ${e.message ?? String(error)}${e.cause ? ` (${e.cause.code ?? e.cause.message})` : ''}`;
+}
+
+/**
+ * The server's scheduler passes so far (count, seconds), from its Prometheus metrics. A server
+ * still working off a backlog (the embedded database runs one statement at a time) can take
+ * minutes to answer, and may drop the connection meanwhile: asked again until it answers (for
+ * up to 10 minutes), so a slow server gives a figure instead of ending the run.
+ */
+async function schedulerPasses(base: string): Promise<{ count: number; seconds: number; waitedMs: number }> {
+  const started = performance.now();
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const res = await fetch(`${base}/metrics`, { headers: AUTH, signal: AbortSignal.timeout(120_000) });
+      const text = await res.text();
+      const value = (name: string) =>
+        Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
+      return {
+        count: value('darkroom_scheduler_pass_duration_seconds_count'),
+        seconds: value('darkroom_scheduler_pass_duration_seconds_sum'),
+        waitedMs: Math.round(performance.now() - started),
+      };
+    } catch (error) {
+      if (performance.now() - started > 600_000) throw error;
+      log(
+        `metrics read ${attempt} failed after ${Math.round(performance.now() - started)} ms: ${reason(error)}; again`,
+      );
+      await sleep(1000);
+    }
+  }
 }
 
 async function measure(server: Server, rate: number, seconds: number, readRate: number): Promise<Json> {
@@ -297,6 +321,8 @@ async function measure(server: Server, rate: number, seconds: number, readRate: 
   const passes = {
     per_s: Math.round(((passesAfter.count - passesBefore.count) / submitSeconds) * 10) / 10,
     busy_percent: Math.round(((passesAfter.seconds - passesBefore.seconds) / submitSeconds) * 1000) / 10,
+    // How long the server took to answer the metrics read after the last submit's answer.
+    metrics_read_ms: passesAfter.waitedMs,
   };
   log(`task reads at ${readRate}/s`);
   const reads = await openLoop(readRate, seconds / 2, (i) =>
