@@ -169,12 +169,14 @@ const STAGE_CTES = /* sql */ `
     SELECT id, $4, 'stage', jsonb_build_object('stage', $2::text) FROM staged
     RETURNING pg_notify('darkroom_task', task_id))`;
 
-/** Ends a job as succeeded, wakes the scheduler at commit, and counts its task's other open jobs. */
+/**
+ * Ends a job as succeeded and counts its task's other open jobs. It does not NOTIFY: the caller
+ * wakes the scheduler once the transaction has committed (store/wake.ts says why).
+ */
 const COMPLETE_JOB = (id: string, output: string, condition = 'true') => /* sql */ `
   UPDATE jobs SET state = 'succeeded', output = ${output}::jsonb, finished_at = now(), lease_expires_at = NULL, error = NULL
    WHERE id = ${id} AND ${condition}
-  RETURNING pg_notify('darkroom_schedule', ''),
-            (SELECT count(*)::int FROM jobs o
+  RETURNING (SELECT count(*)::int FROM jobs o
               WHERE o.task_id = jobs.task_id AND o.id <> jobs.id AND o.state IN ('queued', 'admitted', 'running')) AS active`;
 
 /**
@@ -197,8 +199,9 @@ export async function insertNextJobs(tx: Queryable, jobs: NewJob[], stage?: Stag
 }
 
 /**
- * A call's success in one statement after the outcome's lock: the job ends as succeeded (waking
- * the scheduler at commit), its task's next jobs go in, with the stage change and its event.
+ * A call's success in one statement after the outcome's lock: the job ends as succeeded, its
+ * task's next jobs go in, with the stage change and its event. The caller wakes the scheduler
+ * after the commit (store/wake.ts).
  * Returns the task's jobs still queued, admitted or running, the new ones included: exact, as the
  * task row was locked by an earlier statement of this transaction, so this statement's snapshot
  * holds every outcome of the task that committed before (see lockRunningJobWithTask).
@@ -243,7 +246,8 @@ export interface StoredImages {
 /**
  * A store job's attempt in one statement after the outcome's lock: its image rows (an index
  * stored by an earlier attempt changes nothing), the task's counters and, when they moved, its
- * `progress` event, and the job's end as succeeded. Returns the task as written (undefined when
+ * `progress` event, and the job's end as succeeded. The caller wakes the scheduler and the
+ * task's SSE streams after the commit (store/wake.ts). Returns the task as written (undefined when
  * no counter moved) and, when the job was completed, its task's jobs still queued, admitted or
  * running (exact for the reason given at completeJobWithNext).
  */
@@ -273,7 +277,7 @@ export async function recordStoredImages(
        SELECT id, user_id, 'progress',
               jsonb_build_object('done', images_done, 'failed', images_failed, 'total', images_total)
          FROM t
-       RETURNING pg_notify('darkroom_task', task_id)),
+       RETURNING id),
      done AS (${COMPLETE_JOB('$5', '$6', '$7::boolean')})
      SELECT (SELECT to_jsonb(t) FROM t) AS task, (SELECT active FROM done) AS active,
             (SELECT count(*)::int FROM ev) AS events`,

@@ -37,6 +37,7 @@ import {
 } from '../store/jobs.ts';
 import type { ImageRow } from '../store/images.ts';
 import type { TaskRow } from '../store/tasks.ts';
+import { createAfterCommitNotifier } from '../store/wake.ts';
 import { heartbeatWorker, registerWorker, removeWorker } from '../store/workers.ts';
 import { createWakeup } from '../scheduler/wakeup.ts';
 import { hostname } from 'node:os';
@@ -113,6 +114,10 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
 
   await registerWorker(db, { id: workerId, host: hostname(), pid: process.pid, roles, slots });
   const unlisten = await db.listen(Channels.work, () => wakeup.wake());
+  // A success's outcome does not NOTIFY from its transaction; these wake-ups follow its commit.
+  const wakes = createAfterCommitNotifier(db, (error) =>
+    log.debug({ err: coerceError(error) }, 'wake-up not sent; the scheduler and SSE streams poll'),
+  );
 
   /** Aborts the provider calls of these jobs whose task was canceled, telling the adapter why. */
   async function abortCanceled(jobs: RunningJob[]): Promise<void> {
@@ -315,6 +320,7 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
       return;
     }
     const recorded = await record((tx) => recordCallSuccess(tx, config, job, keys));
+    if (recorded) wakes.send(Channels.schedule);
     if (!recorded) log.warn({ jobId: job.id }, 'stale attempt: outcome discarded');
     else if (cacheKey)
       await saveToCache(cacheKey, images).catch((error: unknown) =>
@@ -365,6 +371,7 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
       await releaseAttemptReservation(tx, job.id);
       return true;
     });
+    if (recorded) wakes.send(Channels.schedule);
     if (recorded) log.debug({ jobId: job.id, cacheKey }, 'result cache hit');
     return true;
   }
@@ -478,6 +485,8 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
       ),
     );
     if (!outcome.recorded) return;
+    wakes.send(Channels.schedule);
+    wakes.send(Channels.task, task.id);
     if (rejected.length > 0 || failure)
       log.info(
         {
@@ -578,6 +587,7 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
         await all;
       }
       clearInterval(heartbeat);
+      await wakes.flush();
       await unlisten();
       await unlistenTasks();
       await removeWorker(db, workerId).catch(() => {});
