@@ -30,6 +30,7 @@ import pg from 'pg';
 import pino from 'pino';
 import { resolveConfig } from '../src/config/load.ts';
 import { startServer } from '../src/server.ts';
+import type { Telemetry } from '../src/telemetry/telemetry.ts';
 
 type Json = Record<string, unknown>;
 
@@ -163,6 +164,8 @@ async function darkroom(units: number, database: 'postgres' | 'pglite'): Promise
   try {
     const tasks = Math.ceil(units / IMAGES);
     const ids: string[] = [];
+    const cpuBefore = process.cpuUsage();
+    const passesBefore = await schedulerPasses(server);
     const started = performance.now();
     for (let i = 0; i < tasks; i++) {
       const res = await fetch(`${server.url}/v1/tasks`, {
@@ -183,6 +186,8 @@ async function darkroom(units: number, database: 'postgres' | 'pglite'): Promise
       await sleep(20);
     }
     const elapsed = performance.now() - started;
+    const cpu = process.cpuUsage(cpuBefore);
+    const passesAfter = await schedulerPasses(server);
     const { rows } = await server.ctx.db.query<{ jobs: number; ok: number; failed_tasks: number }>(
       `SELECT (SELECT count(*)::int FROM jobs WHERE task_id = ANY($1::text[])) AS jobs,
               (SELECT count(*)::int FROM jobs WHERE task_id = ANY($1::text[]) AND state = 'succeeded') AS ok,
@@ -210,13 +215,51 @@ async function darkroom(units: number, database: 'postgres' | 'pglite'): Promise
         },
       ]),
     );
+    // How many of the 16 slots held a job (admitted or running), on average over the run: the
+    // rest of the time a slot waited for the scheduler's next pass to admit its next job.
+    const slots = await server.ctx.db.query<{ held: number; running: number }>(
+      `SELECT (sum(extract(epoch FROM finished_at - admitted_at)) / extract(epoch FROM max(finished_at) - min(created_at)))::float8 AS held,
+              (sum(extract(epoch FROM finished_at - started_at)) / extract(epoch FROM max(finished_at) - min(created_at)))::float8 AS running
+         FROM jobs WHERE task_id = ANY($1::text[])`,
+      [ids],
+    );
+    const passes = passesAfter.count - passesBefore.count;
     const statements = db ? await statementsOf(db.name, r.jobs) : undefined;
-    return { database, tasks, images: tasks * IMAGES, ...rate(r.jobs, elapsed), mean_ms, ...statements };
+    return {
+      database,
+      tasks,
+      images: tasks * IMAGES,
+      ...rate(r.jobs, elapsed),
+      mean_ms,
+      slots_held: Number(slots.rows[0]!.held.toFixed(2)),
+      slots_running: Number(slots.rows[0]!.running.toFixed(2)),
+      scheduler_passes: {
+        count: passes,
+        per_job: Number((passes / r.jobs).toFixed(3)),
+        mean_ms: passes > 0 ? Number((((passesAfter.sum - passesBefore.sum) / passes) * 1000).toFixed(1)) : 0,
+      },
+      // This process's CPU (all its threads: the event loop, libuv's and sharp's pools, the
+      // forecaster) per job; PostgreSQL's is apart.
+      process_cpu_ms_per_job: Number(((cpu.user + cpu.system) / 1000 / r.jobs).toFixed(2)),
+      ...statements,
+    };
   } finally {
     await server.stop();
     await db?.drop();
     rmSync(home, { recursive: true, force: true });
   }
+}
+
+/** The scheduler's passes so far (their count and total seconds), from the process's metrics. */
+async function schedulerPasses(server: {
+  ctx: { telemetry?: Telemetry };
+}): Promise<{ count: number; sum: number }> {
+  const metric = await server.ctx.telemetry?.registry
+    .getSingleMetric('darkroom_scheduler_pass_duration_seconds')
+    ?.get();
+  const value = (suffix: string) =>
+    metric?.values.find((v) => (v as { metricName?: string }).metricName?.endsWith(suffix))?.value ?? 0;
+  return { count: value('_count'), sum: value('_sum') };
 }
 
 async function graphile(units: number): Promise<Json> {

@@ -32,8 +32,9 @@ export interface SchedulerHandle {
  * The scheduler: every candidate process runs this, one of them holds the leader lease and
  * admits; the others take over when the lease lapses. Admission is event-driven: every
  * change that frees or creates capacity (a submit, a job's outcome, a release, a cancel, a
- * lease reaped) sends NOTIFY from its own transaction and wakes the pass at once; wake-ups
- * that arrive during a pass are coalesced into one more pass; `pollMs` is only the fallback.
+ * lease reaped) sends NOTIFY from its own transaction (a job's success right after its commit:
+ * store/wake.ts) and wakes the pass at once; wake-ups that arrive during a pass are coalesced
+ * into one more pass; `pollMs` is only the fallback.
  * The lease, the reaper, deadline cancels and retention each run on their own timer.
  * Admission writes are fenced by the term, so a paused former leader cannot admit.
  */
