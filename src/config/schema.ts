@@ -156,7 +156,7 @@ export const configSchema = z
         /** A connection with no traffic either way is closed after this (SSE sends a keep-alive every 15 s). */
         connectionTimeoutMs: positiveInt.default(120_000), // 2 min
         /** Requests one API process serves at once (event streams and health checks not counted); past it 503 `server_busy`. */
-        maxRequestsInFlight: positiveInt.default(1_000),
+        maxRequestsInFlight: positiveInt.default(2_000),
         /** SSE streams open at once in one API process. */
         maxEventStreams: positiveInt.default(1_000),
         /** SSE streams open at once for one user's tasks, per API process. */
