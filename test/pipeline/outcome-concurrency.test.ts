@@ -4,11 +4,11 @@ import { recordCallSuccess, recordJobFailure, recordStoreOutcome } from '../../s
 import { submitTask } from '../../src/pipeline/submit.ts';
 import { claimJobsWithTasks, type Claim } from '../../src/store/attempts.ts';
 import type { Db } from '../../src/store/db.ts';
-import type { ImageRow } from '../../src/store/images.ts';
 import { migrate } from '../../src/store/migrate.ts';
 import { createPostgresDb } from '../../src/store/postgres.ts';
 import { testConfig } from '../helpers/config.ts';
 import { createPostgresDatabase, PG_URL } from '../helpers/db.ts';
+import { storedImageRow as image } from '../helpers/image-row.ts';
 
 /**
  * Every job of one task recording its outcome at the same moment, on PostgreSQL (PGlite has one
@@ -20,23 +20,6 @@ import { createPostgresDatabase, PG_URL } from '../helpers/db.ts';
 const IMAGES = 24;
 const CREDITS = 24;
 const GRANT = 1000;
-
-function image(taskId: string, index: number): ImageRow {
-  return {
-    task_id: taskId,
-    index,
-    storage_key: `results/${taskId}/${index}.png`,
-    thumb_key: `results/${taskId}/${index}.thumb.webp`,
-    mime: 'image/png',
-    width: 64,
-    height: 64,
-    thumb_width: 64,
-    thumb_height: 64,
-    bytes: 100,
-    sha256: 'x'.repeat(64),
-    cached: false,
-  };
-}
 
 describe(
   'one task’s outcomes all at once [postgres]',

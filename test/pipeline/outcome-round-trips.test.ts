@@ -4,10 +4,10 @@ import { recordCallSuccess, recordStoreSuccess } from '../../src/pipeline/transi
 import { submitTask } from '../../src/pipeline/submit.ts';
 import { claimJobsWithTasks, type Claim } from '../../src/store/attempts.ts';
 import type { Db } from '../../src/store/db.ts';
-import type { ImageRow } from '../../src/store/images.ts';
 import { testConfig } from '../helpers/config.ts';
 import { countingDb } from '../helpers/counting-db.ts';
 import { describeEachDb, useTestDb } from '../helpers/db.ts';
+import { storedImageRow as image } from '../helpers/image-row.ts';
 
 /**
  * A job's attempt, from its claim to its outcome, in statements: each one a round trip that a
@@ -16,23 +16,6 @@ import { describeEachDb, useTestDb } from '../helpers/db.ts';
  * checked row by row, so merging statements cannot lose a write and the count cannot silently
  * grow back (docs/benchmarks.md: engine overhead).
  */
-
-function image(taskId: string, index: number): ImageRow {
-  return {
-    task_id: taskId,
-    index,
-    storage_key: `results/${taskId}/${index}.png`,
-    thumb_key: `results/${taskId}/${index}.thumb.webp`,
-    mime: 'image/png',
-    width: 64,
-    height: 64,
-    thumb_width: 64,
-    thumb_height: 64,
-    bytes: 100,
-    sha256: 'x'.repeat(64),
-    cached: false,
-  };
-}
 
 describeEachDb('outcome round trips', (kind) => {
   const t = useTestDb(kind);
