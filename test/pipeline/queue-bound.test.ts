@@ -7,6 +7,7 @@ import type { Db } from '../../src/store/db.ts';
 import { createPostgresDb } from '../../src/store/postgres.ts';
 import { testConfig } from '../helpers/config.ts';
 import { describeEachDb, useTestDb } from '../helpers/db.ts';
+import { submitRequest } from '../helpers/submit-request.ts';
 
 /**
  * The queue bound (limits.maxQueuedTasks) under concurrent submits. Counting the queue and then
@@ -17,20 +18,7 @@ import { describeEachDb, useTestDb } from '../helpers/db.ts';
  * commit), and the rest run on separate pooled connections on PostgreSQL.
  */
 
-function request(i: number): SubmitRequest {
-  return {
-    userId: `u-${i}`,
-    orderId: undefined,
-    type: 'photography',
-    plan: 'free',
-    prompt: '',
-    inputs: [],
-    params: {},
-    deadlineSeconds: undefined,
-    idempotencyKey: undefined,
-    requestHash: `h${i}`,
-  };
-}
+const request = (i: number): SubmitRequest => submitRequest(`u-${i}`, { requestHash: `h${i}` });
 
 async function count(db: Db, sql: string): Promise<number> {
   const { rows } = await db.query<{ n: number }>(sql);

@@ -2,13 +2,14 @@ import assert from 'node:assert/strict';
 import { before, it } from 'node:test';
 import { v7 as uuidv7 } from 'uuid';
 import { AppError } from '../../src/errors.ts';
-import { submitTask, type SubmitRequest, type SubmitResult } from '../../src/pipeline/submit.ts';
+import { submitTask, type SubmitResult } from '../../src/pipeline/submit.ts';
 import type { Db } from '../../src/store/db.ts';
 import { createPostgresDb } from '../../src/store/postgres.ts';
 import { writeSubmits, type SubmitWrite } from '../../src/store/submit-write.ts';
 import { testConfig } from '../helpers/config.ts';
 import { countingDb } from '../helpers/counting-db.ts';
 import { describeEachDb, useTestDb } from '../helpers/db.ts';
+import { submitRequest } from '../helpers/submit-request.ts';
 
 /**
  * Group commit of submits (src/pipeline/submit.ts, batcherOf; migration 0020): submits that
@@ -18,21 +19,7 @@ import { describeEachDb, useTestDb } from '../helpers/db.ts';
  * Expected values are worked out by hand from the limits in each test.
  */
 
-function request(userId: string, extra: Partial<SubmitRequest> = {}): SubmitRequest {
-  return {
-    userId,
-    orderId: undefined,
-    type: 'photography',
-    plan: 'free',
-    prompt: '',
-    inputs: [],
-    params: {},
-    deadlineSeconds: undefined,
-    idempotencyKey: undefined,
-    requestHash: 'h',
-    ...extra,
-  };
-}
+const request = submitRequest;
 
 const fulfilled = (r: PromiseSettledResult<SubmitResult>) => (r.status === 'fulfilled' ? r.value : undefined);
 const errorCode = (r: PromiseSettledResult<SubmitResult>) =>

@@ -5,6 +5,7 @@ import { submitTask, type SubmitRequest } from '../../src/pipeline/submit.ts';
 import { testConfig } from '../helpers/config.ts';
 import { countingDb } from '../helpers/counting-db.ts';
 import { describeEachDb, useTestDb } from '../helpers/db.ts';
+import { submitRequest } from '../helpers/submit-request.ts';
 
 /**
  * A submit holds a database connection (on the embedded database, the only one) for as many
@@ -13,21 +14,8 @@ import { describeEachDb, useTestDb } from '../helpers/db.ts';
  * writes checked row by row, so merging statements cannot lose a write.
  */
 
-function request(userId: string, extra: Partial<SubmitRequest> = {}): SubmitRequest {
-  return {
-    userId,
-    orderId: undefined,
-    type: 'photography',
-    plan: 'free',
-    prompt: 'p',
-    inputs: [],
-    params: {},
-    deadlineSeconds: undefined,
-    idempotencyKey: undefined,
-    requestHash: 'h',
-    ...extra,
-  };
-}
+const request = (userId: string, extra: Partial<SubmitRequest> = {}): SubmitRequest =>
+  submitRequest(userId, { prompt: 'p', ...extra });
 
 describeEachDb('submit round trips', (kind) => {
   const t = useTestDb(kind);
