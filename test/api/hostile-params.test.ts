@@ -4,17 +4,17 @@
  * the field, with nothing stored or charged.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import sharp from 'sharp';
 import { checkTaskParams, DEFAULT_TASK_PARAMS } from '../../src/pipeline/params.ts';
 import { createComfyUIProvider } from '../../src/providers/comfyui.ts';
-import { startFakeProvider, type FakeProviderHandle } from '../../src/providers/fake-server/index.ts';
 import type { ProviderCall } from '../../src/providers/types.ts';
 import { describeEachDb } from '../helpers/db.ts';
 import { testConfig } from '../helpers/config.ts';
 import { getJson, postJson, useTestServer } from '../helpers/server.ts';
 import { storedRows } from '../helpers/stored-rows.ts';
 import { waitFor } from '../helpers/wait.ts';
+import { useOneKeyProvider } from '../helpers/fake-provider.ts';
 
 /** Two LoadImage nodes fed by darkroom's own placeholders. */
 const TRY_ON = {
@@ -43,25 +43,11 @@ const TRY_ON = {
 };
 
 describe('comfyui placeholders against the simulator', () => {
-  let sim: FakeProviderHandle;
-  before(async () => {
-    sim = await startFakeProvider({
-      providers: [
-        {
-          name: 'comfy',
-          keys: [{ id: 'gpu', rpm: 1000, concurrency: 2 }],
-          latencyMs: 10,
-          jitterMs: 0,
-          errorRate: 0,
-        },
-      ],
-    });
-  });
-  after(() => sim.close());
+  const sim = useOneKeyProvider({ name: 'comfy', keyId: 'gpu', rpm: 1000, concurrency: 2, latencyMs: 10 });
 
   it("a submit's params never replace darkroom's own input, prompt, seed or batch placeholders", async () => {
     const adapter = createComfyUIProvider({
-      baseUrl: `${sim.url}/p/comfy`,
+      baseUrl: `${sim().url}/p/comfy`,
       workflow: TRY_ON,
       timeoutMs: 10_000,
       pollIntervalMs: 50,
@@ -115,7 +101,7 @@ describe('comfyui placeholders against the simulator', () => {
     );
     assert.equal(outcome.kind, 'success', JSON.stringify(outcome));
     const promptId = refs.at(-1)!;
-    const history = (await (await fetch(`${sim.url}/p/comfy/history/${promptId}`)).json()) as Record<
+    const history = (await (await fetch(`${sim().url}/p/comfy/history/${promptId}`)).json()) as Record<
       string,
       { prompt: [number, string, typeof TRY_ON] }
     >;

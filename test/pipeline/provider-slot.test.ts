@@ -4,10 +4,9 @@
  * counts open requests on its own side, the independent check that the limit still holds.
  */
 import assert from 'node:assert/strict';
-import { after, before, it } from 'node:test';
+import { before, it } from 'node:test';
 import type { Config } from '../../src/config/load.ts';
 import { submitTask } from '../../src/pipeline/submit.ts';
-import { startFakeProvider, type FakeProviderHandle } from '../../src/providers/fake-server/index.ts';
 import { stopForecaster } from '../../src/scheduler/forecaster.ts';
 import { capacityViews } from '../../src/scheduler/policy-input.ts';
 import { reapExpiredLeases } from '../../src/scheduler/reaper.ts';
@@ -22,6 +21,7 @@ import { testConfig } from '../helpers/config.ts';
 import { describeEachDb, useTestDb } from '../helpers/db.ts';
 import { waitFor } from '../helpers/wait.ts';
 import { holdableStorage, localStorage, workerContext } from '../helpers/worker.ts';
+import { useOneKeyProvider } from '../helpers/fake-provider.ts';
 
 async function submit(db: Db, config: Config, userId: string, plan: string): Promise<string> {
   const r = await submitTask(db, config, {
@@ -70,23 +70,9 @@ async function inFlight(db: Db, config: Config) {
 describeEachDb('a provider slot', (kind) => {
   const t = useTestDb(kind);
   let db: Db;
-  let fake: FakeProviderHandle;
-  before(async () => {
+  const fake = useOneKeyProvider({ concurrency: 1, latencyMs: 20 });
+  before(() => {
     db = t.db;
-    fake = await startFakeProvider({
-      providers: [
-        {
-          name: 'main',
-          keys: [{ id: 'k1', rpm: 100_000, concurrency: 1 }],
-          latencyMs: 20,
-          jitterMs: 0,
-          errorRate: 0,
-        },
-      ],
-    });
-  });
-  after(async () => {
-    await fake?.close();
   });
 
   it('frees when the answer arrives: the next call starts while the first job is still recording', async () => {
@@ -95,7 +81,7 @@ describeEachDb('a provider slot', (kind) => {
       providers: {
         main: {
           type: 'sim',
-          baseUrl: fake.url,
+          baseUrl: fake().url,
           concurrency: 1,
           keys: [{ id: 'k1', rpm: 100_000, concurrency: 1 }],
         },
@@ -126,7 +112,7 @@ describeEachDb('a provider slot', (kind) => {
       });
       assert.equal(second[0]!.state, 'running', 'the first job has not recorded its outcome');
       assert.equal(second[0]!.answered, true, 'the first call was marked answered');
-      const key = fake.stats().providers.main!.keys.k1!;
+      const key = fake().stats().providers.main!.keys.k1!;
       assert.equal(key.requests, 2, 'both calls reached the provider');
       assert.equal(key.max_in_flight, 1, 'the provider never saw two open requests on the key');
       assert.equal(key.rejected_429, 0, 'no request was refused for concurrency');

@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
-import { after, before, it } from 'node:test';
+import { before, it } from 'node:test';
 import type { Config } from '../../src/config/load.ts';
 import { submitTask } from '../../src/pipeline/submit.ts';
-import { startFakeProvider, type FakeProviderHandle } from '../../src/providers/fake-server/index.ts';
 import { stopForecaster } from '../../src/scheduler/forecaster.ts';
 import { startScheduler } from '../../src/scheduler/scheduler.ts';
 import type { Db } from '../../src/store/db.ts';
@@ -11,6 +10,7 @@ import { testConfig } from '../helpers/config.ts';
 import { describeEachDb, useTestDb } from '../helpers/db.ts';
 import { waitFor } from '../helpers/wait.ts';
 import { capturedLog, holdableStorage, localStorage, workerContext } from '../helpers/worker.ts';
+import { useOneKeyProvider } from '../helpers/fake-provider.ts';
 
 async function submit(db: Db, config: Config, userId: string, plan: string, prompt: string): Promise<string> {
   const r = await submitTask(db, config, {
@@ -44,23 +44,9 @@ async function heartbeatAt(db: Db, workerId: string): Promise<number> {
 describeEachDb('a worker attempt', (kind) => {
   const t = useTestDb(kind);
   let db: Db;
-  let fake: FakeProviderHandle;
-  before(async () => {
+  const fake = useOneKeyProvider({ concurrency: 100, latencyMs: 5 });
+  before(() => {
     db = t.db;
-    fake = await startFakeProvider({
-      providers: [
-        {
-          name: 'main',
-          keys: [{ id: 'k1', rpm: 100_000, concurrency: 100 }],
-          latencyMs: 5,
-          jitterMs: 0,
-          errorRate: 0,
-        },
-      ],
-    });
-  });
-  after(async () => {
-    await fake?.close();
   });
 
   it('does not call the lease of a job it already recorded lost', async () => {
@@ -115,7 +101,7 @@ describeEachDb('a worker attempt', (kind) => {
 
   it('reports a provider call that hangs past its timeout as a timeout, on every attempt', async () => {
     const jobs = 12;
-    const response = await fetch(`${fake.url}/_sim/faults`, {
+    const response = await fetch(`${fake().url}/_sim/faults`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ provider: 'main', faults: Array(jobs).fill('hang') }),
@@ -126,7 +112,7 @@ describeEachDb('a worker attempt', (kind) => {
       providers: {
         main: {
           type: 'sim',
-          baseUrl: fake.url,
+          baseUrl: fake().url,
           timeoutMs: 30,
           concurrency: 20,
           keys: [{ id: 'k1', rpm: 100_000, concurrency: 20 }],

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { startFakeProvider, type FakeProviderHandle } from '../../src/providers/fake-server/index.ts';
+import { describe, it } from 'node:test';
 import { createProviderAdapter } from '../../src/providers/registry.ts';
 import type { ProviderCall } from '../../src/providers/types.ts';
 import { testConfig } from '../helpers/config.ts';
+import { useOneKeyProvider } from '../helpers/fake-provider.ts';
 
 const CALLS = 30;
 
@@ -13,26 +13,10 @@ const CALLS = 30;
  * is unrelated (never aborted) or that carries a timer of the same length (what the worker passed).
  */
 describe('a provider call that hangs past its timeout', () => {
-  let fake: FakeProviderHandle;
-  before(async () => {
-    fake = await startFakeProvider({
-      providers: [
-        {
-          name: 'main',
-          keys: [{ id: 'k1', rpm: 100_000, concurrency: 100 }],
-          latencyMs: 1,
-          jitterMs: 0,
-          errorRate: 0,
-        },
-      ],
-    });
-  });
-  after(async () => {
-    await fake?.close();
-  });
+  const fake = useOneKeyProvider({ concurrency: 100, latencyMs: 1 });
 
   it('is reported as timeout on every call, never as aborted by the caller', async () => {
-    const response = await fetch(`${fake.url}/_sim/faults`, {
+    const response = await fetch(`${fake().url}/_sim/faults`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ provider: 'main', faults: Array(CALLS).fill('hang') }),
@@ -40,7 +24,7 @@ describe('a provider call that hangs past its timeout', () => {
     assert.equal(response.status, 200);
     const timeoutMs = 20;
     const config = testConfig({
-      providers: { main: { type: 'sim', baseUrl: fake.url, timeoutMs, keys: [{ id: 'k1' }] } },
+      providers: { main: { type: 'sim', baseUrl: fake().url, timeoutMs, keys: [{ id: 'k1' }] } },
     });
     const adapter = createProviderAdapter(config.providers.main!, 1);
     const kinds: string[] = [];
