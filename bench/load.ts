@@ -104,7 +104,10 @@ async function makeTarget(port: number): Promise<Target> {
   const home = mkdtempSync(path.join(tmpdir(), 'darkroom-load-'));
   const db = process.env.DATABASE_URL ? await freshPostgres(process.env.DATABASE_URL) : undefined;
   const databaseUrl = db?.url;
-  const dropDb = db?.drop ?? (async () => {});
+  // LOAD_KEEP_DB=1: the PostgreSQL database is kept after the run (its plans and statistics as
+  // the run left them, for EXPLAIN); its name is logged.
+  if (db && process.env.LOAD_KEEP_DB) log(`database ${new URL(db.url).pathname.slice(1)} is kept`);
+  const dropDb = process.env.LOAD_KEEP_DB ? async () => {} : (db?.drop ?? (async () => {}));
   const configFile = path.join(home, 'darkroom.json');
   writeFileSync(
     configFile,

@@ -143,15 +143,24 @@ export async function readQueueHead(q: Queryable, limits: HeadLimits): Promise<Q
   const now = limits.nowMs;
   const dispatch = limits.dispatchMs;
   const perResource = JSON.stringify(limits.perResource);
+  // Driven by the running tasks (few), each task's queued jobs per resource through `jobs_task`
+  // (task_id, state): the LATERAL … LIMIT keeps the planner from joining the other way round
+  // (every queued job, then its task), which it picks when the tables have no statistics and
+  // which reads the whole backlog. A task's first k jobs on a resource are all a user's first k
+  // there can take from it.
   const running = await q.query<QueueHead['jobs'][number]>(
     `SELECT id, task_id, user_id, kind, resource, count, ready_ms, "order" FROM (
        SELECT ${JOB_COLUMNS}, l.k,
               row_number() OVER (PARTITION BY j.user_id, j.resource
                                  ORDER BY t.created_at, t.id COLLATE "C", ${JOB_ORDER}) AS rn
          FROM tasks t
-         JOIN jobs j ON j.task_id = t.id AND j.state = 'queued'
-         JOIN jsonb_to_recordset($2::jsonb) AS l(resource text, k int) ON l.resource = j.resource
-        WHERE t.state = 'running' AND ${READY_MS} <= $1::float8) head
+        CROSS JOIN jsonb_to_recordset($2::jsonb) AS l(resource text, k int)
+        CROSS JOIN LATERAL (
+          SELECT * FROM jobs j
+           WHERE j.task_id = t.id AND j.state = 'queued' AND j.resource = l.resource
+             AND ${READY_MS} <= $1::float8
+           ORDER BY ${JOB_ORDER} LIMIT l.k) j
+        WHERE t.state = 'running') head
       WHERE rn <= k`,
     [now, perResource],
   );
@@ -231,12 +240,20 @@ export async function readQueueHead(q: Queryable, limits: HeadLimits): Promise<Q
   const jobs = new Map<string, QueueHead['jobs'][number]>();
   for (const j of [...running.rows, ...queued.rows, ...retried.rows, ...extra.rows]) jobs.set(j.id, j);
   const taskIds = [...new Set([...jobs.values()].map((j) => j.task_id))];
-  const tasks = await q.query<QueueHead['tasks'][number]>(
-    `SELECT id, user_id, weight::float8 AS weight, state, (extract(epoch FROM created_at) * 1000)::float8 AS created_ms,
+  // Two branches (disjoint by state): the running tasks from the index on state, the others by
+  // id from the primary key. One OR'd condition was planned as a bitmap of every active task
+  // when the tables have no statistics, and so was `id = ANY … AND state = 'queued' AND NOT
+  // cancel_requested` (the partial `tasks_queued_by_user` matches the state): one lookup per
+  // id, OFFSET 0 keeping the state test above it.
+  const TASK_COLUMNS = `id, user_id, weight::float8 AS weight, state, (extract(epoch FROM created_at) * 1000)::float8 AS created_ms,
             (images_total - images_done - images_failed)::int AS remaining,
-            (extract(epoch FROM deadline_at) * 1000)::float8 AS deadline_ms
-       FROM tasks
-      WHERE (state = 'running' OR (id = ANY($1::text[]) AND state = 'queued' AND NOT cancel_requested))`,
+            (extract(epoch FROM deadline_at) * 1000)::float8 AS deadline_ms`;
+  const tasks = await q.query<QueueHead['tasks'][number]>(
+    `SELECT ${TASK_COLUMNS} FROM tasks WHERE state = 'running'
+     UNION ALL
+     SELECT ${TASK_COLUMNS} FROM unnest($1::text[]) AS x(task_id)
+      CROSS JOIN LATERAL (SELECT * FROM tasks WHERE tasks.id = x.task_id OFFSET 0) t
+      WHERE state = 'queued' AND NOT cancel_requested`,
     [taskIds],
   );
   return { tasks: tasks.rows, jobs: [...jobs.values()] };
