@@ -4,17 +4,18 @@
  *   npm run bench -- load                          # PGlite
  *   DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres npm run bench -- load
  *
- * darkroom runs as `darkroom serve` in a child process (all roles: API, scheduler with its
- * forecast thread, worker; the built-in simulated provider, 3 s per call), so its peak RSS is its
- * own (/proc/PID/status, VmHWM) and the load generator does not share its event loop. Submits
- * are sent open-loop at a fixed rate: each latency counts from the instant the request was due,
- * so a stalled server cannot hide its stall by slowing the client (coordinated omission).
+ * darkroom runs as `darkroom serve` in a child process, compiled as `npm start` runs it (all
+ * roles: API, scheduler with its forecast thread, worker; the built-in simulated provider, 3 s
+ * per call), so its peak RSS is its own (/proc/PID/status, VmHWM) and the load generator does
+ * not share its event loop. Submits are sent open-loop at a fixed rate: each latency counts from
+ * the instant the request was due, so a stalled server cannot hide its stall by slowing the
+ * client (coordinated omission).
  *
  * Phases, each on a fresh server: (1) empty queue: submits at RATE/s, then task reads and lists
  * at READ_RATE/s; (2) the same against FILL queued tasks inserted straight into the database
  * before the server starts (a fixture: filling through the API would take minutes).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -183,7 +184,23 @@ interface Server {
   stop(): Promise<void>;
 }
 
+/**
+ * The server runs as users run it: compiled (dist/, built here when src/ changed since the last
+ * build), not through tsx, whose loader would add to its RSS in the main and forecast threads.
+ */
+function buildServer(): void {
+  const build = spawnSync(
+    process.execPath,
+    [path.join(import.meta.dirname, '..', 'scripts', 'build.mjs'), '--if-stale'],
+    {
+      stdio: ['ignore', 'inherit', 'inherit'],
+    },
+  );
+  if (build.status !== 0) throw new Error('the build (scripts/build.mjs) failed');
+}
+
 async function startServerProcess(target: Target, port: number): Promise<Server> {
+  buildServer();
   const bin = path.join(import.meta.dirname, '..', 'bin', 'darkroom.cjs');
   // LOAD_PROFILE_DIR: the server writes a V8 CPU profile there when it exits (where the time goes).
   const profile = process.env.LOAD_PROFILE_DIR
@@ -191,7 +208,7 @@ async function startServerProcess(target: Target, port: number): Promise<Server>
     : [];
   const child = spawn(process.execPath, [...profile, bin, 'serve', '--config', target.configFile], {
     stdio: ['ignore', 'ignore', 'inherit'],
-    env: { ...process.env, DATABASE_URL: target.databaseUrl ?? '' },
+    env: { ...process.env, DATABASE_URL: target.databaseUrl ?? '', DARKROOM_FROM_SOURCE: '0' },
   });
   const base = `http://127.0.0.1:${port}`;
   for (let i = 0; ; i++) {

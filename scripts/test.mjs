@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Runs the test suites with node's test runner (through tsx).
+// Runs the test suites with node's test runner (through tsx, on the TypeScript sources).
 //
 // PostgreSQL: DATABASE_URL, else the local server at postgres://postgres@127.0.0.1:5432/test when
 // it answers. Without one, the PostgreSQL tests are skipped (said plainly) and everything PGlite
@@ -77,7 +77,9 @@ const files = args.some((a) => a.endsWith('.ts'))
     });
 
 const url = await postgresUrl();
-const env = { ...process.env };
+// The servers the tests start (bin/darkroom.cjs) run the TypeScript sources through tsx, as the
+// tests themselves do, whatever dist/ holds; test/e2e/compiled-server.test.ts runs dist/.
+const env = { ...process.env, DARKROOM_FROM_SOURCE: '1' };
 if (url) {
   env.DARKROOM_TEST_PG_URL = url;
   console.log('Running the tests on PostgreSQL and on PGlite.');

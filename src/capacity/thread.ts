@@ -1,4 +1,4 @@
-import { Worker } from 'node:worker_threads';
+import { startModuleThread } from '../module-thread.ts';
 import type { PlanReport } from '../sim/metrics.ts';
 import type { CapacityJob } from './request.ts';
 
@@ -31,19 +31,14 @@ export interface ThreadRun {
 /**
  * Runs a job in a new worker thread (src/capacity/worker.ts), reporting each row as it lands.
  * The thread is terminated once the job ends or after `budgetMs` of wall time, whichever is
- * first. darkroom runs its TypeScript through tsx, whose loader a worker thread does not
- * inherit: the entry registers it first (as src/scheduler/forecaster-thread.ts does).
+ * first (src/module-thread.ts starts the .ts module through tsx, or the compiled .js).
  */
 export function runInThread(
   job: CapacityJob,
   budgetMs: number,
   onRow: (index: number, row: CapacityRow) => void,
 ): ThreadRun {
-  const entry = new URL('./worker.ts', import.meta.url).href;
-  const code = `import { register } from ${JSON.stringify(import.meta.resolve('tsx/esm/api'))};
-register();
-await import(${JSON.stringify(entry)});`;
-  const worker = new Worker(new URL(`data:text/javascript,${encodeURIComponent(code)}`));
+  const worker = startModuleThread(import.meta.url, './worker.ts');
   worker.unref();
   let settle!: (end: ThreadEnd) => void;
   let settled = false;

@@ -1,5 +1,6 @@
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import type { Config } from '../config/load.ts';
+import { startModuleThread } from '../module-thread.ts';
 import type { ForecastInput } from './forecast-input.ts';
 import type { ForecastOutput } from './forecast-run.ts';
 
@@ -17,9 +18,8 @@ export interface ForecastThread {
 type Reply = { ready: true } | { ok: true; output: ForecastOutput } | { ok: false; message: string };
 
 /**
- * Starts src/scheduler/forecaster-worker.ts in a worker thread on `warm()` or first use (and
- * again after it died). darkroom runs its TypeScript through tsx, whose loader a worker thread does not inherit:
- * the thread's entry registers it first, then imports the worker module.
+ * Starts the forecaster worker module (forecaster-worker.ts, or .js compiled) in a worker thread
+ * on `warm()` or first use (and again after it died); src/module-thread.ts picks how.
  */
 export function createForecastThread(config: Config): ForecastThread {
   let worker: Worker | undefined;
@@ -37,13 +37,7 @@ export function createForecastThread(config: Config): ForecastThread {
   }
 
   function spawn(): Worker {
-    const entry = new URL('./forecaster-worker.ts', import.meta.url).href;
-    const code = `import { register } from ${JSON.stringify(import.meta.resolve('tsx/esm/api'))};
-register();
-await import(${JSON.stringify(entry)});`;
-    const w = new Worker(new URL(`data:text/javascript,${encodeURIComponent(code)}`), {
-      workerData: { config },
-    });
+    const w = startModuleThread(import.meta.url, './forecaster-worker.ts', { workerData: { config } });
     w.unref();
     let resolveReady!: () => void;
     ready = { promise: new Promise<void>((r) => (resolveReady = r)), resolve: () => resolveReady() };

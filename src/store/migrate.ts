@@ -3,7 +3,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Db } from './db.ts';
 
-const MIGRATIONS_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'migrations');
+// The SQL files stay in src/store/migrations: the same path from this module in src/store/ and
+// compiled in dist/store/ (tsc copies no SQL), so a build can never run stale migrations.
+const MIGRATIONS_DIR = fileURLToPath(new URL('../../src/store/migrations/', import.meta.url));
 // Serialises concurrent `migrate` runs from several processes starting at once.
 const MIGRATION_LOCK = 7_413_001;
 
