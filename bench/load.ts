@@ -146,6 +146,11 @@ async function fillQueue(target: Target, n: number): Promise<void> {
   try {
     await migrate(db);
     const chunk = 5000;
+    // One task a millisecond, the oldest first, as submits over time would leave them: tasks
+    // inserted by one statement would share its now(), and thousands of users whose first tasks
+    // tie exactly make every admission pass read all of them (the fair-share read stops only
+    // past a user whose score is below every unread one's).
+    const startMs = Date.now() - n - 1000;
     for (let done = 0; done < n; done += chunk) {
       const size = Math.min(chunk, n - done);
       const ids = Array.from({ length: size }, () => uuidv7());
@@ -153,15 +158,16 @@ async function fillQueue(target: Target, n: number): Promise<void> {
       const jobIds = ids.map(() => uuidv7());
       await db.transaction(async (tx) => {
         await tx.query(
-          `INSERT INTO tasks (id, user_id, type, plan, seed, weight, state, stage, images_total, credits_charged)
-           SELECT id, user_id, 'photography', 'free', 0, 1, 'queued', 'beautify', 2, 2
-             FROM unnest($1::text[], $2::text[]) AS x(id, user_id)`,
-          [ids, users],
+          `INSERT INTO tasks (id, user_id, type, plan, seed, weight, state, stage, images_total, credits_charged, created_at)
+           SELECT id, user_id, 'photography', 'free', 0, 1, 'queued', 'beautify', 2, 2,
+                  to_timestamp(($3::float8 + n - 1) / 1000)
+             FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS x(id, user_id, n)`,
+          [ids, users, startMs + done],
         );
         await tx.query(
-          `INSERT INTO jobs (id, task_id, user_id, step_index, step_name, kind, resource, first_index, count, state, max_attempts, input)
-           SELECT j, t, u, 0, 'beautify', 'transform', 'main', 0, 1, 'queued', 3, '{"keys":[]}'
-             FROM unnest($1::text[], $2::text[], $3::text[]) AS x(j, t, u)`,
+          `INSERT INTO jobs (id, task_id, user_id, step_index, step_name, kind, resource, first_index, count, state, max_attempts, input, run_after)
+           SELECT j, t, u, 0, 'beautify', 'transform', 'main', 0, 1, 'queued', 3, '{"keys":[]}', tasks.created_at
+             FROM unnest($1::text[], $2::text[], $3::text[]) AS x(j, t, u) JOIN tasks ON tasks.id = x.t`,
           [jobIds, ids, users],
         );
       });
