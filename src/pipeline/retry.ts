@@ -7,6 +7,7 @@ import { readSubmitBasis } from '../store/forecasts.ts';
 import { imageIndices } from '../store/images.ts';
 import { insertJobs, jobsOfTask, wakeScheduler } from '../store/jobs.ts';
 import { chargeAttempt, enterQueue, replaceForecast } from '../store/retry-write.ts';
+import { lockQueueDepth } from '../store/queue-depth.ts';
 import { findActiveTaskForOrder, lockTask, reopenTask, type TaskRow } from '../store/tasks.ts';
 import { submitEstimate } from './estimate.ts';
 import { retryStart } from '../policy/lifecycle.ts';
@@ -69,6 +70,8 @@ export async function retryTask(db: Db, config: Config, taskId: string, by: stri
       },
       owed,
     );
+    // The queue counter before the charge locks the user's row (the lock order of migration 0021).
+    await lockQueueDepth(tx);
     if (charge > 0 && !(await chargeAttempt(tx, task.user_id, task.id, charge, attempt))) {
       throw new AppError(
         'insufficient_credits',
@@ -112,7 +115,7 @@ export async function retryTask(db: Db, config: Config, taskId: string, by: stri
       basis,
     );
     await replaceForecast(tx, task.id, estimate);
-    // Last, so that the counter row stays locked only through the commit (as a submit does).
+    // The bound, on the counter this transaction holds since the charge.
     if ((await enterQueue(tx, config.limits.maxQueuedTasks)) === undefined) {
       throw new AppError(
         'queue_full',

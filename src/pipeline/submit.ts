@@ -1,7 +1,7 @@
 import { createHash, randomInt } from 'node:crypto';
 import { v7 as uuidv7 } from 'uuid';
 import type { Config } from '../config/load.ts';
-import { AppError } from '../errors.ts';
+import { AppError, coerceError } from '../errors.ts';
 import {
   findIdempotentResponse,
   saveIdempotentResponse,
@@ -128,13 +128,19 @@ async function existingResponse(q: Queryable, task: TaskRow): Promise<SubmitResp
  * queue bound) rolls back that submit's writes: nothing stored, nothing charged. The scheduler
  * is woken by the NOTIFY that commits with it. Every statement is O(1) in the size of the queue.
  */
-export async function submitTask(db: Db, config: Config, req: SubmitRequest): Promise<SubmitResult> {
+export async function submitTask(
+  db: Db,
+  config: Config,
+  req: SubmitRequest,
+  /** Where a batch that failed and was sent again one by one is told. */
+  log?: BatchLog,
+): Promise<SubmitResult> {
   checkTaskShape(config, req.type, req.plan);
   const key = req.idempotencyKey;
   if (key === undefined) {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await submitOnce(db, (s) => batcherOf(db).push(s), config, req);
+        return await submitOnce(db, (s) => batcherOf(db).push({ ...s, log }), config, req);
       } catch (error) {
         // A deadlock or serialization failure rolled the statement back: nothing was written.
         if (attempt < 5 && RETRYABLE_SQLSTATES.has(sqlState(error) ?? '')) continue;
@@ -160,11 +166,17 @@ export async function submitTask(db: Db, config: Config, req: SubmitRequest): Pr
   });
 }
 
+/** What the group commit logs to (a pino logger is one). */
+export interface BatchLog {
+  warn(obj: Record<string, unknown>, msg: string): void;
+}
+
 /** A submit ready to write but for its estimate, which its batch's basis read gives. */
 interface PendingSubmit {
   config: Config;
   task: { id: string; userId: string; type: string; plan: string; images: number };
   write: Omit<SubmitWrite, 'estimate'>;
+  log?: BatchLog | undefined;
 }
 
 interface Written {
@@ -205,7 +217,8 @@ const batchers = new WeakMap<Db, NaturalBatcher<PendingSubmit, Written>>();
  * flight are the next batch. One batch at a time, so batches never wait on each other's locks
  * of the rows every submit counts on (queue_depth, the key's rate window), nor deadlock over a
  * user in both. An unexpected error fails the batch, whose submits are then sent one by one:
- * a bad one fails alone.
+ * a bad one fails alone. Told as a warning: nothing is lost, but a deadlock (40P01) means some
+ * path broke the lock order of migration 0021, and any other error a submit the checks let by.
  */
 function batcherOf(db: Db): NaturalBatcher<PendingSubmit, Written> {
   let batcher = batchers.get(db);
@@ -216,6 +229,15 @@ function batcherOf(db: Db): NaturalBatcher<PendingSubmit, Written> {
           return (await writeBatch(db, items)).map((value) => ({ ok: true, value }));
         } catch (error) {
           if (items.length === 1) return [{ ok: false, error }];
+          const code = sqlState(error);
+          items
+            .find((i) => i.log)
+            ?.log?.warn(
+              { err: coerceError(error), sqlState: code, submits: items.length },
+              RETRYABLE_SQLSTATES.has(code ?? '')
+                ? 'a batch of submits was rolled back by a lock conflict; sent again one by one'
+                : 'a batch of submits failed; sent again one by one',
+            );
           return Promise.all(
             items.map((item) =>
               writeBatch(db, [item]).then(

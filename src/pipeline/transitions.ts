@@ -22,6 +22,7 @@ import {
   type StageChange,
 } from '../store/attempts.ts';
 import { appendEvent } from '../store/events.ts';
+import { lockQueueDepth } from '../store/queue-depth.ts';
 import { imageIndices, type ImageRow } from '../store/images.ts';
 import {
   cancelPendingJobs,
@@ -434,6 +435,9 @@ async function settleTask(tx: Queryable, task: TaskRow, active: number): Promise
     active,
   );
   if (!end) return undefined;
+  // A queued task leaving the queue takes the counter (trigger tasks_leave_queue): before the
+  // refund locks the user's row, the lock order of migration 0021.
+  if (task.state === 'queued') await lockQueueDepth(tx);
   const refunded = await refundTask(tx, task.user_id, task.id, end.refund, task.attempt);
   return finishTask(tx, task.id, end.state, end.failed, task.credits_refunded + refunded, null);
 }

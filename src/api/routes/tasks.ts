@@ -103,23 +103,28 @@ export function registerTaskRoutes(
       if (previous) return reply.status(previous.status).send(previous.body);
     }
     const result = await withResolvedInputs(ctx, body.type, body.inputs, ownUserOf(caller), (inputs) =>
-      submitTask(ctx.db, ctx.config, {
-        userId: body.user_id,
-        orderId: body.order_id,
-        type: body.type,
-        plan: body.plan,
-        prompt: body.prompt ?? '',
-        inputs,
-        params: body.params,
-        deadlineSeconds: body.deadline_seconds,
-        idempotencyKey,
-        requestHash,
-        // With auth on, only keys create users: a token's user was created when its token was issued.
-        mayCreateUser: caller.scope !== 'user',
-        webhook,
-        keyId: caller.keyId,
-        now: now(),
-      }),
+      submitTask(
+        ctx.db,
+        ctx.config,
+        {
+          userId: body.user_id,
+          orderId: body.order_id,
+          type: body.type,
+          plan: body.plan,
+          prompt: body.prompt ?? '',
+          inputs,
+          params: body.params,
+          deadlineSeconds: body.deadline_seconds,
+          idempotencyKey,
+          requestHash,
+          // With auth on, only keys create users: a token's user was created when its token was issued.
+          mayCreateUser: caller.scope !== 'user',
+          webhook,
+          keyId: caller.keyId,
+          now: now(),
+        },
+        ctx.log,
+      ),
     );
     return reply.status(result.status).send(result.body);
   });
