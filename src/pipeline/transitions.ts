@@ -58,9 +58,10 @@ import {
 import { callJobRows, storeJobRows } from './plan-jobs.ts';
 
 /**
- * Lock order, everywhere: job row, then task row, then provider state. (Inserting an image or
- * a job takes a key-share lock on its task through the foreign key, so the task must already be
- * locked FOR UPDATE by then, or two transactions deadlock on it.)
+ * Lock order, everywhere: job row, then task row, then provider state; the queue counter before
+ * any user's row (migration 0021 lists every path). (Inserting an image or a job takes a
+ * key-share lock on its task through the foreign key, so the task must already be locked FOR
+ * UPDATE by then, or two transactions deadlock on it.)
  *
  * Everything that happens to a task after a job's attempt, each in the caller's single
  * transaction: the job's outcome (fenced by its lease token), the task's counters, the next
@@ -435,9 +436,9 @@ async function settleTask(tx: Queryable, task: TaskRow, active: number): Promise
     active,
   );
   if (!end) return undefined;
-  // A queued task leaving the queue takes the counter (trigger tasks_leave_queue): before the
+  // A queued task leaving the queue takes the counter (trigger tasks_leave_queue): before a
   // refund locks the user's row, the lock order of migration 0021.
-  if (task.state === 'queued') await lockQueueDepth(tx);
+  if (task.state === 'queued' && end.refund > 0) await lockQueueDepth(tx);
   const refunded = await refundTask(tx, task.user_id, task.id, end.refund, task.attempt);
   return finishTask(tx, task.id, end.state, end.failed, task.credits_refunded + refunded, null);
 }

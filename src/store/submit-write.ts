@@ -3,12 +3,13 @@ import { jobsAsRecords, type NewJob } from './jobs.ts';
 import type { NewTask, TaskRow } from './tasks.ts';
 
 /**
- * The submits' writes in one statement, darkroom_submit_many (migration 0020): for each submit,
- * the task with its first jobs, its `queued` event, its webhook and first estimate, the user and
- * its grant, the charge, and last the counters every submit shares (the queue bound, the key's
- * rate window). Sent on its own it is one round trip and the server commits it at once, so those
- * counter rows are locked only inside the server, never across a round trip to a busy API
- * process; several submits in one statement (src/pipeline/submit-batch.ts) lock them once.
+ * The submits' writes in one statement, darkroom_submit_many (migrations 0020, 0021): the queue
+ * counter locked first (the lock order of 0021), then for each submit the task with its first
+ * jobs, its `queued` event, its webhook and first estimate, the user and its grant, the charge,
+ * and last its counts (the key's rate window, the queue bound). Sent on its own it is one round
+ * trip and the server commits it at once, so the counter rows every submit shares are locked
+ * only inside the server, never across a round trip to a busy API process; several submits in
+ * one statement (src/pipeline/submit.ts, the group commit) lock them once.
  * Each submit is refused alone: a refusal rolls back its own writes, not its neighbours'.
  */
 

@@ -13,7 +13,8 @@ import { submitRequest } from '../helpers/submit-request.ts';
  * The queue bound (limits.maxQueuedTasks) under concurrent submits. Counting the queue and then
  * inserting, under READ COMMITTED, let 20 of 30 concurrent submits through against a limit of 5
  * (issue 9): each transaction counted before the others committed. The bound is now a counter
- * row each submit takes last in the statement that writes it (darkroom_submit_many,
+ * row the statement that writes the submits locks first and counts each submit on last
+ * (darkroom_submit_many,
  * src/store/submit-write.ts); submits that arrive together share that statement (the group
  * commit), and the rest run on separate pooled connections on PostgreSQL.
  */

@@ -1,32 +1,27 @@
--- Lock order of the writes that meet a submit's, one order everywhere so that none can deadlock
--- with another (PostgreSQL would abort one after deadlock_timeout, 1 s by default):
+-- One lock order for every write that meets a submit, so that none deadlocks with another
+-- (PostgreSQL aborts one after deadlock_timeout, 1 s by default):
 --
 --   job rows -> task rows -> queue_depth -> user rows -> rate_limits rows
 --
--- Who takes what, in order (each path holds what it took until its commit):
--- - submit batch (darkroom_submit_many, below; a lone submit and one with an Idempotency-Key are
---   batches of one): queue_depth, then per item: the new task row, the user's row (grant insert
---   and charge), the user's and the key's rate_limits rows; its own queue_depth updates find the
---   row held.
--- - cancel, and the deadline cancels (src/pipeline/transitions.ts cancelTask, finishIfDone;
---   src/scheduler/deadlines.ts, several tasks a transaction): job rows, task rows, then for a
---   queued task that ends, queue_depth (its trigger tasks_leave_queue), taken explicitly before
---   the refund locks the user's row (settleTask).
--- - outcomes, the lease reaper (a running task's end): job, task, provider state, user's row
---   (refund); never queue_depth (only a queued task leaving the queue takes it).
--- - admission (src/store/schedule.ts): job rows, task rows, queue_depth (trigger). No user row.
--- - admin retry (src/pipeline/retry.ts): task row, queue_depth (explicitly, before the charge),
---   user's row (charge), queue_depth again (the bound, already held).
--- - admin credit adjustment (src/store/credits.ts adjustCredits): the user's row only.
+-- - submit batch (below; a lone submit, or one with an Idempotency-Key, is a batch of one):
+--   queue_depth first, then per item its new task, its user (grant insert, charge), its user's
+--   and key's rate rows, and its count on queue_depth (already held).
+-- - cancel, deadline cancels (src/pipeline/transitions.ts settleTask; src/scheduler/deadlines.ts,
+--   many tasks a transaction): jobs, tasks, then for a queued task that ends queue_depth (trigger
+--   tasks_leave_queue), locked before the refund locks the user.
+-- - admin retry (src/pipeline/retry.ts): task, queue_depth (before the charge), user.
+-- - outcomes and the lease reaper (a running task): job, task, provider state, user (refund);
+--   never queue_depth. Admission (src/store/schedule.ts): jobs, tasks, queue_depth; no user.
+--   Admin credits (src/store/credits.ts): the user only.
 --
--- 0020 took queue_depth only at its first item's counter update, after that item's user and
--- rate rows, and then each later item's user row: with the counter held, it waited on a user row
--- that a cancel (user row, then queue_depth) or another API process's batch (its first user, then
--- the key's rate row) held while waiting for the counter: a deadlock, and the batch resent one
--- by one a second late. With queue_depth first, batches of all processes run one after another
--- (they did from their first item on already), and a batch waits on a user row only for a
--- transaction that never waits for the counter. test/store/submit-lock-order.test.ts provokes
--- both deadlocks.
+-- 0020 locked queue_depth at its first item's count, after that item's user and rate rows, and
+-- then each later item's user: a cancel (user, then queue_depth) or another API process's batch
+-- (its first user, then the key's rate row) closed a cycle (test/store/submit-lock-order.test.ts).
+-- Batches of all processes now run one after another (from their first item on, they did).
+-- Left: an item whose order id another transaction's task row has just taken waits on that
+-- transaction (ON CONFLICT); if it is an admission or a cancel of that task, it waits for the
+-- counter: a deadlock, resolved by the one-by-one resend. It needs a second submit of the order
+-- racing the first one's admission (submits look the order up before they queue).
 CREATE OR REPLACE FUNCTION darkroom_submit_many(items jsonb)
 RETURNS TABLE (o_item integer, o_outcome text, o_detail text, o_id text, o_state text,
                o_images_total integer, o_credits_charged integer, o_created_at timestamptz,
