@@ -70,7 +70,7 @@ export async function retryTask(db: Db, config: Config, taskId: string, by: stri
       },
       owed,
     );
-    // The queue counter before the charge locks the user's row (the lock order of migration 0021).
+    // The queue counter before the charge locks the user's row (the lock order of migration 0022).
     await lockQueueDepth(tx);
     if (charge > 0 && !(await chargeAttempt(tx, task.user_id, task.id, charge, attempt))) {
       throw new AppError(

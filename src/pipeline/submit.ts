@@ -218,7 +218,7 @@ const batchers = new WeakMap<Db, NaturalBatcher<PendingSubmit, Written>>();
  * of the rows every submit counts on (queue_depth, the key's rate window), nor deadlock over a
  * user in both. An unexpected error fails the batch, whose submits are then sent one by one:
  * a bad one fails alone. Told as a warning: nothing is lost, but a deadlock (40P01) means some
- * path broke the lock order of migration 0021, and any other error a submit the checks let by.
+ * path broke the lock order of migration 0022, and any other error a submit the checks let by.
  */
 function batcherOf(db: Db): NaturalBatcher<PendingSubmit, Written> {
   let batcher = batchers.get(db);

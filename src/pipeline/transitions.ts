@@ -59,7 +59,7 @@ import { callJobRows, storeJobRows } from './plan-jobs.ts';
 
 /**
  * Lock order, everywhere: job row, then task row, then provider state; the queue counter before
- * any user's row (migration 0021 lists every path). (Inserting an image or a job takes a
+ * any user's row (migration 0022 lists every path). (Inserting an image or a job takes a
  * key-share lock on its task through the foreign key, so the task must already be locked FOR
  * UPDATE by then, or two transactions deadlock on it.)
  *
@@ -437,7 +437,7 @@ async function settleTask(tx: Queryable, task: TaskRow, active: number): Promise
   );
   if (!end) return undefined;
   // A queued task leaving the queue takes the counter (trigger tasks_leave_queue): before a
-  // refund locks the user's row, the lock order of migration 0021.
+  // refund locks the user's row, the lock order of migration 0022.
   if (task.state === 'queued' && end.refund > 0) await lockQueueDepth(tx);
   const refunded = await refundTask(tx, task.user_id, task.id, end.refund, task.attempt);
   return finishTask(tx, task.id, end.state, end.failed, task.credits_refunded + refunded, null);

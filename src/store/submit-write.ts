@@ -3,8 +3,8 @@ import { jobsAsRecords, type NewJob } from './jobs.ts';
 import type { NewTask, TaskRow } from './tasks.ts';
 
 /**
- * The submits' writes in one statement, darkroom_submit_many (migrations 0020, 0021): the queue
- * counter locked first (the lock order of 0021), then for each submit the task with its first
+ * The submits' writes in one statement, darkroom_submit_many (migrations 0020, 0022): the queue
+ * counter locked first (the lock order of 0022), then for each submit the task with its first
  * jobs, its `queued` event, its webhook and first estimate, the user and its grant, the charge,
  * and last its counts (the key's rate window, the queue bound). Sent on its own it is one round
  * trip and the server commits it at once, so the counter rows every submit shares are locked

@@ -14,7 +14,7 @@ import { submitRequest } from '../helpers/submit-request.ts';
 import { waitFor } from '../helpers/wait.ts';
 
 /**
- * The lock order of the writes that meet a submit (migration 0021): queue_depth before any
+ * The lock order of the writes that meet a submit (migration 0022): queue_depth before any
  * user's row. Each test holds a transaction open at the point where the old order (0020, and a
  * cancel that refunded before the counter) closes a cycle, on real PostgreSQL connections, and
  * checks the outcome: with one order everywhere nobody gets 40P01 (deadlock_detected) and every
