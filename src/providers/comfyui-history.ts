@@ -20,11 +20,20 @@ export function succeeded(entry: HistoryEntry): boolean {
   return status.status_str === undefined ? true : status.status_str === 'success';
 }
 
+/**
+ * The prompt's history entry is in: ComfyUI's prompt worker writes it (`PromptQueue.task_done`, which
+ * also takes the prompt off `currently_running`) as soon as `PromptExecutor.execute` returns, and only
+ * then sends `executing` with `node: null` and takes the next prompt (comfyanonymous/ComfyUI main.py
+ * `prompt_worker`). So the GPU is free from here: the call is answered (`onAnswered`), and downloading
+ * its outputs through `/view`, a plain file read by the web server, no longer holds the GPU's slot.
+ */
 export function outcomeOfEntry(
   client: ComfyClient,
   entry: HistoryEntry,
   count: number,
+  onAnswered: (() => void) | undefined,
 ): Promise<ProviderOutcome> {
+  onAnswered?.();
   return succeeded(entry) ? collectOutputs(client, entry, count) : Promise.resolve(failureOf(entry));
 }
 
@@ -36,15 +45,16 @@ export async function settle(
   count: number,
   pollIntervalMs: number,
   deadline: Deadline,
+  onAnswered: (() => void) | undefined,
 ): Promise<ProviderOutcome> {
   for (;;) {
     const seen = watcher.signals;
     const entry = await client.history(promptId);
-    if (entry) return outcomeOfEntry(client, entry, count);
+    if (entry) return outcomeOfEntry(client, entry, count, onAnswered);
     if ((await client.queuePlace(promptId)) === 'absent') {
       // It may have finished between the two requests.
       const late = await client.history(promptId);
-      if (late) return outcomeOfEntry(client, late, count);
+      if (late) return outcomeOfEntry(client, late, count, onAnswered);
       return {
         kind: 'transient',
         message: `comfyui: prompt ${promptId} is neither queued nor in history (ComfyUI restarted?)`,

@@ -2,7 +2,8 @@
  * A ComfyUI server (local GPU or a hosted one with the same API). A call uploads its input images, opens
  * the websocket (or goes on without one when a proxy refuses it), queues the workflow with `POST /prompt`,
  * waits for the prompt's `/history` entry (woken by the socket, polling `/history` and `/queue`), then
- * downloads the outputs through `/view`.
+ * downloads the outputs through `/view`. The call is answered (`onAnswered`: the GPU's slot frees) when
+ * the history entry is in, before the downloads (comfyui-history.ts `outcomeOfEntry`).
  *
  * The prompt_id is stored through `saveRemoteRef` before waiting, so a retried job reconciles: a finished
  * prompt returns its outputs without running again, a queued one is waited for, and one ComfyUI no longer
@@ -63,11 +64,19 @@ async function callComfyUI(options: ComfyUIProviderOptions, call: ProviderCall):
   try {
     if (call.remoteRef) {
       const entry = await client.history(call.remoteRef);
-      if (entry && succeeded(entry)) return await outcomeOfEntry(client, entry, call.count);
+      if (entry && succeeded(entry)) return await outcomeOfEntry(client, entry, call.count, call.onAnswered);
       if (!entry && (await client.queuePlace(call.remoteRef)) !== 'absent') {
         watcher = await openWatcher(client, clientId, deadline, openTimeoutMs);
         watcher.follow(call.remoteRef, progress, call.onProgress);
-        return await settle(client, watcher, call.remoteRef, call.count, pollIntervalMs, deadline);
+        return await settle(
+          client,
+          watcher,
+          call.remoteRef,
+          call.count,
+          pollIntervalMs,
+          deadline,
+          call.onAnswered,
+        );
       }
       // Unknown (ComfyUI restarted and lost it) or finished with an error: run it again.
     }
@@ -86,7 +95,7 @@ async function callComfyUI(options: ComfyUIProviderOptions, call: ProviderCall):
       await call.saveRemoteRef?.(promptId);
       watcher.follow(promptId, progress, call.onProgress);
     }
-    return await settle(client, watcher, promptId, call.count, pollIntervalMs, deadline);
+    return await settle(client, watcher, promptId, call.count, pollIntervalMs, deadline, call.onAnswered);
   } catch (error) {
     if (wasCanceled(call.signal) && promptId) return await stopCanceled(client, promptId);
     if (error instanceof ComfyHttpError) return outcomeOfHttpError(error);

@@ -56,7 +56,9 @@ export interface ProviderCall {
   /**
    * Called at most once, when the provider's whole successful answer is in (its body read, result
    * URLs downloaded) and before its images are checked: the provider's concurrency slot frees
-   * there. An adapter that does not call it is answered when `call()` returns.
+   * there. For ComfyUI, when the prompt's history entry is in (it finished executing: the GPU is
+   * free), before its outputs are downloaded. An adapter that does not call it is answered when
+   * `call()` returns.
    */
   onAnswered?: () => void;
 }

@@ -148,7 +148,7 @@ describe('tasks on ComfyUI', () => {
     );
     await server!.stop();
     server = undefined;
-    assert.deepEqual(comfy(), { interrupts: [], deleted: [], running: 1, pending: 1 });
+    assert.deepEqual(comfy(), { interrupts: [], deleted: [], views: 0, running: 1, pending: 1 });
   });
   it('runs a task with the configuration docs/providers.md gives, behind a proxy that refuses websockets', async () => {
     const proxy = await startProxy(fake.url, 'forbid');

@@ -212,6 +212,7 @@ describe('comfyui simulator', () => {
         { prompt_id: ids[1], interrupted: [ids[1]] },
       ],
       deleted: [ids[2]],
+      views: 0,
       running: 0,
       pending: 0,
     });

@@ -137,6 +137,32 @@ describe('comfyui adapter against the fake provider', () => {
     assert.equal(stats?.max_requests_in_any_60s_window, 4);
   });
 
+  it('is answered when its prompt has finished on the GPU, before it downloads the outputs', async () => {
+    const comfy = () => sim.stats().providers['one-gpu']!.comfyui!;
+    const seen: Array<ReturnType<typeof comfy>> = [];
+    // Two calls on one GPU slot: the second prompt waits in ComfyUI's queue while the first runs.
+    const outcomes = await Promise.all(
+      [2, 1].map((count) =>
+        adapter({ provider: 'one-gpu' }).call(callWith({ count, onAnswered: () => seen.push(comfy()) })),
+      ),
+    );
+    assert.deepEqual(
+      outcomes.map((o) => (o.kind === 'success' ? o.images.length : o.kind)),
+      [2, 1],
+    );
+    assert.equal(seen.length, 2, 'each call answered once');
+    // The first answer: its prompt left the GPU (the second one took it, or waits no more), and not
+    // one of its three outputs had been downloaded.
+    assert.equal(seen[0]!.views, 0, 'answered before any output was downloaded');
+    assert.equal(
+      seen[0]!.running + seen[0]!.pending,
+      1,
+      'only the other prompt was still on the GPU or queued',
+    );
+    assert.equal(seen[1]!.running + seen[1]!.pending, 0, 'the last answer: nothing executing');
+    assert.equal(comfy().views, 3, 'the outputs were downloaded after');
+  });
+
   it('reconciles a finished prompt after a crash without queueing it again', async () => {
     const crashed = new AbortController();
     let remoteRef: string | undefined;
@@ -153,12 +179,18 @@ describe('comfyui adapter against the fake provider', () => {
     assert.ok(remoteRef);
     for (let i = 0; i < 50 && !(await history(remoteRef))[remoteRef]; i += 1)
       await new Promise((resolve) => setTimeout(resolve, 20));
+    let answered = 0;
     const retry = await adapter().call(
-      callWith({ remoteRef, saveRemoteRef: async () => assert.fail('nothing is queued again') }),
+      callWith({
+        remoteRef,
+        saveRemoteRef: async () => assert.fail('nothing is queued again'),
+        onAnswered: () => (answered += 1),
+      }),
     );
     assert.equal(retry.kind, 'success');
     assert.equal(retry.images.length, 1);
     assert.equal(requests(), 1, 'the prompt ran once');
+    assert.equal(answered, 1, 'the finished prompt answers the retry');
   });
 
   it('waits for a prompt that is still queued or running instead of queueing it again', async () => {

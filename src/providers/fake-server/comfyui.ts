@@ -34,6 +34,9 @@ export interface ComfyFakeStats {
   interrupts: Array<{ prompt_id: string | null; interrupted: string[] }>;
   /** Prompt ids removed from the pending queue by `POST /queue {delete}`. */
   deleted: string[];
+  /** Output files downloaded through `GET /view`. */
+  views: number;
+  /** Prompts executing on the GPU slots, and prompts waiting for one. */
   running: number;
   pending: number;
 }
@@ -54,7 +57,7 @@ export class ComfyFake {
   private readonly sockets = new Map<string, WebSocket>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private cache = new Map<string, string>();
-  private seen: ComfyFakeStats = { interrupts: [], deleted: [], running: 0, pending: 0 };
+  private seen: ComfyFakeStats = { interrupts: [], deleted: [], views: 0, running: 0, pending: 0 };
 
   constructor(ctx: SimContext, provider: SimProvider) {
     this.ctx = ctx;
@@ -132,7 +135,7 @@ export class ComfyFake {
     for (const ws of this.sockets.values()) ws.terminate();
     this.sockets.clear();
     this.number = 0;
-    this.seen = { interrupts: [], deleted: [], running: 0, pending: 0 };
+    this.seen = { interrupts: [], deleted: [], views: 0, running: 0, pending: 0 };
   }
 
   close(): void {
@@ -162,6 +165,7 @@ export class ComfyFake {
       return;
     }
     const headers = { 'content-disposition': `filename="${filename}"` };
+    this.seen.views += 1;
     send(res, { status: 200, body: bytes, contentType: 'image/png', headers });
   }
 
