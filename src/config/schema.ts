@@ -170,6 +170,8 @@ export const configSchema = z
         /** postgres://… selects PostgreSQL; absent means embedded PGlite under `<home>/pgdata`. */
         url: z.string().optional(),
         poolSize: positiveInt.default(10),
+        /** PGlite (no url) runs in a worker thread, off the event loop that serves HTTP; false: in-process. */
+        pgliteThread: z.boolean().default(true),
       })
       .strict()
       .prefault({}),

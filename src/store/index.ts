@@ -3,9 +3,9 @@ import type { Config } from '../config/load.ts';
 import type { Db } from './db.ts';
 
 /**
- * Opens PostgreSQL when a URL is configured, otherwise the embedded PGlite under `<home>/pgdata`.
- * Each driver is imported only when it is the one configured (PGlite's module alone costs a
- * process about 5 MB, pg's about 10 MB).
+ * Opens PostgreSQL when a URL is configured, otherwise the embedded PGlite under `<home>/pgdata`,
+ * in a worker thread unless `database.pgliteThread` is false. Each driver is imported only when it
+ * is the one configured (PGlite's module alone costs a process about 5 MB, pg's about 10 MB).
  */
 export async function openDb(
   config: Pick<Config, 'database' | 'home'>,
@@ -19,6 +19,11 @@ export async function openDb(
       ...(onError ? { onError } : {}),
     });
   }
+  const dataDir = path.join(config.home, 'pgdata');
+  if (config.database.pgliteThread) {
+    const { createPgliteThreadDb } = await import('./pglite-thread.ts');
+    return createPgliteThreadDb(dataDir);
+  }
   const { createPgliteDb } = await import('./pglite.ts');
-  return createPgliteDb(path.join(config.home, 'pgdata'));
+  return createPgliteDb(dataDir);
 }

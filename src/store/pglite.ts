@@ -14,6 +14,8 @@ const require = createRequire(import.meta.url);
  */
 const pgliteEntry = require.resolve('@electric-sql/pglite');
 
+export type PGlite = PGliteClass;
+
 /**
  * Creates a new data directory in a child process. initdb runs in the WASM memory that the
  * database then keeps, and WASM memory never shrinks: created in-process, a new directory
@@ -26,33 +28,44 @@ async function initDataDir(dataDir: string): Promise<void> {
 }
 
 /**
- * Embedded PostgreSQL (WASM, in-process). One connection: PGlite queues queries and
- * holds other queries back while a transaction runs, so transactions never interleave.
- * `dataDir` undefined keeps everything in memory (tests).
+ * Opens PGlite on `dataDir` (created first when new), or in memory when `dataDir` is undefined
+ * (tests). Used in this thread by createPgliteDb and in a worker thread by pglite-worker.ts.
  */
-export async function createPgliteDb(dataDir: string | undefined): Promise<Db> {
+export async function openPglite(dataDir: string | undefined): Promise<PGlite> {
   if (dataDir) {
     mkdirSync(dataDir, { recursive: true });
     if (!existsSync(path.join(dataDir, 'PG_VERSION'))) await initDataDir(dataDir);
   }
   const { PGlite } = require(pgliteEntry) as { PGlite: typeof PGliteClass };
-  const pglite = await PGlite.create(dataDir);
-  const run = async <R>(
-    q: { query: PGliteClass['query'] },
-    sql: string,
-    params?: readonly unknown[],
-  ): Promise<QueryResult<R>> => {
-    const result = await q.query<R>(sql, params as unknown[] | undefined);
-    // PGlite reports affectedRows 0 for a SELECT; like node-postgres, count the rows it returned.
-    return {
-      rows: result.rows,
-      rowCount: result.rows.length > 0 ? result.rows.length : (result.affectedRows ?? 0),
-    };
+  return PGlite.create(dataDir);
+}
+
+/** One statement on PGlite (or one of its transactions), its result shaped as node-postgres's. */
+export async function runPglite<R>(
+  q: { query: PGliteClass['query'] },
+  sql: string,
+  params?: readonly unknown[],
+): Promise<QueryResult<R>> {
+  const result = await q.query<R>(sql, params as unknown[] | undefined);
+  // PGlite reports affectedRows 0 for a SELECT; like node-postgres, count the rows it returned.
+  return {
+    rows: result.rows,
+    rowCount: result.rows.length > 0 ? result.rows.length : (result.affectedRows ?? 0),
   };
+}
+
+/**
+ * Embedded PostgreSQL (WASM) in this thread (`database.pgliteThread: false`; the default runs
+ * it in a worker thread, pglite-thread.ts). One connection: PGlite queues queries and holds
+ * other queries back while a transaction runs, so transactions never interleave.
+ * `dataDir` undefined keeps everything in memory (tests).
+ */
+export async function createPgliteDb(dataDir: string | undefined): Promise<Db> {
+  const pglite = await openPglite(dataDir);
   let closed = false;
   return {
     kind: 'pglite',
-    query: (sql, params) => run(pglite, sql, params),
+    query: (sql, params) => runPglite(pglite, sql, params),
     async exec(sql) {
       await pglite.exec(sql);
     },
@@ -61,7 +74,7 @@ export async function createPgliteDb(dataDir: string | undefined): Promise<Db> {
         try {
           return await pglite.transaction(async (t) =>
             fn({
-              query: (sql, params) => run(t, sql, params),
+              query: (sql, params) => runPglite(t, sql, params),
               exec: async (sql) => {
                 await t.exec(sql);
               },

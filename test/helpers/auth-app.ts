@@ -6,7 +6,7 @@ import { buildApp } from '../../src/api/app.ts';
 import { createApiKey } from '../../src/api/auth/manage.ts';
 import type { Context } from '../../src/context.ts';
 import { storageFor } from '../../src/server.ts';
-import { createPgliteDb } from '../../src/store/pglite.ts';
+import { createPgliteThreadDb } from '../../src/store/pglite-thread.ts';
 import { createPostgresDb } from '../../src/store/postgres.ts';
 import { migrate } from '../../src/store/migrate.ts';
 import { testConfig } from './config.ts';
@@ -54,7 +54,7 @@ export function useAuthApp(kind: DbKind, overrides: Parameters<typeof testConfig
     });
     const db = created
       ? await createPostgresDb({ url: created.url, poolSize: 5 })
-      : await createPgliteDb(undefined);
+      : await createPgliteThreadDb(undefined);
     await migrate(db);
     let logged = '';
     const sink = new Writable({

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe } from 'node:test';
 import pg from 'pg';
 import type { Db } from '../../src/store/db.ts';
-import { createPgliteDb } from '../../src/store/pglite.ts';
+import { createPgliteThreadDb } from '../../src/store/pglite-thread.ts';
 import { createPostgresDb } from '../../src/store/postgres.ts';
 import { migrate } from '../../src/store/migrate.ts';
 
@@ -52,7 +52,8 @@ export function useTestDb(kind: DbKind): TestDb {
   let cleanup: (() => Promise<void>) | undefined;
   before(async () => {
     if (kind === 'pglite') {
-      holder.db = await createPgliteDb(undefined);
+      // The server's default (database.pgliteThread): PGlite in a worker thread.
+      holder.db = await createPgliteThreadDb(undefined);
       holder.url = undefined;
       cleanup = () => holder.db.close();
     } else {
