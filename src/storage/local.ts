@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { AppError } from '../errors.ts';
 import { assertPositiveSeconds, assertValidStorageKey, signFileUrl } from './signing.ts';
@@ -14,11 +14,23 @@ export interface LocalStorageOptions {
   now?: () => number;
 }
 
+/** File-system calls made so far by puts, for the overhead bench's per-image budget and tests. */
+export interface LocalStorageStats {
+  /** mkdir calls (recursive); a directory this storage made or saw is not asked for again. */
+  mkdirs: number;
+  /** fdatasync of a written file. */
+  fileSyncs: number;
+}
+
 export type LocalStorage = Storage & {
   readonly driver: 'local';
   /** Absolute path of the file behind `key` (the key is validated first). */
   resolvePath(key: string): string;
+  stats(): LocalStorageStats;
 };
+
+/** Directories remembered as existing; past this many the oldest are forgotten (and asked for again). */
+const KNOWN_DIRS_MAX = 4096;
 
 export function createLocalStorage(options: LocalStorageOptions): LocalStorage {
   const root = path.resolve(options.dir);
@@ -37,18 +49,46 @@ export function createLocalStorage(options: LocalStorageOptions): LocalStorage {
     return filePath;
   }
 
+  const stats: LocalStorageStats = { mkdirs: 0, fileSyncs: 0 };
+  // A task's images and its staged files share a directory: a put asks for it once, not each
+  // time (a mkdir that finds it is a trip through libuv's pool and a failed syscall). Darkroom
+  // never removes directories; one removed behind its back is made again when a put finds it gone.
+  const knownDirs = new Set<string>();
+
+  async function ensureDir(dir: string): Promise<void> {
+    if (knownDirs.has(dir)) return;
+    stats.mkdirs++;
+    await mkdir(dir, { recursive: true });
+    if (knownDirs.size >= KNOWN_DIRS_MAX) knownDirs.delete(knownDirs.values().next().value!);
+    knownDirs.add(dir);
+  }
+
+  async function openNew(tempPath: string): Promise<FileHandle> {
+    const dir = path.dirname(tempPath);
+    await ensureDir(dir);
+    try {
+      return await open(tempPath, 'wx');
+    } catch (error) {
+      if ((error as { code?: unknown } | null)?.code !== 'ENOENT') throw error;
+      knownDirs.delete(dir);
+      await ensureDir(dir);
+      return await open(tempPath, 'wx');
+    }
+  }
+
   return {
     driver: 'local',
     resolvePath,
+    stats: () => ({ ...stats }),
 
     async put(key: string, data: Buffer): Promise<void> {
       const filePath = resolvePath(key);
-      await mkdir(path.dirname(filePath), { recursive: true });
       const tempPath = `${filePath}.${randomBytes(6).toString('hex')}.tmp`;
-      const handle = await open(tempPath, 'wx');
+      const handle = await openNew(tempPath);
       try {
         await handle.writeFile(data);
         await handle.datasync();
+        stats.fileSyncs++;
       } catch (error) {
         await handle.close();
         await rm(tempPath, { force: true });

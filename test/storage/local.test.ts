@@ -42,6 +42,31 @@ describe('local storage', () => {
     assert.deepEqual(await readdir(path.join(dir, 'over')), ['write.bin']);
   });
 
+  it('asks for a directory once, not for every put into it', async () => {
+    const fresh = createLocalStorage({ dir: path.join(dir, 'dirs-once'), signingSecret: SECRET });
+    await fresh.put('tasks/t9/0000.png', Buffer.from('a'), 'image/png');
+    await fresh.put('tasks/t9/0000.thumb.webp', Buffer.from('b'), 'image/webp');
+    await fresh.put('tasks/t9/0001.png', Buffer.from('c'), 'image/png');
+    assert.equal(fresh.stats().mkdirs, 1);
+    assert.equal(fresh.stats().fileSyncs, 3);
+    await fresh.put('tasks/t10/0000.png', Buffer.from('d'), 'image/png');
+    assert.equal(fresh.stats().mkdirs, 2);
+    assert.deepEqual((await readdir(path.join(dir, 'dirs-once/tasks/t9'))).sort(), [
+      '0000.png',
+      '0000.thumb.webp',
+      '0001.png',
+    ]);
+  });
+
+  it('makes a directory again when it was removed behind its back', async () => {
+    const fresh = createLocalStorage({ dir: path.join(dir, 'dirs-gone'), signingSecret: SECRET });
+    await fresh.put('work/t1/generate/0000.png', Buffer.from('first'), 'image/png');
+    await rm(path.join(dir, 'dirs-gone/work'), { recursive: true });
+    await fresh.put('work/t1/generate/0001.png', Buffer.from('second'), 'image/png');
+    assert.equal((await fresh.get('work/t1/generate/0001.png')).toString(), 'second');
+    assert.deepEqual(await readdir(path.join(dir, 'dirs-gone/work/t1/generate')), ['0001.png']);
+  });
+
   it('throws file_not_found for a missing key, and for a directory', async () => {
     await assert.rejects(storage.get('nope/missing.png'), isCode('file_not_found'));
     await storage.put('a/b/c.png', Buffer.from('x'), 'image/png');
