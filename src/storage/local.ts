@@ -20,6 +20,8 @@ export interface LocalStorageStats {
   mkdirs: number;
   /** fdatasync of a written file. */
   fileSyncs: number;
+  /** fsync of a directory: after renames into it (shared by those that wait together) and new directories' parents. */
+  dirSyncs: number;
 }
 
 export type LocalStorage = Storage & {
@@ -49,18 +51,69 @@ export function createLocalStorage(options: LocalStorageOptions): LocalStorage {
     return filePath;
   }
 
-  const stats: LocalStorageStats = { mkdirs: 0, fileSyncs: 0 };
+  const stats: LocalStorageStats = { mkdirs: 0, fileSyncs: 0, dirSyncs: 0 };
   // A task's images and its staged files share a directory: a put asks for it once, not each
   // time (a mkdir that finds it is a trip through libuv's pool and a failed syscall). Darkroom
   // never removes directories; one removed behind its back is made again when a put finds it gone.
-  const knownDirs = new Set<string>();
+  // The promise is the directory made durable: concurrent puts into a new one wait for it.
+  const knownDirs = new Map<string, Promise<void>>();
 
-  async function ensureDir(dir: string): Promise<void> {
-    if (knownDirs.has(dir)) return;
+  function ensureDir(dir: string): Promise<void> {
+    const known = knownDirs.get(dir);
+    if (known) return known;
+    const made = makeDir(dir);
+    if (knownDirs.size >= KNOWN_DIRS_MAX) knownDirs.delete(knownDirs.keys().next().value!);
+    knownDirs.set(dir, made);
+    made.catch(() => {
+      if (knownDirs.get(dir) === made) knownDirs.delete(dir);
+    });
+    return made;
+  }
+
+  /**
+   * mkdir -p, then the entry of each directory it created synced in its parent: a new
+   * directory's name is durable only once its parent is fsynced (Linux fsync(2): "an explicit
+   * fsync() on a file descriptor for the directory is also needed").
+   */
+  async function makeDir(dir: string): Promise<void> {
     stats.mkdirs++;
-    await mkdir(dir, { recursive: true });
-    if (knownDirs.size >= KNOWN_DIRS_MAX) knownDirs.delete(knownDirs.values().next().value!);
-    knownDirs.add(dir);
+    const first = await mkdir(dir, { recursive: true });
+    if (first === undefined) return;
+    const parents: string[] = [];
+    for (let d = dir; ; d = path.dirname(d)) {
+      parents.push(path.dirname(d));
+      if (d === first || d === path.dirname(d)) break;
+    }
+    await Promise.all(parents.map(syncDir));
+  }
+
+  // Group commit of directory fsyncs: a put's rename is covered by an fsync of its directory that
+  // starts after the rename. Puts that ask while one runs share the next one, which starts when it
+  // ends (a store job's original and thumbnail, the images of one call, land in one directory).
+  const dirSyncs = new Map<string, { queued: Promise<void> | undefined; last: Promise<void> }>();
+
+  function syncDir(dir: string): Promise<void> {
+    const state = dirSyncs.get(dir);
+    if (state?.queued) return state.queued;
+    const before = state?.last ?? Promise.resolve();
+    const run: Promise<void> = before
+      .catch(() => {})
+      .then(async () => {
+        const current = dirSyncs.get(dir);
+        if (current?.queued === run) current.queued = undefined; // later callers need a later fsync
+        try {
+          await fsyncDirectory(dir);
+          stats.dirSyncs++;
+        } finally {
+          if (dirSyncs.get(dir)?.last === run && dirSyncs.get(dir)?.queued === undefined)
+            dirSyncs.delete(dir);
+        }
+      });
+    if (state) {
+      state.queued = run;
+      state.last = run;
+    } else dirSyncs.set(dir, { queued: run, last: run });
+    return run;
   }
 
   async function openNew(tempPath: string): Promise<FileHandle> {
@@ -101,6 +154,9 @@ export function createLocalStorage(options: LocalStorageOptions): LocalStorage {
         await rm(tempPath, { force: true });
         throw error;
       }
+      // The new name is durable once the directory is synced: the caller records the key in the
+      // database after this returns, and a crash must not leave it pointing at nothing.
+      await syncDir(path.dirname(filePath));
     },
 
     async get(key: string): Promise<Buffer> {
@@ -124,6 +180,15 @@ export function createLocalStorage(options: LocalStorageOptions): LocalStorage {
       return signFileUrl(key, expiresAt, options.signingSecret);
     },
   };
+}
+
+async function fsyncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
 }
 
 function isMissingFile(error: unknown): boolean {

@@ -49,6 +49,8 @@ describe('local storage', () => {
     await fresh.put('tasks/t9/0001.png', Buffer.from('c'), 'image/png');
     assert.equal(fresh.stats().mkdirs, 1);
     assert.equal(fresh.stats().fileSyncs, 3);
+    // The three directories made (the root, tasks, t9) synced in their parents, then t9 after each rename.
+    assert.equal(fresh.stats().dirSyncs, 3 + 3);
     await fresh.put('tasks/t10/0000.png', Buffer.from('d'), 'image/png');
     assert.equal(fresh.stats().mkdirs, 2);
     assert.deepEqual((await readdir(path.join(dir, 'dirs-once/tasks/t9'))).sort(), [
@@ -56,6 +58,21 @@ describe('local storage', () => {
       '0000.thumb.webp',
       '0001.png',
     ]);
+  });
+
+  it('syncs the directory after a rename, sharing the fsync among puts that wait together', async () => {
+    const fresh = createLocalStorage({ dir: path.join(dir, 'dirs-sync'), signingSecret: SECRET });
+    await fresh.put('tasks/t1/0000.png', Buffer.from('a'), 'image/png');
+    const made = fresh.stats().dirSyncs;
+    assert.equal(made, 3 + 1, 'root, tasks and t1 made (their parents synced), then t1 after the rename');
+    await fresh.put('tasks/t1/0001.png', Buffer.from('b'), 'image/png');
+    assert.equal(fresh.stats().dirSyncs, made + 1);
+    const keys = Array.from({ length: 8 }, (_, i) => `tasks/t1/${String(i + 2).padStart(4, '0')}.png`);
+    await Promise.all(keys.map((key) => fresh.put(key, Buffer.from(key), 'image/png')));
+    const shared = fresh.stats().dirSyncs - made - 1;
+    assert.ok(shared >= 1 && shared <= keys.length, `${shared} directory syncs for ${keys.length} puts`);
+    assert.equal(fresh.stats().fileSyncs, 2 + keys.length);
+    for (const key of keys) assert.equal((await fresh.get(key)).toString(), key);
   });
 
   it('makes a directory again when it was removed behind its back', async () => {
