@@ -1,4 +1,5 @@
-import { Worker, type ResourceLimits } from 'node:worker_threads';
+import type { ResourceLimits, Worker } from 'node:worker_threads';
+import { startModuleThread } from '../module-thread.ts';
 import {
   RETRYABLE_SQLSTATES,
   sqlState,
@@ -15,17 +16,9 @@ export interface PgliteThreadOptions {
   resourceLimits?: ResourceLimits;
 }
 
-/**
- * Starts src/store/pglite-worker.ts in a worker thread. darkroom runs its TypeScript through
- * tsx, whose loader a worker thread does not inherit: the thread's entry registers it first,
- * then imports the worker module (as src/scheduler/forecaster-thread.ts does).
- */
+/** Starts src/store/pglite-worker.ts (or its compiled .js) in a worker thread (src/module-thread.ts). */
 function spawnPgliteWorker(data: PgliteWorkerData, options: PgliteThreadOptions): Worker {
-  const entry = new URL('./pglite-worker.ts', import.meta.url).href;
-  const code = `import { register } from ${JSON.stringify(import.meta.resolve('tsx/esm/api'))};
-register();
-await import(${JSON.stringify(entry)});`;
-  return new Worker(new URL(`data:text/javascript,${encodeURIComponent(code)}`), {
+  return startModuleThread(import.meta.url, './pglite-worker.ts', {
     workerData: data,
     ...(options.resourceLimits ? { resourceLimits: options.resourceLimits } : {}),
   });
