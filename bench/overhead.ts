@@ -6,6 +6,7 @@
  *   npm run bench -- overhead
  *   OVERHEAD_TASKS=50 npm run bench -- overhead          # a smaller run
  *   OVERHEAD_ONLY=darkroom_postgres,graphile_worker npm run bench -- overhead
+ *   OVERHEAD_ONLY=unit_costs npm run bench -- overhead   # the image and file work's unit costs
  *
  * The workload, the same for the three: UNITS units of work, each two jobs in sequence (the
  * second enqueued when the first ends), 16 handlers in flight.
@@ -30,6 +31,10 @@ import pg from 'pg';
 import pino from 'pino';
 import { resolveConfig } from '../src/config/load.ts';
 import { startServer } from '../src/server.ts';
+import sharp from 'sharp';
+import { synthesizeImage } from '../src/images/synth.ts';
+import { makeThumbnail } from '../src/images/thumbnail.ts';
+import { createLocalStorage, type LocalStorage } from '../src/storage/local.ts';
 import type { Telemetry } from '../src/telemetry/telemetry.ts';
 
 type Json = Record<string, unknown>;
@@ -73,7 +78,7 @@ async function freshDatabase(tag: string): Promise<{ name: string; url: string; 
  * COMMIT apart, those run inside triggers and functions (seen with pg_stat_statements.track = all),
  * and the statements that took the most time.
  */
-async function statementsOf(database: string, jobs: number): Promise<Json | undefined> {
+async function statementsOf(database: string, jobs: number, images: number): Promise<Json | undefined> {
   const admin = new pg.Client({ connectionString: baseUrl() });
   await admin.connect();
   try {
@@ -110,6 +115,17 @@ async function statementsOf(database: string, jobs: number): Promise<Json | unde
           calls: Number(r.calls),
           total_ms: Math.round(r.total_ms),
           mean_ms: Number(r.mean_ms.toFixed(2)),
+        })),
+      // Every statement an image's two jobs account for (the server's periodic ones included),
+      // for the per-image budget in docs/benchmarks.md: calls per image and execution time.
+      statements_per_image: rows
+        .filter((r) => Number(r.calls) / images >= 0.05)
+        .sort((a, b) => Number(b.calls) - Number(a.calls))
+        .map((r) => ({
+          ...(r.toplevel ? {} : { nested: true }),
+          query: r.query.replace(/\s+/g, ' ').slice(0, 90),
+          per_image: Number((Number(r.calls) / images).toFixed(2)),
+          mean_ms: Number(r.mean_ms.toFixed(3)),
         })),
     };
   } catch (error) {
@@ -224,7 +240,8 @@ async function darkroom(units: number, database: 'postgres' | 'pglite'): Promise
       [ids],
     );
     const passes = passesAfter.count - passesBefore.count;
-    const statements = db ? await statementsOf(db.name, r.jobs) : undefined;
+    const statements = db ? await statementsOf(db.name, r.jobs, tasks * IMAGES) : undefined;
+    const storage = (server.ctx.storage as Partial<LocalStorage>).stats?.();
     return {
       database,
       tasks,
@@ -241,6 +258,14 @@ async function darkroom(units: number, database: 'postgres' | 'pglite'): Promise
       // This process's CPU (all its threads: the event loop, libuv's and sharp's pools, the
       // forecaster) per job; PostgreSQL's is apart.
       process_cpu_ms_per_job: Number(((cpu.user + cpu.system) / 1000 / r.jobs).toFixed(2)),
+      // Local storage's file-system calls per image (staging, original, thumbnail).
+      ...(storage
+        ? {
+            storage_per_image: Object.fromEntries(
+              Object.entries(storage).map(([k, v]) => [k, Number((v / (tasks * IMAGES)).toFixed(2))]),
+            ),
+          }
+        : {}),
       ...statements,
     };
   } finally {
@@ -335,11 +360,62 @@ async function pgBoss(units: number): Promise<Json> {
   }
 }
 
+/**
+ * Unit costs of the image and file work one image takes on darkroom's path, each operation run
+ * UNIT_COST_RUNS times one after another (nothing else of the bench in flight): wall time (p50
+ * and mean) and this process's CPU (all threads) per operation. Multiplied by the counts per
+ * image (storage_per_image, the statements), they make the budget in docs/benchmarks.md.
+ */
+async function unitCosts(): Promise<Json> {
+  const runs = 200;
+  const home = mkdtempSync(path.join(tmpdir(), 'darkroom-overhead-units-'));
+  const storage = createLocalStorage({ dir: home, signingSecret: 'bench' });
+  const result: Json = { runs };
+  const measure = async (name: string, op: (i: number) => Promise<unknown>) => {
+    for (let i = 0; i < 5; i++) await op(runs + i);
+    const walls: number[] = [];
+    const cpu0 = process.cpuUsage();
+    for (let i = 0; i < runs; i++) {
+      const t = performance.now();
+      await op(i);
+      walls.push(performance.now() - t);
+    }
+    const cpu = process.cpuUsage(cpu0);
+    walls.sort((a, b) => a - b);
+    result[name] = {
+      wall_p50_ms: Number(walls[runs >> 1]!.toFixed(3)),
+      wall_mean_ms: Number((walls.reduce((a, b) => a + b, 0) / runs).toFixed(3)),
+      cpu_ms: Number(((cpu.user + cpu.system) / 1000 / runs).toFixed(3)),
+    };
+  };
+  try {
+    // The simulator's picture, as the bench's provider renders it (params size 64x64).
+    const png = await synthesizeImage({ prompt: 'o', index: 0, seed: 1, width: 64, height: 64 });
+    const thumb = await makeThumbnail(png);
+    result.png_bytes = png.length;
+    result.thumbnail_bytes = thumb.data.length;
+    await measure('sim_render_png', (i) =>
+      synthesizeImage({ prompt: 'o', index: i, seed: 1, width: 64, height: 64 }),
+    );
+    await measure('sharp_metadata', () => sharp(png).metadata());
+    await measure('thumbnail', () => makeThumbnail(png));
+    await measure('put_new_task_dir', (i) => storage.put(`tasks/u${i}/0000.png`, png, 'image/png'));
+    await measure('put_known_dir', (i) => storage.put(`tasks/u0/${i}.png`, png, 'image/png'));
+    await measure('get', (i) => storage.get(`tasks/u0/${i}.png`));
+    await measure('delete', (i) => storage.delete(`tasks/u0/${i}.png`));
+    result.storage_calls = storage.stats();
+    return result;
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
+}
+
 const CONTENDERS: Record<string, (units: number) => Promise<Json>> = {
   darkroom_postgres: (units) => darkroom(units, 'postgres'),
   darkroom_pglite: (units) => darkroom(units, 'pglite'),
   graphile_worker: graphile,
   pg_boss: pgBoss,
+  unit_costs: unitCosts,
 };
 
 /** OVERHEAD_ONLY=darkroom_postgres,graphile_worker runs some of the contenders. */
