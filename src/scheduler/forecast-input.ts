@@ -8,7 +8,7 @@ import {
   type ForecastTask,
 } from '../sim/forecast.ts';
 import type { Queryable } from '../store/db.ts';
-import { meanStepDurations, readQueueSnapshot, type QueueSnapshot } from '../store/stats.ts';
+import { meanStepDurations, readQueueSnapshot, slotIdleMs, type QueueSnapshot } from '../store/stats.ts';
 
 /**
  * What the leader's forecast starts from: the queue as the database holds it (at most
@@ -35,9 +35,12 @@ export async function readForecastInput(
 }
 
 /**
- * Mean job durations per step, measured (else the defaults), and the delay from an admission to
- * its call starting: the measured claim delay plus half a scheduler poll (a job's end may wait
- * for the next poll to admit what follows it).
+ * Mean job durations per step, measured (else the defaults), and the simulation's dispatch delay.
+ * The simulation frees a call's slot at its answer, admits the next call there and starts it
+ * `dispatchMs` later, so its dispatch delay is what the server measures as the time from a call's
+ * answer to the next waiting call's start (store/stats.ts slotIdleMs: wake-up, pass, claim,
+ * inputs), as the planner bench calibrates it; before any call was measured so, the mean
+ * admission → start delay. Admission is event-driven: no share of the fallback poll is added.
  */
 async function measuredDurations(q: Queryable, config: Config): Promise<Durations> {
   const steps = Object.values(config.pipelines).flatMap((pipeline) =>
@@ -63,7 +66,15 @@ async function measuredDurations(q: Queryable, config: Config): Promise<Duration
     }
   }
   const claimMs = dispatchN > 0 ? dispatchSum / dispatchN : 0;
-  return durationsFor(config, measured, claimMs + config.scheduler.pollMs / 2);
+  const providers = [...new Set(steps.filter((s) => s.resource in config.providers).map((s) => s.resource))];
+  let idleSum = 0;
+  let idleN = 0;
+  for (const r of await slotIdleMs(q, providers)) {
+    if (r.medianMs === undefined || r.samples <= 0) continue;
+    idleSum += r.medianMs * r.samples;
+    idleN += r.samples;
+  }
+  return durationsFor(config, measured, idleN > 0 ? idleSum / idleN : claimMs);
 }
 
 /** The snapshot as the forecast's state (pure). */

@@ -56,6 +56,49 @@ export async function meanStepDurations(q: Queryable, steps: StepRef[]): Promise
   }));
 }
 
+/** How long a provider's freed slot stays idle while calls wait: see {@link slotIdleMs}. */
+export interface SlotIdle {
+  resource: string;
+  /** Median, ms; undefined with no sample. */
+  medianMs: number | undefined;
+  samples: number;
+}
+
+/**
+ * Per provider, the median time from a call's answer (its slot frees: `provider_done_at`, else
+ * its outcome) to the start of the next call on that provider that was already queued then: the
+ * wake-up, the scheduler's pass, the claim and the inputs' load, during which the freed slot
+ * does no work. Among the newest 100 successful calls of each provider (`jobs_recent_success`),
+ * so the read is bounded whatever the table holds. The median leaves out the gaps where the
+ * next call waited on something else (a user's or the key's RPM limit, a backoff). The planner
+ * bench calibrates the planner's `dispatchMs` with the same quantity (bench/planner-vs-server.ts).
+ */
+export async function slotIdleMs(q: Queryable, resources: string[]): Promise<SlotIdle[]> {
+  if (resources.length === 0) return [];
+  const { rows } = await q.query<{ resource: string; ms: number | null; n: number }>(
+    `SELECT g.resource, m.ms, m.n
+       FROM unnest($1::text[]) AS g(resource)
+       CROSS JOIN LATERAL (
+         WITH recent AS (
+           SELECT started_at, created_at, COALESCE(provider_done_at, finished_at) AS answered_at
+             FROM jobs
+            WHERE resource = g.resource AND state = 'succeeded' AND started_at IS NOT NULL
+            ORDER BY finished_at DESC LIMIT 100)
+         SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY gap.ms)::float8 AS ms, count(gap.ms)::int AS n
+           FROM (SELECT extract(epoch FROM (SELECT min(n.started_at) FROM recent n
+                         WHERE n.started_at >= c.answered_at AND n.created_at <= c.answered_at)
+                         - c.answered_at) * 1000 AS ms
+                   FROM recent c) gap
+          WHERE gap.ms IS NOT NULL) m`,
+    [resources],
+  );
+  return rows.map((r) => ({
+    resource: r.resource,
+    medianMs: r.ms === null ? undefined : Number(r.ms),
+    samples: r.n,
+  }));
+}
+
 /** What the ETA forecast reads: every active task, the work of running ones, keys, limits. */
 export interface QueueSnapshot {
   /** The database's clock (epoch ms) when read. */
