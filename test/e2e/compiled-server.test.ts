@@ -25,7 +25,8 @@ const DIST_URL = pathToFileURL(path.join(ROOT, 'dist')).href;
  * The server as users run it (`npm start`): compiled by scripts/build.mjs (what `npm install`
  * and `npm start` run), started through bin/darkroom.cjs with nothing telling it to run the
  * sources, so the launcher picks dist/. A module hook records every ES module it loads (main
- * thread and worker threads), which says where its code came from.
+ * thread and worker threads: the forecast's and, on PGlite, the database's), which says where
+ * its code came from.
  */
 describeEachDb('the compiled server (dist/) runs without tsx', (kind) => {
   let proc: DarkroomProcess;
@@ -117,6 +118,8 @@ describeEachDb('the compiled server (dist/) runs without tsx', (kind) => {
       own.includes(`${DIST_URL}/scheduler/forecaster-worker.js`),
       'the forecast thread ran from dist/',
     );
+    if (kind === 'pglite')
+      assert.ok(own.includes(`${DIST_URL}/store/pglite-worker.js`), 'the PGlite thread ran from dist/');
     assert.deepEqual(
       urls.filter((u) => u.endsWith('.ts')),
       [],
