@@ -87,33 +87,86 @@ export function createLocalStorage(options: LocalStorageOptions): LocalStorage {
     await Promise.all(parents.map(syncDir));
   }
 
-  // Group commit of directory fsyncs: a put's rename is covered by an fsync of its directory that
-  // starts after the rename. Puts that ask while one runs share the next one, which starts when it
-  // ends (a store job's original and thumbnail, the images of one call, land in one directory).
-  const dirSyncs = new Map<string, { queued: Promise<void> | undefined; last: Promise<void> }>();
+  // Group commit of directory fsyncs. A put's rename is covered by an fsync of its directory that
+  // starts after the rename. A put that has renamed joins the directory's next fsync, which waits
+  // for the puts into that directory already writing when it was opened (they join it when they
+  // have renamed, or leave it when they fail) and for the fsync before it: a store job's original
+  // and thumbnail, written at once, share one. Puts that start later do not hold it back.
+  interface DirBatch {
+    /** Puts with a number up to this one were under way when the batch opened. */
+    cutoff: number;
+    done: Promise<void>;
+    resolve: () => void;
+    reject: (error: unknown) => void;
+  }
+  interface DirState {
+    /** Puts writing into the directory (opened, not yet renamed), by number. */
+    writers: Set<number>;
+    next: DirBatch | undefined;
+    running: boolean;
+  }
+  const dirStates = new Map<string, DirState>();
+  let putNumber = 0;
+
+  function dirState(dir: string): DirState {
+    let state = dirStates.get(dir);
+    if (!state) {
+      state = { writers: new Set(), next: undefined, running: false };
+      dirStates.set(dir, state);
+    }
+    return state;
+  }
 
   function syncDir(dir: string): Promise<void> {
-    const state = dirSyncs.get(dir);
-    if (state?.queued) return state.queued;
-    const before = state?.last ?? Promise.resolve();
-    const run: Promise<void> = before
-      .catch(() => {})
-      .then(async () => {
-        const current = dirSyncs.get(dir);
-        if (current?.queued === run) current.queued = undefined; // later callers need a later fsync
-        try {
-          await fsyncDirectory(dir);
-          stats.dirSyncs++;
-        } finally {
-          if (dirSyncs.get(dir)?.last === run && dirSyncs.get(dir)?.queued === undefined)
-            dirSyncs.delete(dir);
-        }
+    const state = dirState(dir);
+    if (!state.next) {
+      let resolve!: () => void;
+      let reject!: (error: unknown) => void;
+      const done = new Promise<void>((res, rej) => {
+        resolve = res;
+        reject = rej;
       });
-    if (state) {
-      state.queued = run;
-      state.last = run;
-    } else dirSyncs.set(dir, { queued: run, last: run });
-    return run;
+      state.next = { cutoff: putNumber, done, resolve, reject };
+    }
+    const { done } = state.next;
+    startSync(dir);
+    return done;
+  }
+
+  function startSync(dir: string): void {
+    const state = dirStates.get(dir);
+    if (!state) return;
+    const batch = state.next;
+    if (!batch) {
+      if (!state.running && state.writers.size === 0) dirStates.delete(dir);
+      return;
+    }
+    if (state.running) return;
+    for (const writer of state.writers) if (writer <= batch.cutoff) return;
+    state.next = undefined;
+    state.running = true;
+    fsyncDirectory(dir)
+      .then(
+        () => {
+          stats.dirSyncs++;
+          batch.resolve();
+        },
+        (error: unknown) => batch.reject(error),
+      )
+      .finally(() => {
+        state.running = false;
+        startSync(dir);
+      });
+  }
+
+  /** Counts a put as writing into its directory until it has renamed (or failed). */
+  function beginWrite(dir: string): () => void {
+    const number = ++putNumber;
+    dirState(dir).writers.add(number);
+    return () => {
+      dirStates.get(dir)?.writers.delete(number);
+      startSync(dir);
+    };
   }
 
   async function openNew(tempPath: string): Promise<FileHandle> {
@@ -136,27 +189,38 @@ export function createLocalStorage(options: LocalStorageOptions): LocalStorage {
 
     async put(key: string, data: Buffer): Promise<void> {
       const filePath = resolvePath(key);
+      const dir = path.dirname(filePath);
       const tempPath = `${filePath}.${randomBytes(6).toString('hex')}.tmp`;
-      const handle = await openNew(tempPath);
+      await ensureDir(dir);
+      const endWrite = beginWrite(dir);
       try {
-        await handle.writeFile(data);
-        await handle.datasync();
-        stats.fileSyncs++;
-      } catch (error) {
+        const handle = await openNew(tempPath);
+        try {
+          await handle.writeFile(data);
+          await handle.datasync();
+          stats.fileSyncs++;
+        } catch (error) {
+          await handle.close();
+          await rm(tempPath, { force: true });
+          throw error;
+        }
         await handle.close();
-        await rm(tempPath, { force: true });
-        throw error;
-      }
-      await handle.close();
-      try {
-        await rename(tempPath, filePath);
+        try {
+          await rename(tempPath, filePath);
+        } catch (error) {
+          await rm(tempPath, { force: true });
+          throw error;
+        }
       } catch (error) {
-        await rm(tempPath, { force: true });
+        endWrite();
         throw error;
       }
       // The new name is durable once the directory is synced: the caller records the key in the
-      // database after this returns, and a crash must not leave it pointing at nothing.
-      await syncDir(path.dirname(filePath));
+      // database after this returns, and a crash must not leave it pointing at nothing. Joined
+      // before this put stops counting as a writer, so the batch cannot start without it.
+      const synced = syncDir(dir);
+      endWrite();
+      await synced;
     },
 
     async get(key: string): Promise<Buffer> {

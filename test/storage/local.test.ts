@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -60,19 +60,45 @@ describe('local storage', () => {
     ]);
   });
 
-  it('syncs the directory after a rename, sharing the fsync among puts that wait together', async () => {
+  it('syncs the directory after a rename, one fsync for the puts written together', async () => {
     const fresh = createLocalStorage({ dir: path.join(dir, 'dirs-sync'), signingSecret: SECRET });
     await fresh.put('tasks/t1/0000.png', Buffer.from('a'), 'image/png');
     const made = fresh.stats().dirSyncs;
     assert.equal(made, 3 + 1, 'root, tasks and t1 made (their parents synced), then t1 after the rename');
     await fresh.put('tasks/t1/0001.png', Buffer.from('b'), 'image/png');
     assert.equal(fresh.stats().dirSyncs, made + 1);
-    const keys = Array.from({ length: 8 }, (_, i) => `tasks/t1/${String(i + 2).padStart(4, '0')}.png`);
+    // Started together (a store job's original and thumbnail): the first to rename waits for the
+    // others already writing, and one fsync covers every rename.
+    await Promise.all([
+      fresh.put('tasks/t1/0002.png', Buffer.from('original'), 'image/png'),
+      fresh.put('tasks/t1/0002.thumb.webp', Buffer.from('thumbnail'), 'image/webp'),
+    ]);
+    assert.equal(fresh.stats().dirSyncs, made + 2);
+    const keys = Array.from({ length: 8 }, (_, i) => `tasks/t1/${String(i + 3).padStart(4, '0')}.png`);
     await Promise.all(keys.map((key) => fresh.put(key, Buffer.from(key), 'image/png')));
-    const shared = fresh.stats().dirSyncs - made - 1;
-    assert.ok(shared >= 1 && shared <= keys.length, `${shared} directory syncs for ${keys.length} puts`);
-    assert.equal(fresh.stats().fileSyncs, 2 + keys.length);
+    assert.equal(fresh.stats().dirSyncs, made + 3);
+    assert.equal(fresh.stats().fileSyncs, 4 + keys.length);
     for (const key of keys) assert.equal((await fresh.get(key)).toString(), key);
+    assert.equal((await fresh.get('tasks/t1/0002.thumb.webp')).toString(), 'thumbnail');
+  });
+
+  it('does not hold a directory fsync back for a put that fails', async () => {
+    const fresh = createLocalStorage({ dir: path.join(dir, 'dirs-fail'), signingSecret: SECRET });
+    await fresh.put('tasks/t1/0000.png', Buffer.from('a'), 'image/png');
+    // A directory where the file should go: that put's rename fails after its write.
+    await mkdir(path.join(dir, 'dirs-fail/tasks/t1/0001.png'));
+    const [ok, failed] = await Promise.allSettled([
+      fresh.put('tasks/t1/0002.png', Buffer.from('b'), 'image/png'),
+      fresh.put('tasks/t1/0001.png', Buffer.from('c'), 'image/png'),
+    ]);
+    assert.equal(ok.status, 'fulfilled');
+    assert.equal(failed.status, 'rejected');
+    assert.equal((await fresh.get('tasks/t1/0002.png')).toString(), 'b');
+    assert.deepEqual((await readdir(path.join(dir, 'dirs-fail/tasks/t1'))).sort(), [
+      '0000.png',
+      '0001.png',
+      '0002.png',
+    ]);
   });
 
   it('makes a directory again when it was removed behind its back', async () => {
