@@ -3,6 +3,7 @@ import { coerceError } from '../errors.ts';
 import { Channels, notifyAtCommit } from '../store/db.ts';
 import { confirmForecast, deleteForecasts, queueFingerprint, writeForecast } from '../store/forecasts.ts';
 import { readForecastInput } from './forecast-input.ts';
+import { chooseRows, pickRows, type RowMemo } from './forecast-rows.ts';
 import type { ForecastOutput } from './forecast-run.ts';
 import { createForecastThread, type ForecastThread } from './forecaster-thread.ts';
 
@@ -10,8 +11,12 @@ import { createForecastThread, type ForecastThread } from './forecaster-thread.t
  * The leader owns the queue forecast. After an admission pass the scheduler calls `afterPass()`;
  * at most once per interval the forecaster reads the queue (at most MAX_TASKS active tasks,
  * oldest first), has the forecast worker thread simulate it with the real decide(), and writes
- * every forecast task's position and predicted start and finish in one statement, then NOTIFYs
- * the SSE streams. API reads take one row per task (src/pipeline/estimate.ts).
+ * forecast tasks' positions and predicted start and finish in one statement, then NOTIFYs the SSE
+ * streams. API reads take one row per task (src/pipeline/estimate.ts). Not every row every pass:
+ * the head (HEAD_ROWS), newcomers, rows that moved and a rotating share of the tail (TAIL_ROWS),
+ * see src/scheduler/forecast-rows.ts; each row's `forecast_at` says when it was last written. The
+ * leader remembers what it wrote (a new leader's first pass writes every row), and deletes the
+ * rows of tasks it forecast before and not now (they ended).
  *
  * Cost control: a pass starts at least MIN_INTERVAL_MS after the previous one started, and at
  * least DUTY_FACTOR × its duration, so a huge queue does not keep the leader busy; when the
@@ -26,11 +31,21 @@ const REFRESH_MS = 60_000;
 const CONFIRM_EVERY_MS = 5000;
 const BUDGET_MS = 500;
 export const FORECAST_MAX_TASKS = 20_000;
+/**
+ * Rows written every pass (the first tasks in forecast order) and the tail's share per pass
+ * (rows that moved, then the least recently written). At 1,000 each a pass writes about 2,000
+ * rows instead of up to FORECAST_MAX_TASKS, and the 19,000-task tail of a full forecast is
+ * rewritten about every 20 passes (20 s or more): its ETAs are minutes to hours away.
+ */
+const HEAD_ROWS = 1000;
+const TAIL_ROWS = 1000;
 
 export interface ForecastPass {
   /** 'written': a new forecast; 'unchanged': nothing moved, the last one was confirmed. */
   outcome: 'written' | 'unchanged';
   tasks: number;
+  /** Task rows written (head, newcomers, moved, rotated tail); 0 when unchanged. */
+  rows: number;
   steps: number;
   durationMs: number;
 }
@@ -70,6 +85,10 @@ export interface ForecasterOptions {
   budgetMs?: number;
   /** The clock of the refresh and confirmation intervals (tests); default Date.now. */
   now?: () => number;
+  /** Rows written every pass (tests); default HEAD_ROWS. */
+  headRows?: number;
+  /** The tail's rows per pass (tests); default TAIL_ROWS. */
+  tailRows?: number;
 }
 
 export function createForecaster(ctx: Context, options: ForecasterOptions = {}): Forecaster {
@@ -85,7 +104,10 @@ export function createForecaster(ctx: Context, options: ForecasterOptions = {}):
   let lastFingerprint: string | undefined;
   let lastWrittenAt = 0;
   let lastConfirmedAt = 0;
-  let forecastIds = new Set<string>();
+  const limits = { headRows: options.headRows ?? HEAD_ROWS, tailRows: options.tailRows ?? TAIL_ROWS };
+  // Every task of the last forecast and what was last written to its row.
+  let written = new Map<string, RowMemo>();
+  let passes = 0;
 
   async function pass(force: boolean): Promise<ForecastPass> {
     const started = performance.now();
@@ -99,23 +121,33 @@ export function createForecaster(ctx: Context, options: ForecasterOptions = {}):
         await confirmForecast(db);
         lastConfirmedAt = now();
       }
-      return { outcome: 'unchanged', tasks: 0, steps: 0, durationMs: performance.now() - started };
+      return { outcome: 'unchanged', tasks: 0, rows: 0, steps: 0, durationMs: performance.now() - started };
     }
     const input = await readForecastInput(db, config, FORECAST_MAX_TASKS);
     const output: ForecastOutput = await thread.run(input, budgetMs);
-    const ids = new Set(output.tasks.ids);
-    const ended = [...forecastIds].filter((id) => !ids.has(id));
+    const { tasks } = output;
+    const pass = ++passes;
+    const choice = chooseRows(tasks, written, output.nowMs, limits);
+    const next = new Map<string, RowMemo>();
+    for (let i = 0; i < tasks.ids.length; i++) {
+      const prev = written.get(tasks.ids[i]!);
+      if (prev) next.set(tasks.ids[i]!, prev);
+    }
+    for (const i of choice.indexes)
+      next.set(tasks.ids[i]!, { finishMs: tasks.finishMs[i]!, simulated: tasks.simulated[i]!, pass });
+    const ended = [...written.keys()].filter((id) => !next.has(id));
     await db.transaction(async (tx) => {
-      await writeForecast(tx, output.nowMs, output.tasks, output.summary);
+      await writeForecast(tx, output.nowMs, pickRows(tasks, choice.indexes), output.summary);
       await deleteForecasts(tx, ended);
       await notifyAtCommit(tx, Channels.forecast);
     });
-    forecastIds = ids;
+    written = next;
     lastFingerprint = fingerprint;
     lastWrittenAt = lastConfirmedAt = now();
     return {
       outcome: 'written',
-      tasks: ids.size,
+      tasks: tasks.ids.length,
+      rows: choice.indexes.length,
       steps: output.steps,
       durationMs: performance.now() - started,
     };
