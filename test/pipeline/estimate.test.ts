@@ -119,8 +119,9 @@ describeEachDb('queue position and ETA through the API', (kind) => {
     );
 
     // Exactly what the planner's engine says for this queue from the same instant: no job
-    // measured yet (calls take the simulator's 4 s, stores 500 ms, ±10 %; half a scheduler poll
-    // from admission to start), no worker yet (one worker's slots), three seeds averaged.
+    // measured yet (calls take the simulator's 4 s, stores 500 ms, ±10 %; no call has started, so
+    // no admission → start delay nor idle slot was measured: dispatch 0), no worker yet (one
+    // worker's slots), three seeds averaged.
     const config = t.server.config;
     const { rows } = await t.server.ctx.db.query<{
       id: string;
@@ -152,7 +153,7 @@ describeEachDb('queue position and ETA through the API', (kind) => {
       effectiveConcurrency: {},
       lastServedAtMs: {},
     };
-    const durations = durationsFor(config, {}, config.scheduler.pollMs / 2);
+    const durations = durationsFor(config, {}, 0);
     const f = Forecast.average([1, 2, 3].map((seed) => forecast(config, state, durations, { seed })));
     for (const id of [...pro, free]) {
       const view = (await getJson(base, `/v1/tasks/${id}`)).body;
