@@ -41,7 +41,6 @@ import { createAfterCommitNotifier } from '../store/wake.ts';
 import { heartbeatWorker, registerWorker, removeWorker } from '../store/workers.ts';
 import { createWakeup } from '../scheduler/wakeup.ts';
 import { hostname } from 'node:os';
-import { createInputCache } from './input-cache.ts';
 import { LeaseRanOut, retryOnLostConnection } from './outcome-retry.ts';
 
 export interface WorkerHandle {
@@ -73,9 +72,6 @@ interface RunningJob {
 type RecordOutcome = <T>(write: (tx: Queryable) => Promise<T>) => Promise<T>;
 
 const PROGRESS_EVERY_MS = 500;
-
-/** The input images a worker keeps for its next calls (input-cache.ts). */
-const INPUT_CACHE_BYTES = 32 * 1024 * 1024;
 
 /** The stable code a job's error carries when its admitted key is gone (docs/errors.md). */
 export const KEY_UNAVAILABLE = 'key_unavailable';
@@ -114,8 +110,6 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
   const slots = w.concurrency;
   const running = new Map<string, RunningJob>();
   const wakeup = createWakeup();
-  const inputCache = createInputCache(INPUT_CACHE_BYTES);
-  const readInput = (key: string) => ctx.storage.get(key);
   let stopping = false;
 
   await registerWorker(db, { id: workerId, host: hostname(), pid: process.pid, roles, slots });
@@ -208,7 +202,7 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
     const inputKeys = job.input.keys ?? [];
     const inputs: InputImage[] = await Promise.all(
       inputKeys.map(async (k, i) => ({
-        data: await inputCache.get(k, readInput),
+        data: await ctx.storage.get(k),
         mime: mimeOfKey(k),
         role: task.inputs[i]?.role ?? pipeline.inputs[i] ?? 'input',
       })),

@@ -1,23 +1,19 @@
 /**
- * What a worker reads and claims per job: the calls of a step that share an input read it from
- * storage once, and a slot that frees claims the next admitted job only when the worker's slots
- * were all taken (admissions otherwise wake it with their NOTIFY).
+ * When a worker claims: a slot that frees claims the next admitted job only when the worker's
+ * slots were all taken (admissions otherwise wake it with their NOTIFY).
  */
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import type { Config } from '../../src/config/load.ts';
 import { submitTask } from '../../src/pipeline/submit.ts';
-import { stopForecaster } from '../../src/scheduler/forecaster.ts';
-import { startScheduler } from '../../src/scheduler/scheduler.ts';
 import type { Db } from '../../src/store/db.ts';
 import { acquireLeadership } from '../../src/store/leader.ts';
 import { writeAdmissions } from '../../src/store/schedule.ts';
-import type { Storage } from '../../src/storage/types.ts';
 import { startWorker } from '../../src/worker/worker.ts';
 import { testConfig } from '../helpers/config.ts';
 import { describeEachDb, useTestDb } from '../helpers/db.ts';
 import { waitFor } from '../helpers/wait.ts';
-import { localStorage, workerContext } from '../helpers/worker.ts';
+import { workerContext } from '../helpers/worker.ts';
 
 async function submit(db: Db, config: Config, userId: string, type: string, plan: string): Promise<string> {
   const r = await submitTask(db, config, {
@@ -35,60 +31,8 @@ async function submit(db: Db, config: Config, userId: string, type: string, plan
   return r.body.id;
 }
 
-async function taskState(db: Db, taskId: string): Promise<string | undefined> {
-  const { rows } = await db.query<{ state: string }>('SELECT state FROM tasks WHERE id = $1', [taskId]);
-  return rows[0]?.state;
-}
-
-/** Local storage that counts its reads by key. */
-function countingStorage(inner: Storage): { storage: Storage; reads: Map<string, number> } {
-  const reads = new Map<string, number>();
-  return {
-    reads,
-    storage: {
-      driver: inner.driver,
-      put: (key, data, type) => inner.put(key, data, type),
-      get(key) {
-        reads.set(key, (reads.get(key) ?? 0) + 1);
-        return inner.get(key);
-      },
-      delete: (key) => inner.delete(key),
-      url: (key, s) => inner.url(key, s),
-    },
-  };
-}
-
 describeEachDb('a worker', (kind) => {
   const t = useTestDb(kind);
-
-  it('reads the input its step shares once for all of the step’s calls', async () => {
-    const config = testConfig({
-      plans: { fifteen: { images: 15, credits: 15, weight: 1 } },
-      worker: { concurrency: 4 },
-    });
-    const counted = countingStorage(localStorage());
-    const ctx = workerContext(t.db, config, { storage: counted.storage });
-    const worker = await startWorker(ctx, 'w-inputs', 'worker');
-    const scheduler = await startScheduler(ctx, 'sched-inputs');
-    try {
-      // photography: beautify (one call) → generate (three calls of five) → store.
-      const taskId = await submit(t.db, config, 'inputs', 'photography', 'fifteen');
-      await waitFor('the task to succeed', async () => (await taskState(t.db, taskId)) === 'succeeded');
-      const { rows } = await t.db.query<{ keys: string[] }>(
-        `SELECT input->'keys' AS keys FROM jobs WHERE task_id = $1 AND kind = 'generate' ORDER BY first_index`,
-        [taskId],
-      );
-      assert.equal(rows.length, 3, 'three generate calls');
-      const shared = rows[0]!.keys;
-      assert.equal(shared.length, 1);
-      for (const r of rows) assert.deepEqual(r.keys, shared, 'every call sends the beautified image');
-      assert.equal(counted.reads.get(shared[0]!), 1, 'the beautified image was read from storage once');
-    } finally {
-      await scheduler.stop();
-      await stopForecaster(ctx);
-      await worker.stop(0);
-    }
-  });
 
   it('claims the next admitted job when a job ends while its slots were all taken', async () => {
     const config = testConfig({
