@@ -90,20 +90,6 @@ describe('PGlite in a worker thread', () => {
     results.forEach((r, i) => assert.deepEqual(r.rows, [{ v: i, s: `s${i}` }]));
   });
 
-  it('runs a statement again after DDL changed its columns (the thread prepares each SQL text once)', async () => {
-    await thread.exec(`CREATE TABLE reshaped (id int)`);
-    await thread.query(`INSERT INTO reshaped VALUES ($1)`, [1]);
-    const sql = `SELECT * FROM reshaped`;
-    assert.deepEqual((await thread.query(sql)).rows, [{ id: 1 }]);
-    await thread.exec(`ALTER TABLE reshaped ADD COLUMN label text DEFAULT 'x'`);
-    assert.deepEqual((await thread.query(sql)).rows, [{ id: 1, label: 'x' }]);
-    // Inside a transaction the changed statement fails as on PostgreSQL (0A000) and is prepared anew after.
-    await thread.exec(`ALTER TABLE reshaped DROP COLUMN label`);
-    const inside = await thread.transaction((tx) => tx.query(sql)).catch((e: unknown) => e);
-    assert.ok(!(inside instanceof Error) || sqlState(inside) === '0A000', String(inside));
-    assert.deepEqual((await thread.query(sql)).rows, [{ id: 1 }]);
-  });
-
   it('keeps the SQLSTATE and every field of an error (unique, check, raise with detail)', async () => {
     await thread.exec(`DELETE FROM items; INSERT INTO items (id, name) VALUES (1, 'a')`);
     await inProcess.exec(`DELETE FROM items; INSERT INTO items (id, name) VALUES (1, 'a')`);
