@@ -12,6 +12,7 @@ import { testConfig } from '../helpers/config.ts';
 import { describeEachDb, useTestDb } from '../helpers/db.ts';
 import { waitFor } from '../helpers/wait.ts';
 import { holdableStorage, localStorage, workerContext } from '../helpers/worker.ts';
+import { submitRequest } from '../helpers/submit-request.ts';
 
 describeEachDb('staging a call’s images', (kind) => {
   const t = useTestDb(kind);
@@ -37,18 +38,16 @@ describeEachDb('staging a call’s images', (kind) => {
     const worker = await startWorker(ctx, 'w-staging', 'worker');
     const scheduler = await startScheduler(ctx, 'sched-staging');
     try {
-      const { body } = await submitTask(t.db, config, {
-        userId: 'u',
-        orderId: undefined,
-        type: 'gen',
-        plan: 'three',
-        prompt: 'three at once',
-        inputs: [],
-        params: {},
-        deadlineSeconds: undefined,
-        idempotencyKey: undefined,
-        requestHash: 'u:three at once',
-      });
+      const { body } = await submitTask(
+        t.db,
+        config,
+        submitRequest('u', {
+          type: 'gen',
+          plan: 'three',
+          prompt: 'three at once',
+          requestHash: 'u:three at once',
+        }),
+      );
       // Sequential staging would never start the second put while the first is held.
       const started = new Set<string>();
       for (const h of holds) void h.reached.then((key) => started.add(key));

@@ -16,6 +16,7 @@ import { testConfig } from '../helpers/config.ts';
 import { describeEachDb, useTestDb } from '../helpers/db.ts';
 import { waitFor } from '../helpers/wait.ts';
 import { holdableStorage, localStorage, workerContext } from '../helpers/worker.ts';
+import { submitRequest } from '../helpers/submit-request.ts';
 
 const LEADER = 'test-leader';
 
@@ -37,18 +38,17 @@ function fencingConfig(extra: Parameters<typeof testConfig>[0] = {}): Config {
 }
 
 async function submit(db: Db, config: Config, userId: string, prompt: string): Promise<string> {
-  const r = await submitTask(db, config, {
-    userId,
-    orderId: undefined,
-    type: 'gen',
-    plan: 'one',
-    prompt,
-    inputs: [],
-    params: { seed: 7 },
-    deadlineSeconds: undefined,
-    idempotencyKey: undefined,
-    requestHash: `${userId}:${prompt}`,
-  });
+  const r = await submitTask(
+    db,
+    config,
+    submitRequest(userId, {
+      type: 'gen',
+      plan: 'one',
+      prompt,
+      params: { seed: 7 },
+      requestHash: `${userId}:${prompt}`,
+    }),
+  );
   return r.body.id;
 }
 

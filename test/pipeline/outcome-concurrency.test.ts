@@ -9,6 +9,7 @@ import { createPostgresDb } from '../../src/store/postgres.ts';
 import { testConfig } from '../helpers/config.ts';
 import { createPostgresDatabase, PG_URL } from '../helpers/db.ts';
 import { storedImageRow as image } from '../helpers/image-row.ts';
+import { submitRequest } from '../helpers/submit-request.ts';
 
 /**
  * Every job of one task recording its outcome at the same moment, on PostgreSQL (PGlite has one
@@ -67,18 +68,11 @@ describe(
 
     it('moves the stage once and ends the task once, with exact counters and one refund', async () => {
       const userId = 'u-concurrent';
-      const { body } = await submitTask(db, config, {
-        userId,
-        orderId: undefined,
-        type: 'gen',
-        plan: 'wide',
-        prompt: 'p',
-        inputs: [],
-        params: {},
-        deadlineSeconds: undefined,
-        idempotencyKey: undefined,
-        requestHash: 'h',
-      });
+      const { body } = await submitTask(
+        db,
+        config,
+        submitRequest(userId, { type: 'gen', plan: 'wide', prompt: 'p', requestHash: 'h' }),
+      );
       const taskId = body.id;
 
       // Round 1: 24 calls end together; images 0, 1 and 2 fail for good, the others succeed.

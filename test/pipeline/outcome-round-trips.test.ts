@@ -8,6 +8,7 @@ import { testConfig } from '../helpers/config.ts';
 import { countingDb } from '../helpers/counting-db.ts';
 import { describeEachDb, useTestDb } from '../helpers/db.ts';
 import { storedImageRow as image } from '../helpers/image-row.ts';
+import { submitRequest } from '../helpers/submit-request.ts';
 
 /**
  * A job's attempt, from its claim to its outcome, in statements: each one a round trip that a
@@ -44,18 +45,11 @@ describeEachDb('outcome round trips', (kind) => {
   }
 
   it('claims in one statement with the task, and records each outcome in two or three', async () => {
-    const { body } = await submitTask(t.db, config, {
-      userId: 'rt-outcome',
-      orderId: undefined,
-      type: 'gen',
-      plan: 'free',
-      prompt: 'p',
-      inputs: [],
-      params: {},
-      deadlineSeconds: undefined,
-      idempotencyKey: undefined,
-      requestHash: 'h',
-    });
+    const { body } = await submitTask(
+      t.db,
+      config,
+      submitRequest('rt-outcome', { type: 'gen', plan: 'free', prompt: 'p', requestHash: 'h' }),
+    );
     const taskId = body.id;
     // The provider's AIMD row as the scheduler's first pass leaves it (at the cap).
     await t.db.query(
@@ -148,18 +142,11 @@ describeEachDb('outcome round trips', (kind) => {
   });
 
   it('a stale attempt (its lease taken over) changes nothing, in one statement', async () => {
-    const { body } = await submitTask(t.db, config, {
-      userId: 'rt-stale',
-      orderId: undefined,
-      type: 'gen',
-      plan: 'free',
-      prompt: 'p',
-      inputs: [],
-      params: {},
-      deadlineSeconds: undefined,
-      idempotencyKey: undefined,
-      requestHash: 'h',
-    });
+    const { body } = await submitTask(
+      t.db,
+      config,
+      submitRequest('rt-stale', { type: 'gen', plan: 'free', prompt: 'p', requestHash: 'h' }),
+    );
     await admit(body.id);
     const [first] = await claimAll(t.db, 2);
     const statements: string[] = [];

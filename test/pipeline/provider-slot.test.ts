@@ -22,20 +22,14 @@ import { describeEachDb, useTestDb } from '../helpers/db.ts';
 import { waitFor } from '../helpers/wait.ts';
 import { holdableStorage, localStorage, workerContext } from '../helpers/worker.ts';
 import { useOneKeyProvider } from '../helpers/fake-provider.ts';
+import { submitRequest } from '../helpers/submit-request.ts';
 
 async function submit(db: Db, config: Config, userId: string, plan: string): Promise<string> {
-  const r = await submitTask(db, config, {
-    userId,
-    orderId: undefined,
-    type: 'gen',
-    plan,
-    prompt: userId,
-    inputs: [],
-    params: {},
-    deadlineSeconds: undefined,
-    idempotencyKey: undefined,
-    requestHash: `${userId}:${plan}`,
-  });
+  const r = await submitTask(
+    db,
+    config,
+    submitRequest(userId, { type: 'gen', plan, prompt: userId, requestHash: `${userId}:${plan}` }),
+  );
   return r.body.id;
 }
 

@@ -10,6 +10,7 @@ import { writeAdmissions } from '../../src/store/schedule.ts';
 import { acquireLeadership } from '../../src/store/leader.ts';
 import { describeEachDb, useTestDb } from '../helpers/db.ts';
 import { testConfig } from '../helpers/config.ts';
+import { submitRequest } from '../helpers/submit-request.ts';
 
 /**
  * What the worker's transitions do with Gemini's quota answers: a per-day quota rests the key
@@ -45,18 +46,11 @@ describeEachDb('rate limits and rests', (kind) => {
   /** A fresh task of one batch of 4, admitted on `key` as 4 requests and claimed. */
   async function runningJob(user: string, key = 'k1'): Promise<JobRow> {
     await db.query(`UPDATE jobs SET state = 'canceled' WHERE state IN ('queued', 'admitted', 'running')`);
-    const r = await submitTask(db, config, {
-      userId: user,
-      orderId: undefined,
-      type: 'gen',
-      plan: 'four',
-      prompt: '',
-      inputs: [],
-      params: {},
-      deadlineSeconds: undefined,
-      idempotencyKey: undefined,
-      requestHash: 'x',
-    });
+    const r = await submitTask(
+      db,
+      config,
+      submitRequest(user, { type: 'gen', plan: 'four', prompt: '', requestHash: 'x' }),
+    );
     const { rows } = await db.query<{ id: string }>(`SELECT id FROM jobs WHERE task_id = $1`, [r.body.id]);
     await writeAdmissions(db, 'leader', term, [{ jobId: rows[0]!.id, keyId: key, requests: 4 }]);
     const [job] = await db.transaction((tx) => claimJobs(tx, 'w', 1, 60_000));

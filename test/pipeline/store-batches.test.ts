@@ -13,6 +13,7 @@ import { testConfig } from '../helpers/config.ts';
 import { describeEachDb, useTestDb } from '../helpers/db.ts';
 import { waitFor } from '../helpers/wait.ts';
 import { holdableStorage, localStorage, workerContext } from '../helpers/worker.ts';
+import { submitRequest } from '../helpers/submit-request.ts';
 
 /**
  * Store jobs hold the images one call returned, cut at the store's concurrency, and are stored
@@ -36,18 +37,16 @@ function config(storeConcurrency: number, images = 5): Config {
 }
 
 async function submit(db: Db, cfg: Config, userId: string): Promise<string> {
-  const r = await submitTask(db, cfg, {
-    userId,
-    orderId: undefined,
-    type: 'gen',
-    plan: 'five',
-    prompt: `store batches for ${userId}`,
-    inputs: [],
-    params: {},
-    deadlineSeconds: undefined,
-    idempotencyKey: undefined,
-    requestHash: userId,
-  });
+  const r = await submitTask(
+    db,
+    cfg,
+    submitRequest(userId, {
+      type: 'gen',
+      plan: 'five',
+      prompt: `store batches for ${userId}`,
+      requestHash: userId,
+    }),
+  );
   return r.body.id;
 }
 

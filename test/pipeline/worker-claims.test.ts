@@ -14,20 +14,14 @@ import { testConfig } from '../helpers/config.ts';
 import { describeEachDb, useTestDb } from '../helpers/db.ts';
 import { waitFor } from '../helpers/wait.ts';
 import { workerContext } from '../helpers/worker.ts';
+import { submitRequest } from '../helpers/submit-request.ts';
 
 async function submit(db: Db, config: Config, userId: string, type: string, plan: string): Promise<string> {
-  const r = await submitTask(db, config, {
-    userId,
-    orderId: undefined,
-    type,
-    plan,
-    prompt: userId,
-    inputs: [],
-    params: {},
-    deadlineSeconds: undefined,
-    idempotencyKey: undefined,
-    requestHash: `${userId}:${plan}`,
-  });
+  const r = await submitTask(
+    db,
+    config,
+    submitRequest(userId, { type, plan, prompt: userId, requestHash: `${userId}:${plan}` }),
+  );
   return r.body.id;
 }
 
