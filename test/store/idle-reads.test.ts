@@ -3,6 +3,7 @@ import { before, it } from 'node:test';
 import type { Queryable } from '../../src/store/db.ts';
 import { cancelExpiredQueuedTasks } from '../../src/store/schedule.ts';
 import { describeEachDb, useTestDb } from '../helpers/db.ts';
+import { rowsTouched, type PlanNode } from '../helpers/plan.ts';
 
 /**
  * What the leader's loops read while nothing changes must not grow with the queue: an idle
@@ -14,26 +15,6 @@ import { describeEachDb, useTestDb } from '../helpers/db.ts';
  */
 
 const BACKLOG = 3000;
-
-interface PlanNode {
-  'Node Type': string;
-  'Relation Name'?: string;
-  'Actual Rows'?: number;
-  'Actual Loops'?: number;
-  'Rows Removed by Filter'?: number;
-  Plans?: PlanNode[];
-}
-
-/** Rows every scan of `relation` touched: returned plus removed by its filter, over all loops. */
-function rowsTouched(node: PlanNode, relation: string): number {
-  let n = 0;
-  if (node['Relation Name'] === relation) {
-    const loops = node['Actual Loops'] ?? 1;
-    n += ((node['Actual Rows'] ?? 0) + (node['Rows Removed by Filter'] ?? 0)) * loops;
-  }
-  for (const child of node.Plans ?? []) n += rowsTouched(child, relation);
-  return n;
-}
 
 /** Runs `fn` once to learn its statements, then explains each (analyzed, rolled back). */
 async function explainStatements(

@@ -3,6 +3,7 @@ import { before, it } from 'node:test';
 import type { Queryable } from '../../src/store/db.ts';
 import { listTasks, type ListTasksFilter } from '../../src/store/tasks.ts';
 import { describeEachDb, useTestDb } from '../helpers/db.ts';
+import { rowsTouched, type PlanNode } from '../helpers/plan.ts';
 
 /**
  * Task lists (GET /v1/tasks, /v1/admin/tasks): newest first by id, filtered, paged by the last
@@ -14,22 +15,6 @@ import { describeEachDb, useTestDb } from '../helpers/db.ts';
 
 const TASKS = 3000;
 const STATES = ['queued', 'queued', 'queued', 'running', 'succeeded', 'failed'] as const;
-
-interface PlanNode {
-  'Relation Name'?: string;
-  'Actual Rows'?: number;
-  'Actual Loops'?: number;
-  'Rows Removed by Filter'?: number;
-  Plans?: PlanNode[];
-}
-
-function rowsTouched(node: PlanNode, relation: string): number {
-  let n = 0;
-  if (node['Relation Name'] === relation)
-    n += ((node['Actual Rows'] ?? 0) + (node['Rows Removed by Filter'] ?? 0)) * (node['Actual Loops'] ?? 1);
-  for (const child of node.Plans ?? []) n += rowsTouched(child, relation);
-  return n;
-}
 
 /** Task i: an id that sorts alike in every collation (fixed-width hex), spread over users and states. */
 function task(i: number) {

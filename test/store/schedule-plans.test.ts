@@ -3,6 +3,7 @@ import { before, it } from 'node:test';
 import type { Queryable } from '../../src/store/db.ts';
 import { readCapacity, readFairOrder, readQueueHead, type HeadLimits } from '../../src/store/schedule.ts';
 import { describeEachDb, useTestDb } from '../helpers/db.ts';
+import { rowsTouched, seqScans, type PlanNode } from '../helpers/plan.ts';
 
 /**
  * The scheduler's head read must cost what one pass can admit, not what is queued, even when
@@ -17,28 +18,6 @@ import { describeEachDb, useTestDb } from '../helpers/db.ts';
 const QUEUED = 3000;
 const QUEUED_USERS = 20;
 const RUNNING = 8;
-
-interface PlanNode {
-  'Node Type'?: string;
-  'Relation Name'?: string;
-  'Actual Rows'?: number;
-  'Actual Loops'?: number;
-  'Rows Removed by Filter'?: number;
-  Plans?: PlanNode[];
-}
-
-function rowsTouched(node: PlanNode, relation: string): number {
-  let n = 0;
-  if (node['Relation Name'] === relation)
-    n += ((node['Actual Rows'] ?? 0) + (node['Rows Removed by Filter'] ?? 0)) * (node['Actual Loops'] ?? 1);
-  for (const child of node.Plans ?? []) n += rowsTouched(child, relation);
-  return n;
-}
-
-function seqScans(node: PlanNode): string[] {
-  const own = node['Node Type'] === 'Seq Scan' ? [node['Relation Name'] ?? '?'] : [];
-  return [...own, ...(node.Plans ?? []).flatMap(seqScans)];
-}
 
 describeEachDb('the scheduler’s head read without statistics', (kind) => {
   const t = useTestDb(kind);
