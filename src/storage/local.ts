@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
+import { access, mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { AppError } from '../errors.ts';
 import { assertPositiveSeconds, assertValidStorageKey, signFileUrl } from './signing.ts';
@@ -22,10 +22,13 @@ export interface LocalStorageStats {
   fileSyncs: number;
   /** fsync of a directory: after renames into it (shared by those that wait together) and new directories' parents. */
   dirSyncs: number;
+  /** Files renamed to another key by move() (no write, no fdatasync). */
+  moves: number;
 }
 
 export type LocalStorage = Storage & {
   readonly driver: 'local';
+  move(from: string, to: string): Promise<void>;
   /** Absolute path of the file behind `key` (the key is validated first). */
   resolvePath(key: string): string;
   stats(): LocalStorageStats;
@@ -51,7 +54,7 @@ export function createLocalStorage(options: LocalStorageOptions): LocalStorage {
     return filePath;
   }
 
-  const stats: LocalStorageStats = { mkdirs: 0, fileSyncs: 0, dirSyncs: 0 };
+  const stats: LocalStorageStats = { mkdirs: 0, fileSyncs: 0, dirSyncs: 0, moves: 0 };
   // A task's images and its staged files share a directory: a put asks for it once, not each
   // time (a mkdir that finds it is a trip through libuv's pool and a failed syscall). Darkroom
   // never removes directories; one removed behind its back is made again when a put finds it gone.
@@ -182,6 +185,28 @@ export function createLocalStorage(options: LocalStorageOptions): LocalStorage {
     }
   }
 
+  /** rename(2); ENOENT is a missing source (file_not_found) or a destination directory removed behind our back (made again). */
+  async function renameInto(fromPath: string, toPath: string, fromKey: string): Promise<void> {
+    try {
+      await rename(fromPath, toPath);
+      return;
+    } catch (error) {
+      if ((error as { code?: unknown } | null)?.code !== 'ENOENT') throw error;
+      if (!(await exists(fromPath)))
+        throw new AppError('file_not_found', `No stored file ${fromKey}`, { cause: error });
+    }
+    const dir = path.dirname(toPath);
+    knownDirs.delete(dir);
+    await ensureDir(dir);
+    try {
+      await rename(fromPath, toPath);
+    } catch (error) {
+      if (isMissingFile(error))
+        throw new AppError('file_not_found', `No stored file ${fromKey}`, { cause: error });
+      throw error;
+    }
+  }
+
   return {
     driver: 'local',
     resolvePath,
@@ -223,6 +248,33 @@ export function createLocalStorage(options: LocalStorageOptions): LocalStorage {
       await synced;
     },
 
+    /**
+     * rename(2) within the root's file system, then the destination directory synced as after a
+     * put: the file's data was synced when it was put, and a rename moves the entry, not the data.
+     * The source directory is not synced: the removal of its entry needs no more durability than
+     * delete() gives (none), and on ext4 and XFS a rename of both entries is one journal
+     * transaction (ext4_rename in fs/ext4/namei.c starts one handle; xfs_rename in
+     * fs/xfs/xfs_inode.c one transaction), which the destination's fsync commits. After a crash
+     * a caller finds the file at `to` or still at `from` (src/worker/store-images.ts).
+     */
+    async move(from: string, to: string): Promise<void> {
+      const fromPath = resolvePath(from);
+      const toPath = resolvePath(to);
+      const dir = path.dirname(toPath);
+      await ensureDir(dir);
+      const endWrite = beginWrite(dir);
+      try {
+        await renameInto(fromPath, toPath, from);
+      } catch (error) {
+        endWrite();
+        throw error;
+      }
+      stats.moves++;
+      const synced = syncDir(dir);
+      endWrite();
+      await synced;
+    },
+
     async get(key: string): Promise<Buffer> {
       const filePath = resolvePath(key);
       try {
@@ -252,6 +304,15 @@ async function fsyncDirectory(dir: string): Promise<void> {
     await handle.sync();
   } finally {
     await handle.close();
+  }
+}
+
+async function exists(filePath: string): Promise<boolean> {
+  try {
+    await access(filePath);
+    return true;
+  } catch {
+    return false;
   }
 }
 

@@ -1,10 +1,8 @@
 import { createHash } from 'node:crypto';
-import sharp from 'sharp';
 import type { Context } from '../context.ts';
 import { keyIsUsable } from '../config/load.ts';
 import { AppError, coerceError } from '../errors.ts';
-import { makeThumbnail } from '../images/thumbnail.ts';
-import { extensionFor, resultKeys, stagedKey } from '../pipeline/plan-jobs.ts';
+import { extensionFor, stagedKey } from '../pipeline/plan-jobs.ts';
 import {
   pipelineOf,
   recordCallSuccess,
@@ -35,13 +33,13 @@ import {
   storeJobIndices,
   type JobRow,
 } from '../store/jobs.ts';
-import type { ImageRow } from '../store/images.ts';
 import type { TaskRow } from '../store/tasks.ts';
 import { createAfterCommitNotifier } from '../store/wake.ts';
 import { heartbeatWorker, registerWorker, removeWorker } from '../store/workers.ts';
 import { createWakeup } from '../scheduler/wakeup.ts';
 import { hostname } from 'node:os';
 import { LeaseRanOut, retryOnLostConnection } from './outcome-retry.ts';
+import { mimeOfKey, storeOne } from './store-images.ts';
 
 export interface WorkerHandle {
   readonly id: string;
@@ -76,15 +74,6 @@ const PROGRESS_EVERY_MS = 500;
 /** The stable code a job's error carries when its admitted key is gone (docs/errors.md). */
 export const KEY_UNAVAILABLE = 'key_unavailable';
 
-const MIME_BY_EXT: Record<string, string> = {
-  png: 'image/png',
-  jpg: 'image/jpeg',
-  jpeg: 'image/jpeg',
-  webp: 'image/webp',
-  gif: 'image/gif',
-  svg: 'image/svg+xml',
-};
-
 function failureOf(outcome: ProviderFailure): FailureInfo {
   return {
     kind: outcome.kind,
@@ -92,10 +81,6 @@ function failureOf(outcome: ProviderFailure): FailureInfo {
     retryAfterMs: 'retryAfterMs' in outcome ? outcome.retryAfterMs : undefined,
     rest: outcome.kind === 'rate_limited' ? outcome.rest : undefined,
   };
-}
-
-function mimeOfKey(key: string): string {
-  return MIME_BY_EXT[key.slice(key.lastIndexOf('.') + 1).toLowerCase()] ?? 'application/octet-stream';
 }
 
 /**
@@ -402,53 +387,6 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
     };
   }
 
-  type StoredOne =
-    | { kind: 'stored'; image: ImageRow; staged: string }
-    | { kind: 'rejected'; index: number; message: string }
-    | { kind: 'owed'; index: number; key: string; message: string };
-
-  /** Stores one staged image (original + thumbnail) as image `index` of the task. */
-  async function storeOne(task: TaskRow, staged: string, index: number, cached: boolean): Promise<StoredOne> {
-    try {
-      const data = await ctx.storage.get(staged);
-      const meta = await sharp(data).metadata();
-      if (!meta.width || !meta.height || !meta.format)
-        throw new AppError('unsupported_image', 'the provider returned bytes that are not an image');
-      const mime = mimeOfKey(staged);
-      const thumb = await makeThumbnail(data);
-      const keys = resultKeys(task.id, index, extensionFor(mime));
-      // At once: each put is a write, an fsync and a rename.
-      await Promise.all([
-        ctx.storage.put(keys.original, data, mime),
-        ctx.storage.put(keys.thumbnail, thumb.data, thumb.mime),
-      ]);
-      const image: ImageRow = {
-        task_id: task.id,
-        index,
-        storage_key: keys.original,
-        thumb_key: keys.thumbnail,
-        mime,
-        width: meta.width,
-        height: meta.height,
-        thumb_width: thumb.width,
-        thumb_height: thumb.height,
-        bytes: data.length,
-        sha256: createHash('sha256').update(data).digest('hex'),
-        cached,
-      };
-      return { kind: 'stored', image, staged };
-    } catch (error) {
-      const e = coerceError(error);
-      // sharp refuses bytes it cannot read as an image: that image fails for good.
-      if (
-        (e instanceof AppError && e.code === 'unsupported_image') ||
-        /unsupported image format/i.test(e.message)
-      )
-        return { kind: 'rejected', index, message: `image ${index}: ${e.message}` };
-      return { kind: 'owed', index, key: staged, message: `storing image ${index} failed: ${e.message}` };
-    }
-  }
-
   /**
    * A store job's images, stored at once (the job holds at most the store's concurrency), and
    * recorded in one transaction: the stored ones delivered, the ones that are not images failed,
@@ -459,7 +397,9 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
     if (staged.length === 0) throw new AppError('internal', 'store job without an input');
     const indices = storeJobIndices(job);
     const cached = job.input.cached === true;
-    const results = await Promise.all(staged.map((k, i) => storeOne(task, k, indices[i]!, cached)));
+    const results = await Promise.all(
+      staged.map((k, i) => storeOne(ctx.storage, task.id, k, indices[i]!, cached)),
+    );
     const stored = results.flatMap((r) => (r.kind === 'stored' ? [r] : []));
     const rejected = results.flatMap((r) => (r.kind === 'rejected' ? [r] : []));
     const owed = results.flatMap((r) => (r.kind === 'owed' ? [r] : []));
@@ -498,7 +438,10 @@ export async function startWorker(ctx: Context, workerId: string, roles: string)
         },
         `storing images failed: ${[...rejected, ...owed][0]!.message}`,
       );
-    await Promise.all(stored.map((r) => ctx.storage.delete(r.staged).catch(() => {})));
+    // Staged copies a storage could not move into place (S3): put again, deleted now.
+    await Promise.all(
+      stored.flatMap((r) => (r.staged ? [ctx.storage.delete(r.staged).catch(() => {})] : [])),
+    );
   }
 
   async function run(entry: RunningJob): Promise<void> {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -110,6 +110,67 @@ describe('local storage', () => {
     assert.deepEqual(await readdir(path.join(dir, 'dirs-gone/work/t1/generate')), ['0001.png']);
   });
 
+  it('moves a file into place without writing it: the same inode, the destination directory synced', async () => {
+    const fresh = createLocalStorage({ dir: path.join(dir, 'moves'), signingSecret: SECRET });
+    await fresh.put('work/t1/generate/0000.png', Buffer.from('staged'), 'image/png');
+    const inode = (await stat(fresh.resolvePath('work/t1/generate/0000.png'))).ino;
+    const before = fresh.stats();
+    await fresh.move('work/t1/generate/0000.png', 'tasks/t1/0000.png');
+    assert.equal((await fresh.get('tasks/t1/0000.png')).toString(), 'staged');
+    assert.equal((await stat(fresh.resolvePath('tasks/t1/0000.png'))).ino, inode, 'renamed, not copied');
+    await assert.rejects(fresh.get('work/t1/generate/0000.png'), isCode('file_not_found'));
+    const after = fresh.stats();
+    assert.equal(after.moves, before.moves + 1);
+    assert.equal(after.fileSyncs, before.fileSyncs, 'no file written, none synced');
+    // tasks and tasks/t1 made (their parents synced), then tasks/t1 after the rename.
+    assert.equal(after.dirSyncs, before.dirSyncs + 2 + 1);
+    assert.equal(after.mkdirs, before.mkdirs + 1);
+
+    // A move and a put into one directory at once (a store job's original and thumbnail) share its fsync.
+    await fresh.put('work/t1/generate/0001.png', Buffer.from('second'), 'image/png');
+    const pair = fresh.stats();
+    await Promise.all([
+      fresh.move('work/t1/generate/0001.png', 'tasks/t1/0001.png'),
+      fresh.put('tasks/t1/0001.thumb.webp', Buffer.from('thumb'), 'image/webp'),
+    ]);
+    assert.equal(fresh.stats().dirSyncs, pair.dirSyncs + 1);
+    assert.deepEqual((await readdir(path.join(dir, 'moves/tasks/t1'))).sort(), [
+      '0000.png',
+      '0001.png',
+      '0001.thumb.webp',
+    ]);
+    assert.deepEqual(await readdir(path.join(dir, 'moves/work/t1/generate')), []);
+  });
+
+  it('a move replaces the destination; a missing source is file_not_found and changes nothing', async () => {
+    const fresh = createLocalStorage({ dir: path.join(dir, 'moves-replace'), signingSecret: SECRET });
+    await fresh.put('tasks/t1/0000.png', Buffer.from('old'), 'image/png');
+    await fresh.put('work/t1/generate/0000.png', Buffer.from('new'), 'image/png');
+    await fresh.move('work/t1/generate/0000.png', 'tasks/t1/0000.png');
+    assert.equal((await fresh.get('tasks/t1/0000.png')).toString(), 'new');
+    const before = fresh.stats();
+    await assert.rejects(
+      fresh.move('work/t1/generate/0000.png', 'tasks/t1/0000.png'),
+      isCode('file_not_found'),
+    );
+    await assert.rejects(
+      fresh.move('work/t2/generate/0000.png', 'tasks/t2/0000.png'),
+      isCode('file_not_found'),
+    );
+    assert.equal(fresh.stats().moves, before.moves);
+    assert.equal((await fresh.get('tasks/t1/0000.png')).toString(), 'new');
+  });
+
+  it('a move makes its destination directory again when it was removed behind its back', async () => {
+    const fresh = createLocalStorage({ dir: path.join(dir, 'moves-gone'), signingSecret: SECRET });
+    await fresh.put('tasks/t1/0000.png', Buffer.from('a'), 'image/png');
+    await fresh.put('work/t1/generate/0001.png', Buffer.from('b'), 'image/png');
+    await rm(path.join(dir, 'moves-gone/tasks'), { recursive: true });
+    await fresh.move('work/t1/generate/0001.png', 'tasks/t1/0001.png');
+    assert.equal((await fresh.get('tasks/t1/0001.png')).toString(), 'b');
+    assert.deepEqual(await readdir(path.join(dir, 'moves-gone/tasks/t1')), ['0001.png']);
+  });
+
   it('throws file_not_found for a missing key, and for a directory', async () => {
     await assert.rejects(storage.get('nope/missing.png'), isCode('file_not_found'));
     await storage.put('a/b/c.png', Buffer.from('x'), 'image/png');
@@ -135,6 +196,8 @@ describe('local storage', () => {
       await assert.rejects(storage.put(key, Buffer.from('x'), 'image/png'), isCode('invalid_input'), key);
       await assert.rejects(storage.get(key), isCode('invalid_input'), key);
       await assert.rejects(storage.delete(key), isCode('invalid_input'), key);
+      await assert.rejects(storage.move!(key, 'a/ok.png'), isCode('invalid_input'), key);
+      await assert.rejects(storage.move!('a/ok.png', key), isCode('invalid_input'), key);
       await assert.rejects(storage.url(key, 60), isCode('invalid_input'), key);
       assert.throws(() => storage.resolvePath(key), isCode('invalid_input'), key);
     }
