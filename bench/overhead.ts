@@ -7,14 +7,15 @@
  *   OVERHEAD_TASKS=50 npm run bench -- overhead          # a smaller run
  *   OVERHEAD_ONLY=darkroom_postgres,graphile_worker npm run bench -- overhead
  *   OVERHEAD_ONLY=unit_costs npm run bench -- overhead   # the image and file work's unit costs
+ *   OVERHEAD_SIDE=512 npm run bench -- overhead          # the simulator's images 512×512, not 64×64
  *
  * The workload, the same for the three: UNITS units of work, each two jobs in sequence (the
  * second enqueued when the first ends), 16 handlers in flight.
  *   - darkroom: a task of IMAGES images on a pipeline `generate (batches of 1) → store`, with
- *     the in-process simulated provider at 0 ms latency making 64×64 PNGs; submitted over
- *     HTTP; one unit = one image = one generate job + one store job. This is darkroom's whole
- *     path: submit, admission by the scheduler under every limit, claim, provider call, image
- *     decode and thumbnail, stage hop, storing to disk, task finish.
+ *     the in-process simulated provider at 0 ms latency making 64×64 PNGs (checked against the
+ *     stored images); submitted over HTTP; one unit = one image = one generate job + one store
+ *     job. This is darkroom's whole path: submit, admission by the scheduler under every limit,
+ *     claim, provider call, image decode and thumbnail, stage hop, storing to disk, task finish.
  *   - graphile-worker 0.17 (LISTEN/NOTIFY, concurrency 16): job `first` adds job `second`
  *     through the handler's helpers; the handlers do nothing else.
  *   - pg-boss 10 (polling, its minimum interval 0.5 s; 16 workers of batch 1): job `first`
@@ -41,6 +42,8 @@ type Json = Record<string, unknown>;
 
 const IN_FLIGHT = 16;
 const IMAGES = 10;
+/** Side of the simulator's square images, in pixels (OVERHEAD_SIDE=512: what the bench drew before). */
+const SIDE = Number(process.env.OVERHEAD_SIDE ?? 64);
 
 function log(message: string): void {
   process.stderr.write(`[bench] ${message}\n`);
@@ -160,7 +163,8 @@ async function darkroom(units: number, database: 'postgres' | 'pglite'): Promise
           sim: { latencyMs: 0, jitterMs: 0, errorRate: 0 },
           concurrency: IN_FLIGHT,
           keys,
-          params: { size: '64x64' },
+          // The simulator reads width and height (a `size` param was ignored: it drew 512×512).
+          params: { width: SIDE, height: SIDE },
         },
       },
       pipelines: {
@@ -212,6 +216,15 @@ async function darkroom(units: number, database: 'postgres' | 'pglite'): Promise
     );
     const r = rows[0]!;
     if (r.failed_tasks > 0 || r.ok !== r.jobs) throw new Error(`darkroom: ${JSON.stringify(r)}`);
+    // What was stored, so that the workload is checked, not assumed.
+    const stored = await server.ctx.db.query<{ width: number; height: number; bytes: number }>(
+      `SELECT max(width)::int AS width, max(height)::int AS height, avg(bytes)::float8 AS bytes
+         FROM images WHERE task_id = ANY($1::text[])`,
+      [ids],
+    );
+    const image = stored.rows[0]!;
+    if (image.width !== SIDE || image.height !== SIDE)
+      throw new Error(`darkroom: stored ${JSON.stringify(image)}`);
     // Where a job's time goes: waiting for admission, admitted until a worker started it, running.
     const phases = await server.ctx.db.query<{ kind: string; admit: number; claim: number; run: number }>(
       `SELECT kind,
@@ -247,6 +260,7 @@ async function darkroom(units: number, database: 'postgres' | 'pglite'): Promise
       tasks,
       images: tasks * IMAGES,
       ...rate(r.jobs, elapsed),
+      image: { width: image.width, height: image.height, mean_bytes: Math.round(image.bytes) },
       mean_ms,
       slots_held: Number(slots.rows[0]!.held.toFixed(2)),
       slots_running: Number(slots.rows[0]!.running.toFixed(2)),
@@ -390,12 +404,12 @@ async function unitCosts(): Promise<Json> {
   };
   try {
     // The simulator's picture, as the bench's provider renders it (params size 64x64).
-    const png = await synthesizeImage({ prompt: 'o', index: 0, seed: 1, width: 64, height: 64 });
+    const png = await synthesizeImage({ prompt: 'o', index: 0, seed: 1, width: SIDE, height: SIDE });
     const thumb = await makeThumbnail(png);
     result.png_bytes = png.length;
     result.thumbnail_bytes = thumb.data.length;
     await measure('sim_render_png', (i) =>
-      synthesizeImage({ prompt: 'o', index: i, seed: 1, width: 64, height: 64 }),
+      synthesizeImage({ prompt: 'o', index: i, seed: 1, width: SIDE, height: SIDE }),
     );
     await measure('sharp_metadata', () => sharp(png).metadata());
     await measure('thumbnail', () => makeThumbnail(png));
