@@ -2,17 +2,11 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import sharp from 'sharp';
 import { createComfyUIProvider, fillWorkflow } from '../../src/providers/comfyui.ts';
-import {
-  startFakeProvider,
-  type FakeProviderHandle,
-  type Fault,
-} from '../../src/providers/fake-server/index.ts';
-import type { ProviderOutcome } from '../../src/providers/types.ts';
+import { startFakeProvider, type FakeProviderHandle } from '../../src/providers/fake-server/index.ts';
+import { itClassifiesFaults, noSecretIn, simFaults } from '../helpers/adapter-faults.ts';
 import { callWith, IMG2IMG, SECRET, WORKFLOW } from './comfyui-fixtures.ts';
 
-function assertNoSecret(outcome: ProviderOutcome): void {
-  assert.ok(!JSON.stringify(outcome).includes(SECRET), `secret leaked into ${JSON.stringify(outcome)}`);
-}
+const assertNoSecret = noSecretIn(SECRET);
 
 describe('comfyui workflow placeholders', () => {
   it('keeps numbers numbers when the whole value is a placeholder, and fills text inside strings', () => {
@@ -29,13 +23,7 @@ describe('comfyui workflow placeholders', () => {
 describe('comfyui adapter against the fake provider', () => {
   let sim: FakeProviderHandle;
   let photo: Buffer;
-  const faults = async (list: Fault[]): Promise<void> => {
-    const response = await fetch(`${sim.url}/_sim/faults`, {
-      method: 'POST',
-      body: JSON.stringify({ provider: 'comfy', faults: list }),
-    });
-    assert.equal(response.status, 200);
-  };
+  const faults = simFaults(() => sim.url, 'comfy');
   const adapter = (options: { timeoutMs?: number; workflow?: object; provider?: string } = {}) =>
     createComfyUIProvider({
       baseUrl: `${sim.url}/p/${options.provider ?? 'comfy'}`,
@@ -255,28 +243,16 @@ describe('comfyui adapter against the fake provider', () => {
     assert.equal(outcome.retryAfterMs, 5000);
   });
 
-  for (const fault of ['http500', 'http503', 'malformed_json'] as const) {
-    it(`classifies ${fault} as transient`, async () => {
-      await faults([fault]);
-      const outcome = await adapter().call(callWith());
-      assert.equal(outcome.kind, 'transient');
-      assertNoSecret(outcome);
-    });
-  }
-
-  for (const [fault, reason] of [
-    ['refusal', 'execution_error'],
-    ['no_image', 'no_image'],
-    ['not_an_image', 'not_an_image'],
-  ] as const) {
-    it(`classifies ${fault} as permanent (${reason})`, async () => {
-      await faults([fault]);
-      const outcome = await adapter().call(callWith());
-      assert.equal(outcome.kind, 'permanent');
-      assert.equal(outcome.reason, reason);
-      assertNoSecret(outcome);
-    });
-  }
+  itClassifiesFaults({
+    inject: faults,
+    call: () => adapter().call(callWith()),
+    assertNoSecret,
+    permanent: [
+      { fault: 'refusal', reason: 'execution_error' },
+      { fault: 'no_image', reason: 'no_image' },
+      { fault: 'not_an_image', reason: 'not_an_image' },
+    ],
+  });
 
   it('times out a hanging queue request and a trickling one', async () => {
     await faults(['hang', 'trickle']);

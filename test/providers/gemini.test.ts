@@ -1,15 +1,12 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import sharp from 'sharp';
-import {
-  startFakeProvider,
-  type FakeProviderHandle,
-  type Fault,
-} from '../../src/providers/fake-server/index.ts';
+import { startFakeProvider, type FakeProviderHandle } from '../../src/providers/fake-server/index.ts';
 import { nextPacificMidnightMs } from '../../src/policy/rests.ts';
 import { withRequestLimit } from '../../src/providers/fan-out.ts';
 import { classifyGeminiBody, createGeminiProvider } from '../../src/providers/gemini.ts';
-import type { ProviderCall, ProviderKey, ProviderOutcome } from '../../src/providers/types.ts';
+import { itClassifiesFaults, noSecretIn, simFaults } from '../helpers/adapter-faults.ts';
+import type { ProviderCall, ProviderKey } from '../../src/providers/types.ts';
 
 const SECRET = 'AIzaSy-gemini-test-secret-7f3a9c';
 const KEY: ProviderKey = { id: 'gem-key-1', secret: SECRET };
@@ -31,21 +28,13 @@ function callWith(overrides: Partial<ProviderCall> = {}): ProviderCall {
   };
 }
 
-function assertNoSecret(outcome: ProviderOutcome): void {
-  assert.ok(!JSON.stringify(outcome).includes(SECRET), `secret leaked into ${JSON.stringify(outcome)}`);
-}
+const assertNoSecret = noSecretIn(SECRET);
 
 describe('gemini adapter against the fake provider', () => {
   const clock = 2_000_000;
   let sim: FakeProviderHandle;
   let baseUrl: string;
-  const faults = async (list: Fault[]): Promise<void> => {
-    const response = await fetch(`${sim.url}/_sim/faults`, {
-      method: 'POST',
-      body: JSON.stringify({ provider: 'gem', faults: list }),
-    });
-    assert.equal(response.status, 200);
-  };
+  const faults = simFaults(() => sim.url, 'gem');
   const adapter = (timeoutMs = 2000) =>
     createGeminiProvider({ baseUrl, model: 'gemini-2.5-flash-image', timeoutMs });
 
@@ -176,28 +165,16 @@ describe('gemini adapter against the fake provider', () => {
     assertNoSecret(outcome);
   });
 
-  for (const fault of ['http500', 'http503', 'malformed_json'] as const) {
-    it(`classifies ${fault} as transient`, async () => {
-      await faults([fault]);
-      const outcome = await adapter().call(callWith());
-      assert.equal(outcome.kind, 'transient');
-      assertNoSecret(outcome);
-    });
-  }
-
-  for (const [fault, reason] of [
-    ['refusal', 'refused'],
-    ['no_image', 'no_image'],
-    ['not_an_image', 'not_an_image'],
-  ] as const) {
-    it(`classifies ${fault} as permanent (${reason})`, async () => {
-      await faults([fault]);
-      const outcome = await adapter().call(callWith());
-      assert.equal(outcome.kind, 'permanent');
-      assert.equal(outcome.reason, reason);
-      assertNoSecret(outcome);
-    });
-  }
+  itClassifiesFaults({
+    inject: faults,
+    call: () => adapter().call(callWith()),
+    assertNoSecret,
+    permanent: [
+      { fault: 'refusal', reason: 'refused' },
+      { fault: 'no_image', reason: 'no_image' },
+      { fault: 'not_an_image', reason: 'not_an_image' },
+    ],
+  });
 
   it('times out a request that never answers', async () => {
     await faults(['hang']);

@@ -3,14 +3,11 @@ import { createServer, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import sharp from 'sharp';
-import {
-  startFakeProvider,
-  type FakeProviderHandle,
-  type Fault,
-} from '../../src/providers/fake-server/index.ts';
+import { startFakeProvider, type FakeProviderHandle } from '../../src/providers/fake-server/index.ts';
 import { SIMULATOR_IMAGE_MODEL } from '../../src/providers/openai-models.ts';
 import { classifyOpenAIError, createOpenAIProvider, openAIRetryAfterMs } from '../../src/providers/openai.ts';
-import type { ProviderCall, ProviderKey, ProviderOutcome } from '../../src/providers/types.ts';
+import { itClassifiesFaults, noSecretIn, simFaults } from '../helpers/adapter-faults.ts';
+import type { ProviderCall, ProviderKey } from '../../src/providers/types.ts';
 
 const SECRET = 'sk-proj-openai-test-secret-19d2e';
 const KEY: ProviderKey = { id: 'oa-key-1', secret: SECRET };
@@ -32,9 +29,7 @@ function callWith(overrides: Partial<ProviderCall> = {}): ProviderCall {
   };
 }
 
-function assertNoSecret(outcome: ProviderOutcome): void {
-  assert.ok(!JSON.stringify(outcome).includes(SECRET), `secret leaked into ${JSON.stringify(outcome)}`);
-}
+const assertNoSecret = noSecretIn(SECRET);
 
 function headers(values: Record<string, string>): { get(name: string): string | null } {
   return { get: (name) => values[name] ?? null };
@@ -45,13 +40,7 @@ describe('openai adapter against the fake provider', () => {
   let sim: FakeProviderHandle;
   let baseUrl: string;
   let photo: Buffer;
-  const faults = async (list: Fault[]): Promise<void> => {
-    const response = await fetch(`${sim.url}/_sim/faults`, {
-      method: 'POST',
-      body: JSON.stringify({ provider: 'oa', faults: list }),
-    });
-    assert.equal(response.status, 200);
-  };
+  const faults = simFaults(() => sim.url, 'oa');
   // GPT image models answer b64_json only; `url` results come from relays (here: the simulator's own model).
   const adapter = (options: { timeoutMs?: number; responseFormat?: 'url' | 'b64_json' } = {}) =>
     createOpenAIProvider({
@@ -172,29 +161,21 @@ describe('openai adapter against the fake provider', () => {
     assertNoSecret(outcome);
   });
 
-  for (const fault of ['http500', 'http503', 'malformed_json'] as const) {
-    it(`classifies ${fault} as transient`, async () => {
-      await faults([fault]);
-      const outcome = await adapter().call(callWith());
-      assert.equal(outcome.kind, 'transient');
-      assertNoSecret(outcome);
-    });
-  }
-
-  for (const [fault, reason, responseFormat] of [
-    ['refusal', 'refused', undefined],
-    ['no_image', 'no_image', undefined],
-    ['not_an_image', 'not_an_image', 'b64_json'],
-    ['not_an_image', 'not_an_image', 'url'],
-  ] as const) {
-    it(`classifies ${fault}${responseFormat ? ` (${responseFormat})` : ''} as permanent (${reason})`, async () => {
-      await faults([fault]);
-      const outcome = await adapter(responseFormat ? { responseFormat } : {}).call(callWith());
-      assert.equal(outcome.kind, 'permanent');
-      assert.equal(outcome.reason, reason);
-      assertNoSecret(outcome);
-    });
-  }
+  itClassifiesFaults({
+    inject: faults,
+    call: () => adapter().call(callWith()),
+    assertNoSecret,
+    permanent: [
+      { fault: 'refusal', reason: 'refused' },
+      { fault: 'no_image', reason: 'no_image' },
+      ...(['b64_json', 'url'] as const).map((responseFormat) => ({
+        fault: 'not_an_image' as const,
+        reason: 'not_an_image',
+        label: responseFormat,
+        call: () => adapter({ responseFormat }).call(callWith()),
+      })),
+    ],
+  });
 
   it('times out a request that never answers, and a body that trickles past the timeout', async () => {
     await faults(['hang', 'trickle', 'trickle']);
