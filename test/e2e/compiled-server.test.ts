@@ -7,13 +7,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import pg from 'pg';
 import { testConfigInput, tempDir } from '../helpers/config.ts';
 import { createPostgresDatabase, describeEachDb } from '../helpers/db.ts';
-import {
-  freePort,
-  spawnDarkroom,
-  waitReady,
-  writeConfigFile,
-  type DarkroomProcess,
-} from '../helpers/process.ts';
+import { freePort, startServe, stopCleanly, type DarkroomProcess } from '../helpers/process.ts';
 import { getJson, postJson } from '../helpers/server.ts';
 import { waitFor } from '../helpers/wait.ts';
 
@@ -42,27 +36,23 @@ describeEachDb('the compiled server (dist/) runs without tsx', (kind) => {
     assert.equal(build.status, 0, `the build failed:\n${build.stdout}${build.stderr}`);
     const port = await freePort();
     if (kind === 'postgres') ({ url: databaseUrl, drop } = await createPostgresDatabase());
-    // One task runs at a time and each provider call takes seconds, so the later tasks stay
-    // queued long enough for the forecast thread to place them.
+    // The key takes two requests a minute: the first task's two calls use them, so the later
+    // tasks stay queued for about a minute whatever the machine's load, long enough for the
+    // forecast thread to place them.
     const input = testConfigInput({
       server: { port, logLevel: 'warn' },
       limits: { maxRunningTasks: 1 },
-      providers: { main: { sim: { latencyMs: 3000, jitterMs: 0 } } },
+      providers: { main: { keys: [{ id: 'k1', rpm: 2, concurrency: 10 }] } },
     });
-    const file = writeConfigFile({ ...input, ...(databaseUrl ? { database: { url: databaseUrl } } : {}) });
     moduleLog = path.join(tempDir('darkroom-compiled-'), 'modules.txt');
-    proc = spawnDarkroom(['serve', '--config', file], {
+    ({ proc, base } = await startServe(input, port, databaseUrl, {
       DARKROOM_FROM_SOURCE: '0',
       MODULE_LOG_FILE: moduleLog,
       NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import ${REGISTER}`,
-    });
-    base = `http://127.0.0.1:${port}`;
-    await waitReady(base, proc);
+    }));
   });
   after(async () => {
-    proc?.kill('SIGTERM');
-    const code = await proc?.exited;
-    assert.equal(code, 0, `serve did not exit cleanly on SIGTERM:\n${proc?.output()}`);
+    await stopCleanly(proc);
     await drop?.();
   });
 

@@ -3,13 +3,7 @@ import { after, before, it } from 'node:test';
 import sharp from 'sharp';
 import { createPostgresDatabase, describeEachDb } from '../helpers/db.ts';
 import { testConfigInput } from '../helpers/config.ts';
-import {
-  freePort,
-  spawnDarkroom,
-  waitReady,
-  writeConfigFile,
-  type DarkroomProcess,
-} from '../helpers/process.ts';
+import { freePort, startServe, stopCleanly, type DarkroomProcess } from '../helpers/process.ts';
 import { getJson, postJson } from '../helpers/server.ts';
 import { waitFor } from '../helpers/wait.ts';
 
@@ -49,15 +43,10 @@ describeEachDb('darkroom serve, end to end over HTTP', (kind) => {
     let databaseUrl: string | undefined;
     if (kind === 'postgres') ({ url: databaseUrl, drop } = await createPostgresDatabase());
     const input = testConfigInput({ server: { port, logLevel: 'warn' } });
-    const file = writeConfigFile({ ...input, ...(databaseUrl ? { database: { url: databaseUrl } } : {}) });
-    proc = spawnDarkroom(['serve', '--config', file]);
-    base = `http://127.0.0.1:${port}`;
-    await waitReady(base, proc);
+    ({ proc, base } = await startServe(input, port, databaseUrl));
   });
   after(async () => {
-    proc?.kill('SIGTERM');
-    const code = await proc?.exited;
-    assert.equal(code, 0, `serve did not exit cleanly on SIGTERM:\n${proc?.output()}`);
+    await stopCleanly(proc);
     await drop?.();
   });
 

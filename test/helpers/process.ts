@@ -65,3 +65,28 @@ export async function waitReady(url: string, proc?: DarkroomProcess, timeoutMs =
     { timeoutMs, intervalMs: 200 },
   );
 }
+
+/**
+ * `darkroom serve` on a config whose `server.port` is `port`, on `databaseUrl` when given (else its
+ * embedded PGlite), ready to answer.
+ */
+export async function startServe(
+  input: Record<string, unknown>,
+  port: number,
+  databaseUrl: string | undefined,
+  env: Record<string, string> = {},
+): Promise<{ proc: DarkroomProcess; base: string }> {
+  const file = writeConfigFile({ ...input, ...(databaseUrl ? { database: { url: databaseUrl } } : {}) });
+  const proc = spawnDarkroom(['serve', '--config', file], env);
+  const base = `http://127.0.0.1:${port}`;
+  await waitReady(base, proc);
+  return { proc, base };
+}
+
+/** SIGTERM, and the process must drain and exit 0. */
+export async function stopCleanly(proc: DarkroomProcess | undefined): Promise<void> {
+  if (!proc) return;
+  proc.kill('SIGTERM');
+  const code = await proc.exited;
+  if (code !== 0) throw new Error(`serve did not exit cleanly on SIGTERM (${code}):\n${proc.output()}`);
+}
