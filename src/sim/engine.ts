@@ -14,7 +14,7 @@ import type { Scenario } from './scenario.ts';
 import type { SeedFlight, SeedTask, SimSeed } from './seed.ts';
 import { TaskBook } from './tasks.ts';
 import { drawOutcome, latencyOf } from './service.ts';
-import { ms, type Flight, type ProviderState, type SimTask, type StoreState } from './state.ts';
+import { ms, type Flight, type ProviderState, type SimJob, type SimTask, type StoreState } from './state.ts';
 import { buildPolicyInput } from './view.ts';
 import { generateArrivals, type Arrival } from './workload.ts';
 
@@ -42,6 +42,8 @@ export interface SimHooks {
   onDecision?: (input: PolicyInput, decision: Decision, sim: Simulation) => void;
   /** Every provider call as it reaches the provider. */
   onCallStart?: (call: CallStart) => void;
+  /** Every job's answer (a call's) or end (a store job's), before its outcome is applied. */
+  onJobEnd?: (job: SimJob, startedAtMs: number, atMs: number) => void;
 }
 
 export interface SimOptions extends SimHooks {
@@ -65,6 +67,7 @@ type SimEvent =
   | { at: number; kind: 'seed-arrive'; task: SeedTask }
   | { at: number; kind: 'start'; flight: Flight }
   | { at: number; kind: 'end'; flight: Flight }
+  | { at: number; kind: 'outcome'; flight: Flight }
   | { at: number; kind: 'wake' }
   | { at: number; kind: 'deadline'; task: SimTask };
 
@@ -218,6 +221,8 @@ export class Simulation {
         return this.startCall(e.flight);
       case 'end':
         return this.end(e.flight);
+      case 'outcome':
+        return this.outcome(e.flight);
       case 'wake':
         this.wakes.delete(e.at);
         return;
@@ -379,11 +384,13 @@ export class Simulation {
   toSeed(): SimSeed {
     const flights = new Map<SimTask, SeedFlight[]>();
     for (const e of this.heap.values()) {
-      if (e.kind !== 'end' && e.kind !== 'start') continue;
+      // A call answered and not recorded yet is seeded in flight until its outcome: it then holds
+      // its provider slot for those `recordMs` too (a seed has no answered-but-open state).
+      if (e.kind !== 'end' && e.kind !== 'start' && e.kind !== 'outcome') continue;
       const f = e.flight;
       const step = f.job.step;
       const endsAtMs =
-        e.kind === 'end'
+        e.kind !== 'start'
           ? e.at
           : e.at +
             ms(
@@ -573,28 +580,45 @@ export class Simulation {
 
   /**
    * A call's answer (or a store job's end): the job's provider and key slots free here, as the
-   * server frees them when the answer arrives (store/schedule.ts readCapacity), and its outcome
-   * follows at once (the server's recording of it, tens of ms, is not modelled).
+   * server frees them when the answer arrives (store/schedule.ts readCapacity). Its outcome
+   * follows `recordMs` later (a store job's at once: its end is its outcome).
    */
   private end(flight: Flight): void {
     const job = flight.job;
-    noteServed(this.memory, job.task.userId, this.now);
+    this.options.onJobEnd?.(job, flight.startAtMs, this.now);
     const busy = this.now - flight.startAtMs;
     if (job.kind === 'store') {
       const store = this.stores.get(job.resource)!;
       store.inFlight -= job.requests;
       // Utilisation counts image-time: a job holds one store slot per image.
       store.rec.busyMs += busy * job.requests;
-    } else {
+      return this.outcome(flight);
+    }
+    const provider = this.providers.get(job.resource)!;
+    const key = provider.keys.find((k) => k.id === flight.keyId)!;
+    provider.inFlight -= job.requests;
+    key.inFlight -= job.requests;
+    for (let i = 0; i < flight.acceptedRequests; i++) providerReleases(provider, key);
+    if (flight.accepted) {
+      key.rec.busyMs += busy;
+      provider.rec.busyMs += busy;
+    }
+    const recordMs = ms(this.scenario.recordMs);
+    if (recordMs > 0) this.heap.push({ at: this.now + recordMs, kind: 'outcome', flight });
+    else this.outcome(flight);
+  }
+
+  /**
+   * A job's recorded outcome: until here it counted for its user (fair share, aging) and held its
+   * worker slot, as the server counts a job until its outcome's transaction (readCapacity's `n`);
+   * the 429's cool-down and AIMD step, the task's next jobs, its end.
+   */
+  private outcome(flight: Flight): void {
+    const job = flight.job;
+    noteServed(this.memory, job.task.userId, this.now);
+    if (job.kind !== 'store') {
       const provider = this.providers.get(job.resource)!;
       const key = provider.keys.find((k) => k.id === flight.keyId)!;
-      provider.inFlight -= job.requests;
-      key.inFlight -= job.requests;
-      for (let i = 0; i < flight.acceptedRequests; i++) providerReleases(provider, key);
-      if (flight.accepted) {
-        key.rec.busyMs += busy;
-        provider.rec.busyMs += busy;
-      }
       const settings = provider.aimdSettings;
       if (flight.outcome.kind === 'success') provider.aimd = aimdOnSuccess(provider.aimd, settings);
       else if (flight.outcome.kind === 'rate_limited') {

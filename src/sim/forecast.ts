@@ -265,6 +265,7 @@ function forecastScenario(config: Config, durations: Durations, seed = 1): Scena
     rateLimitLatencyMs: SCENARIO_DEFAULTS.rateLimitLatencyMs,
     workers: SCENARIO_DEFAULTS.workers,
     dispatchMs: durations.dispatchMs,
+    recordMs: SCENARIO_DEFAULTS.recordMs,
     config: {},
     maxSimulatedHours: Math.max(SCENARIO_DEFAULTS.maxSimulatedHours, config.limits.maxQueuedTasks / 10),
   };

@@ -133,6 +133,7 @@ export const SCENARIO_DEFAULTS = {
   rateLimitLatencyMs: 200,
   workers: 1,
   dispatchMs: 0,
+  recordMs: 0,
   maxSimulatedHours: 48,
 } as const;
 
@@ -158,6 +159,12 @@ export const scenarioSchema = z
     workers: positiveInt.default(SCENARIO_DEFAULTS.workers),
     /** Delay from admission to the call starting (scheduler → worker claim). */
     dispatchMs: z.number().int().nonnegative().default(SCENARIO_DEFAULTS.dispatchMs),
+    /**
+     * From a call's answer to its recorded outcome (its images staged, the outcome's transaction):
+     * the provider's slot is free from the answer, the job still counts for its user and its
+     * worker slot until the outcome, and only then do the next jobs (its store job) exist.
+     */
+    recordMs: z.number().int().nonnegative().default(SCENARIO_DEFAULTS.recordMs),
     /** Overrides merged into the config file (same shape as darkroom.yaml). */
     config: z.record(z.string(), z.unknown()).default({}),
     /** Stop the run (tasks still open count as unfinished) after this much simulated time. */

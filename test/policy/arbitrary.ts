@@ -134,6 +134,7 @@ export function arbitraryPlan(options: GenerateOptions = {}): fc.Arbitrary<Gener
       hidden0: hiddenLimit,
       hidden1: hiddenLimit,
       dispatchMs: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 500 })),
+      recordMs: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 300 })),
       seed: fc.integer({ min: 0, max: 1_000_000 }),
     })
     .map((g): Generated => {
@@ -196,6 +197,7 @@ export function arbitraryPlan(options: GenerateOptions = {}): fc.Arbitrary<Gener
         providerLimits: hidden,
         workers: g.workers,
         dispatchMs: g.dispatchMs,
+        recordMs: g.recordMs,
       });
       return { config, scenario };
     });
