@@ -3,8 +3,9 @@
  * through `darkroom plan`'s simulator, and through a real darkroom server calling the
  * provider simulator over HTTP, with latencies scaled down from the source documents' 8 s.
  *
- * The planner is given what an operator measures: the mean duration of each kind of job and
- * the admission-to-start delay, as this machine produced them during the run (a provider
+ * The planner is given what an operator measures: the mean duration of each kind of job, the
+ * time from a call's answer to the next call's start and to its own recorded outcome, and the
+ * tasks' submit times, as this machine produced them during the run (a provider
  * call here is the simulator's latency plus image transfer and decoding; storing an image
  * is real thumbnailing and disk writes). From those alone it must predict what the
  * scheduling makes of them: the completion-time distribution of the whole burst. The ETAs
@@ -35,6 +36,20 @@ export interface ComparisonSetup {
   batchSize: number;
   perUserRunningTasks: number;
   databaseUrl?: string | undefined;
+  /** Also return every job's timeline on both sides (PLANNER_TIMELINE=1). */
+  timeline?: boolean | undefined;
+}
+
+/** One job's times in seconds from the first submit; `user` is the submission order of its task. */
+export interface JobTimes {
+  user: number;
+  kind: string;
+  first: number;
+  admitted_s: number | null;
+  started_s: number | null;
+  /** The provider's answer (a call) or the end (a store job). */
+  answered_s: number | null;
+  finished_s: number | null;
 }
 
 export interface Quantiles {
@@ -45,7 +60,7 @@ export interface Quantiles {
 export interface ComparisonResult {
   name: string;
   tasks: number;
-  calibration: { generate_ms: number; store_ms: number; dispatch_ms: number };
+  calibration: { generate_ms: number; store_ms: number; dispatch_ms: number; record_ms: number };
   planner: Quantiles;
   server: Quantiles;
   /** Each task's completion in seconds from the burst, sorted. */
@@ -54,6 +69,7 @@ export interface ComparisonResult {
   error_p50: number;
   error_p95: number;
   eta_at_submit: { median_abs_error_s: number; p90_abs_error_s: number; median_abs_error_pct: number };
+  timeline?: { planner: JobTimes[]; server: JobTimes[] };
 }
 
 function quantile(sorted: number[], q: number): number {
@@ -135,6 +151,21 @@ async function meanMs(server: RunningServer, sql: string): Promise<number> {
   return rows[0]?.ms ?? 0;
 }
 
+/** Every job of these tasks, seconds from the first task's creation (the burst). */
+async function serverTimeline(server: RunningServer, ids: string[]): Promise<JobTimes[]> {
+  const since = (col: string) => `round((extract(epoch FROM ${col} - b.t0))::numeric, 3)::float8`;
+  const { rows } = await server.ctx.db.query<JobTimes & { task_id: string }>(
+    `WITH b AS (SELECT min(created_at) AS t0 FROM tasks WHERE id = ANY($1::text[]))
+     SELECT j.task_id, j.kind, j.first_index AS first, ${since('j.admitted_at')} AS admitted_s,
+            ${since('j.started_at')} AS started_s,
+            ${since("CASE WHEN j.kind = 'store' THEN j.finished_at ELSE COALESCE(j.provider_done_at, j.finished_at) END")} AS answered_s,
+            ${since('j.finished_at')} AS finished_s
+       FROM jobs j, b WHERE j.task_id = ANY($1::text[]) ORDER BY j.admitted_at, j.id`,
+    [ids],
+  );
+  return rows.map(({ task_id, ...r }) => ({ ...r, user: ids.indexOf(task_id) }));
+}
+
 export async function comparePlannerWithServer(setup: ComparisonSetup): Promise<ComparisonResult> {
   const fake = await startFakeProvider({
     providers: [
@@ -180,6 +211,14 @@ export async function comparePlannerWithServer(setup: ComparisonSetup): Promise<
     const calibration = {
       generate_ms: await jobsMean('generate'),
       store_ms: await jobsMean('store'),
+      // A call's answer to its recorded outcome (its images staged, the outcome's transaction): the
+      // call's user keeps it in flight meanwhile, and its store job exists only after it.
+      record_ms: await meanMs(
+        server,
+        `SELECT avg(extract(epoch FROM finished_at - provider_done_at) * 1000)::float8 AS ms FROM jobs
+          WHERE kind <> 'store' AND state = 'succeeded' AND provider_done_at IS NOT NULL
+            AND task_id IN (${ids.map((id) => `'${id}'`).join(',')})`,
+      ),
       // The planner frees a call's slot at its answer and starts the next call `dispatchMs` after
       // admitting it there: the server's equivalent is the median time from a call's answer to the
       // next call's start (the NOTIFY, the scheduler's pass and the claim; the median leaves out
@@ -195,6 +234,13 @@ export async function comparePlannerWithServer(setup: ComparisonSetup): Promise<
       ),
     };
 
+    const plans = setup.bursts.flatMap((b) => Array.from({ length: b.users }, () => b.plan));
+    const { rows: createdRows } = await server.ctx.db.query<{ id: string; ms: number }>(
+      `SELECT id, (extract(epoch FROM created_at) * 1000)::float8 AS ms FROM tasks WHERE id = ANY($1::text[])`,
+      [ids],
+    );
+    const created = new Map(createdRows.map((r) => [r.id, r.ms]));
+
     // The planner, with the calibrated latencies.
     const spread = setup.jitterMs;
     const scenario = parseScenario(
@@ -202,7 +248,15 @@ export async function comparePlannerWithServer(setup: ComparisonSetup): Promise<
         name: setup.name,
         seed: 1,
         type: 'gen',
-        arrivals: setup.bursts.map((b) => ({ burst: { users: b.users, plan: b.plan } })),
+        // The tasks as the server got them: one HTTP submit after another, tens of ms apart, and
+        // its first pass can start on the first task alone (it then takes every slot).
+        arrivals: submitted.map((s, i) => ({
+          burst: {
+            users: 1,
+            plan: plans[i]!,
+            atSeconds: (created.get(s.id)! - created.get(ids[0]!)!) / 1000,
+          },
+        })),
         latency: {
           generate: {
             dist: 'uniform',
@@ -212,11 +266,35 @@ export async function comparePlannerWithServer(setup: ComparisonSetup): Promise<
           store: { dist: 'fixed', ms: Math.round(calibration.store_ms) },
         },
         dispatchMs: Math.round(calibration.dispatch_ms),
+        recordMs: Math.round(calibration.record_ms),
         workers: 1,
       },
       setup.name,
     );
-    const run = simulate(config, scenario);
+    const plannerJobs: JobTimes[] = [];
+    const admittedAt = new Map<string, number>();
+    const taskOrder = (taskId: string) => Number(taskId.slice(1)) - 1;
+    const run = simulate(
+      config,
+      scenario,
+      setup.timeline
+        ? {
+            onDecision: (input, decision) => {
+              for (const a of decision.admissions) admittedAt.set(a.jobId, input.nowMs);
+            },
+            onJobEnd: (job, startedAtMs, atMs) =>
+              plannerJobs.push({
+                user: taskOrder(job.task.id),
+                kind: job.kind,
+                first: job.firstIndex,
+                admitted_s: round(admittedAt.get(job.id)! / 1000),
+                started_s: round(startedAtMs / 1000),
+                answered_s: round(atMs / 1000),
+                finished_s: round((atMs + (job.kind === 'store' ? 0 : scenario.recordMs)) / 1000),
+              }),
+          }
+        : {},
+    );
     const plannerS = run.tasks
       .filter((t) => t.finishedMs !== undefined)
       .map((t) => (t.finishedMs! - t.submittedMs) / 1000)
@@ -228,13 +306,18 @@ export async function comparePlannerWithServer(setup: ComparisonSetup): Promise<
       .sort((a, b) => a - b);
     const planner = { p50_s: round(quantile(plannerS, 0.5), 2), p95_s: round(quantile(plannerS, 0.95), 2) };
     const measured = { p50_s: round(quantile(serverS, 0.5), 2), p95_s: round(quantile(serverS, 0.95), 2) };
+    const timeline = setup.timeline
+      ? { planner: plannerJobs, server: await serverTimeline(server, ids) }
+      : undefined;
     return {
+      ...(timeline ? { timeline } : {}),
       name: setup.name,
       tasks: submitted.length,
       calibration: {
         generate_ms: Math.round(calibration.generate_ms),
         store_ms: Math.round(calibration.store_ms),
         dispatch_ms: Math.round(calibration.dispatch_ms),
+        record_ms: Math.round(calibration.record_ms),
       },
       planner,
       server: measured,

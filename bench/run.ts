@@ -440,7 +440,11 @@ async function plannerVsServer(): Promise<Json> {
   const results = [];
   for (const setup of COMPARISON_SCENARIOS) {
     log(`planner vs server: ${setup.name}`);
-    const result = await comparePlannerWithServer({ ...setup, databaseUrl: process.env.DATABASE_URL });
+    const result = await comparePlannerWithServer({
+      ...setup,
+      databaseUrl: process.env.DATABASE_URL,
+      timeline: process.env.PLANNER_TIMELINE === '1',
+    });
     // The target: the planner predicts the server's completion p50 and p95 within 15 %.
     const withinTarget = Math.abs(result.error_p50) <= 0.15 && Math.abs(result.error_p95) <= 0.15;
     results.push({ ...result, within_15_percent: withinTarget });
