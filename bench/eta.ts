@@ -5,7 +5,9 @@
  * simulator over HTTP (bench/planner-vs-server.ts sets them up). For every task the predicted
  * start and finish the submit answered are scored against the real ones, and so are those of
  * the first forecast that covered the task (the refinement an SSE client receives about a
- * second later).
+ * second later). Beside them, what the submit's own arithmetic would have answered had it known
+ * every task of the burst (`at_submit_knowing_burst`): the model's share of the error, apart from
+ * the arrivals a submit cannot know.
  *
  *   npm run bench -- eta
  *
@@ -16,7 +18,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import { startFakeProvider } from '../src/providers/fake-server/index.ts';
+import { submitEstimate } from '../src/pipeline/estimate.ts';
 import { startServer, type RunningServer } from '../src/server.ts';
+import { readForecastSummary } from '../src/store/forecasts.ts';
 import { freshPostgres } from './load.ts';
 import { COMPARISON_SCENARIOS, configFor, type ComparisonSetup } from './planner-vs-server.ts';
 
@@ -30,6 +34,7 @@ interface Prediction {
 
 interface Scored {
   id: string;
+  userId: string;
   plan: string;
   submittedMs: number;
   atSubmit: Prediction;
@@ -140,7 +145,8 @@ async function scoreScenario(setup: ComparisonSetup): Promise<Json> {
   const home = mkdtempSync(path.join(tmpdir(), 'darkroom-eta-'));
   // Its own database: a leader of someone else's run in a shared one would admit these tasks.
   const pgDb = process.env.DATABASE_URL ? await freshPostgres(process.env.DATABASE_URL) : undefined;
-  const server = await startServer(configFor({ ...setup, databaseUrl: pgDb?.url }, fake.url, home), {
+  const config = configFor({ ...setup, databaseUrl: pgDb?.url }, fake.url, home);
+  const server = await startServer(config, {
     log: pino({ level: 'silent' }),
   });
   try {
@@ -151,15 +157,19 @@ async function scoreScenario(setup: ComparisonSetup): Promise<Json> {
     // …and a forecast since it ended, so that a submit's estimate starts from measured durations
     // (as on a server that has been running), not the configured defaults.
     await forecastSince(server, warmEnd, 60_000);
+    // The measured durations the burst's submits start from (the last forecast's summary).
+    const summary = await readForecastSummary(server.ctx.db);
 
     const scored: Scored[] = [];
     let u = 0;
     for (const burst of setup.bursts)
       for (let i = 0; i < burst.users; i++) {
         const submittedMs = Date.now();
-        const body = await submit(base, `user-${u++}`, burst.plan);
+        const userId = `user-${u++}`;
+        const body = await submit(base, userId, burst.plan);
         scored.push({
           id: body.id as string,
+          userId,
           plan: burst.plan,
           submittedMs,
           atSubmit: predictionOf(body),
@@ -199,6 +209,37 @@ async function scoreScenario(setup: ComparisonSetup): Promise<Json> {
         ),
       };
     };
+    // What the submit's own arithmetic would have answered had it known the whole burst (every
+    // other task of it present with all its work, the summary the burst began with): the part of the
+    // error that is the model's, not the arrivals' the submit could not know. Replayed with the
+    // server's function, at each task's real submit instant.
+    const knowing = new Map(
+      scored.map((s) => {
+        const r = real.get(s.id)!;
+        const e = submitEstimate(
+          config,
+          { id: s.id, userId: s.userId, type: 'gen', plan: s.plan, images: setup.plans[s.plan]!.images },
+          {
+            nowMs: r.created,
+            queued: scored.length - 1,
+            active: scored
+              .filter((o) => o.id !== s.id)
+              .map((o) => ({
+                id: o.id,
+                user_id: o.userId,
+                type: 'gen',
+                weight: setup.plans[o.plan]!.weight,
+                // Known work, not arrivals to expect (the submit counts queued tasks no forecast
+                // has seen as evidence of more to come).
+                state: 'running' as const,
+                remaining: setup.plans[o.plan]!.images,
+              })),
+            summary: summary && { ...summary, queued: 0 },
+          },
+        );
+        return [s.id, { startMs: e.startAtMs, finishMs: e.finishAtMs, basis: 'submit' }];
+      }),
+    );
     const completions = [...real.values()].map((r) => (r.finished - r.created) / 1000).sort((a, b) => a - b);
     // Per task, seconds from the burst's first submit: what was predicted, when, and what happened.
     const t0 = scored[0]!.submittedMs;
@@ -211,6 +252,7 @@ async function scoreScenario(setup: ComparisonSetup): Promise<Json> {
         submitted: sec(s.submittedMs),
         submit_start: sec(s.atSubmit.startMs),
         submit_finish: sec(s.atSubmit.finishMs),
+        knowing_finish: sec(knowing.get(s.id)?.finishMs),
         forecast_seen: sec(s.refinedAtMs),
         forecast_start: sec(s.refined?.startMs),
         forecast_finish: sec(s.refined?.finishMs),
@@ -222,7 +264,9 @@ async function scoreScenario(setup: ComparisonSetup): Promise<Json> {
       name: setup.name,
       tasks: scored.length,
       real_completion_s: { p50: round(quantile(completions, 0.5)), max: round(completions.at(-1) ?? 0) },
+      summary_service_ms: summary?.service_ms,
       at_submit: score((s) => s.atSubmit),
+      at_submit_knowing_burst: score((s) => knowing.get(s.id)),
       first_forecast: {
         ...score((s) => s.refined),
         basis: [...new Set(scored.map((s) => s.refined?.basis ?? 'none'))],

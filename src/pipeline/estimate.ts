@@ -7,7 +7,13 @@ import {
   type ResolvedStep,
 } from '../config/load.ts';
 import { effectiveWeight } from '../policy/admission.ts';
-import { fairShareWork, serviceSeconds, type ProviderThroughput, type Sharer } from '../policy/estimate.ts';
+import {
+  arrivalShare,
+  fairShareWork,
+  serviceSeconds,
+  type ProviderThroughput,
+  type Sharer,
+} from '../policy/estimate.ts';
 import { policySettings } from '../policy/policy-input.ts';
 import type { ForecastBasis, SubmitBasis } from '../store/forecasts.ts';
 import { SUBMIT_UNSEEN_LIMIT } from '../store/forecasts.ts';
@@ -186,8 +192,17 @@ function generateCalls(config: Config, type: string, images: number): number {
  * effective weights, so the newcomer's work X (its calls, after its own user's earlier tasks) ends
  * once the provider has done X + Σ min(Wᵤ, X · wᵤ ÷ w) calls (`fairShareWork`), Wᵤ being what
  * each other user's running tasks and the queued tasks no forecast has seen yet (the rest of a
- * burst) have left. What a queued task the forecast saw will bring is in its start spacing; tasks
- * submitted after this one are not known: the next forecast pass refines the answer.
+ * burst) have left. What a queued task the forecast saw will bring is in its start spacing.
+ *
+ * Tasks submitted after this one take capacity from it too. They are not known, so they are
+ * expected at the rate seen: as many users arriving during its run as arrived within that long
+ * before it, counted as the other users' queued tasks created since the last forecast (when that
+ * forecast is no older than the answer without arrivals; the unseen tasks are then all within the
+ * window, a lower bound on its arrivals). Each arrives at a uniform point of the newcomer's run and
+ * does what fair share gives it from there (`arrivalShare`: half the newcomer's pace-equivalent
+ * work for a user at least as big). A steady stream's older arrivals are in the forecast it
+ * starts from; a burst's first task still cannot know the rest: the next forecast refines the
+ * answer (docs/api.md, "Queue position and ETA").
  */
 export function submitEstimate(
   config: Config,
@@ -207,6 +222,8 @@ export function submitEstimate(
   const fairness = policySettings(config, 0, 0).fairness;
   let ownCalls = own.calls;
   const others = new Map<string, Sharer>();
+  // Other users' queued tasks created since the last forecast: arrivals, per user.
+  const arrived = new Map<string, Sharer>();
   for (const t of active) {
     if (generateProvider(config, t.type) !== own.provider) continue;
     const calls = generateCalls(config, t.type, t.remaining);
@@ -215,10 +232,12 @@ export function submitEstimate(
       ownCalls += calls;
       continue;
     }
-    const u = others.get(t.user_id);
-    // A user's weight is its head task's (running before queued, the order they were read in).
-    if (u) u.work += calls;
-    else others.set(t.user_id, { work: calls, weight: effectiveWeight(t.weight, t.remaining, fairness) });
+    for (const users of t.state === 'queued' ? [others, arrived] : [others]) {
+      const u = users.get(t.user_id);
+      // A user's weight is its head task's (running before queued, the order they were read in).
+      if (u) u.work += calls;
+      else users.set(t.user_id, { work: calls, weight: effectiveWeight(t.weight, t.remaining, fairness) });
+    }
   }
   // Unseen queued tasks past the read's limit: counted as users with as much work as this one.
   const unread = active.filter((t) => t.state === 'queued').length >= SUBMIT_UNSEEN_LIMIT;
@@ -227,15 +246,25 @@ export function submitEstimate(
   const sharers = [...others.values()];
   const unreadCount = unread ? Math.max(0, basis.queued - seenQueued - SUBMIT_UNSEEN_LIMIT) : 0;
   // n such users weigh as one with n times the work and n times the weight.
-  if (unreadCount > 0) sharers.push({ work: unreadCount * own.calls, weight: unreadCount * ownWeight });
+  const unreadGroup = { work: unreadCount * own.calls, weight: unreadCount * ownWeight };
+  if (unreadCount > 0) sharers.push(unreadGroup);
   const callMs = own.calls > 0 ? (own.workMs / own.calls) * scale : 0;
-  const sharedMs =
-    (fairShareWork({ work: ownCalls, weight: ownWeight }, sharers) * callMs) / own.concurrency +
-    own.storeTailMs * scale;
+  const mine = { work: ownCalls, weight: ownWeight };
+  const msOf = (calls: number) => (calls * callMs) / own.concurrency + own.storeTailMs * scale;
+  const presentMs = Math.max(serviceMs, msOf(fairShareWork(mine, sharers)));
+  // Arrivals to come: as many as arrived within the horizon (those since the last forecast, when
+  // it is no older than the answer without them), each over a uniform point of the newcomer's run.
+  let arrivalCalls = 0;
+  if (s && basis.nowMs - s.forecast_at.getTime() <= presentMs) {
+    for (const u of arrived.values()) arrivalCalls += arrivalShare(mine, u);
+    if (unreadCount > 0) arrivalCalls += arrivalShare(mine, unreadGroup);
+  }
+  const finishMs =
+    arrivalCalls > 0 ? Math.max(presentMs, msOf(fairShareWork(mine, sharers) + arrivalCalls)) : presentMs;
   return {
     position: basis.queued,
     startAtMs: Math.round(startMs),
-    finishAtMs: Math.round(startMs + Math.max(serviceMs, sharedMs)),
+    finishAtMs: Math.round(startMs + finishMs),
   };
 }
 

@@ -87,3 +87,20 @@ export function fairShareWork(own: Sharer, others: readonly Sharer[]): number {
   for (const o of others) total += Math.min(Math.max(0, o.work), (x * Math.max(0, o.weight)) / w);
   return total;
 }
+
+/**
+ * The provider work a user arriving during the newcomer's run does before the newcomer ends, in
+ * expectation over when it arrives: uniformly over the newcomer's progress. Arriving when the
+ * newcomer has a share v of its own work X left (v uniform in [0, 1]), the arrival is served
+ * wⱼ ÷ w times as fast as the newcomer until one of them ends (as in `fairShareWork`), so it does
+ * min(Wⱼ, a·v) with a = X · wⱼ ÷ w. Its mean: a ÷ 2 when Wⱼ ≥ a, else Wⱼ − Wⱼ² ÷ (2a)
+ * (∫₀^{Wⱼ/a} a·v dv + ∫_{Wⱼ/a}^1 Wⱼ dv). Homogeneous: n such users weigh as one with n times the
+ * work and the weight.
+ */
+export function arrivalShare(own: Sharer, arrival: Sharer): number {
+  const w = Math.max(1e-9, own.weight);
+  const a = (Math.max(0, own.work) * Math.max(0, arrival.weight)) / w;
+  const work = Math.max(0, arrival.work);
+  if (a <= 0) return 0;
+  return work >= a ? a / 2 : work - (work * work) / (2 * a);
+}

@@ -100,4 +100,49 @@ describe('submit estimate', () => {
     // SUBMIT_UNSEEN_LIMIT read (14 calls each) and 100 more assumed (15 calls each, as much as its own).
     assert.equal(e.finishAtMs - NOW, (15 + SUBMIT_UNSEEN_LIMIT * 14 + 100 * 15) * 600 + 500);
   });
+
+  describe('arrivals to come: as many as arrived within the horizon', () => {
+    // A forecast 500 ms ago saw none of these tasks: the queued ones are the burst so far.
+    const summary = {
+      forecast_at: new Date(NOW - 500),
+      checked_at: new Date(NOW - 500),
+      queued: 0,
+      tail_start_at: new Date(NOW - 500),
+      complete: true,
+      service_ms: {},
+      per_task_ms: 0,
+    };
+
+    it('the fifth of a burst of equal Pro users expects four more, each over a uniform point of its run', () => {
+      const e = submitEstimate(config, pro, basis(tasks(4, 70, 'queued'), { queued: 4, summary }));
+      // Present: its 15 calls and the four others' 14 each, 71 calls (as without arrivals).
+      // Each of four arrivals does min(14, 15·v) for v uniform: a = 15 > W = 14, so
+      // 14 − 14² / 30 = 7.47 calls. (71 + 4 × 7.4667) calls × 3 s ÷ 5 + 0.5 s store wave.
+      assert.equal(e.finishAtMs - NOW, Math.round((71 + 4 * (14 - 196 / 30)) * 600 + 500));
+      // N equal users, the k-th answered about (1 + 1.5 (k − 1)) X ÷ c: here 61.0 s against the
+      // 43.1 s of the present alone; in a burst of ten all would end after (15 + 9 × 14) × 0.6 s
+      // + 0.5 s = 85.1 s (exact for the 7th, the first 1/10 of it, the last 1.45 times).
+    });
+
+    it('no arrivals from a forecast older than the answer without them, nor from running tasks or its own user', () => {
+      const present = 71 * 600 + 500;
+      const old = { ...summary, forecast_at: new Date(NOW - 60_000) };
+      assert.equal(
+        submitEstimate(config, pro, basis(tasks(4, 70, 'queued'), { queued: 4, summary: old })).finishAtMs -
+          NOW,
+        present,
+      );
+      assert.equal(submitEstimate(config, pro, basis(tasks(4, 70), { summary })).finishAtMs - NOW, present);
+      const mine = tasks(4, 70, 'queued').map((t) => ({ ...t, user_id: 'me' }));
+      assert.equal(
+        submitEstimate(config, pro, basis(mine, { queued: 4, summary })).finishAtMs - NOW,
+        (15 + 4 * 14) * 600 + 500,
+      );
+      // No forecast yet: the window cannot be bounded, so none either.
+      assert.equal(
+        submitEstimate(config, pro, basis(tasks(4, 70, 'queued'), { queued: 4 })).finishAtMs - NOW,
+        present,
+      );
+    });
+  });
 });

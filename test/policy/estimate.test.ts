@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import {
+  arrivalShare,
   callsPerSecond,
   estimateEtaSeconds,
   fairShareWork,
@@ -83,6 +84,61 @@ describe('fair share of a provider (fairShareWork)', () => {
         // More work of one's own never ends sooner.
         assert.ok(fairShareWork({ ...own, work: own.work * 1.5 }, others) >= total - 1e-9);
       }),
+    );
+  });
+});
+
+/**
+ * Weighted processor sharing with a user arriving once user 0 has done a share `progress` of its
+ * work, played out phase by phase like `gpsByPhases`: the work the arrival does before user 0 ends.
+ */
+function arrivalWorkByPhases(users: Sharer[], arrival: Sharer, progress: number): number {
+  const left = users.map((u) => u.work);
+  const all = [...users];
+  let joined = false;
+  for (;;) {
+    const target = users[0]!.work * (1 - progress);
+    if (!joined && left[0]! <= target + 1e-12) {
+      all.push(arrival);
+      left.push(arrival.work);
+      joined = true;
+    }
+    if (left[0]! <= 1e-12) return joined ? arrival.work - left[all.length - 1]! : 0;
+    const active = all.map((_, i) => i).filter((i) => left[i]! > 1e-12 && all[i]!.weight > 0);
+    const totalWeight = active.reduce((n, i) => n + all[i]!.weight, 0);
+    let dt = Math.min(...active.map((i) => (left[i]! * totalWeight) / all[i]!.weight));
+    // Stop the phase where user 0 reaches the arrival's instant.
+    if (!joined) dt = Math.min(dt, ((left[0]! - target) * totalWeight) / all[0]!.weight);
+    for (const i of active) left[i] = left[i]! - (dt * all[i]!.weight) / totalWeight;
+  }
+}
+
+describe('an arrival during the run (arrivalShare)', () => {
+  it('an equal user arriving at a uniform point of the run does half the work, on average', () => {
+    // It takes the newcomer's pace from its arrival on: v·X when v of X is left, mean X / 2.
+    assert.equal(arrivalShare({ work: 14, weight: 1 }, { work: 14, weight: 1 }), 7);
+    // A heavier arrival (twice the weight) would do 2X over the whole run: X on average.
+    assert.equal(arrivalShare({ work: 10, weight: 1 }, { work: 100, weight: 2 }), 10);
+    // A small one ends first when it arrives early: W − W² / (2a) = 2 − 4 / 20.
+    assert.equal(arrivalShare({ work: 10, weight: 1 }, { work: 2, weight: 1 }), 1.8);
+  });
+
+  it('equals processor sharing with the arrival played out, averaged over where in the run it arrives', () => {
+    const sharer = fc.record({
+      work: fc.double({ min: 0.5, max: 50, noNaN: true }),
+      weight: fc.double({ min: 0.2, max: 5, noNaN: true }),
+    });
+    fc.assert(
+      fc.property(sharer, sharer, fc.array(sharer, { maxLength: 4 }), (own, arrival, others) => {
+        // Midpoints of a fine grid of arrival points (the integrand is piecewise linear in v).
+        const n = 400;
+        let sum = 0;
+        for (let i = 0; i < n; i++) sum += arrivalWorkByPhases([own, ...others], arrival, (i + 0.5) / n);
+        const played = sum / n;
+        const closed = arrivalShare(own, arrival);
+        assert.ok(Math.abs(played - closed) <= 1e-3 * Math.max(1, closed), `${played} vs ${closed}`);
+      }),
+      { numRuns: 40 },
     );
   });
 });
