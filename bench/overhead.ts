@@ -417,6 +417,9 @@ async function unitCosts(): Promise<Json> {
     await measure('put_known_dir', (i) => storage.put(`tasks/u0/${i}.png`, png, 'image/png'));
     await measure('get', (i) => storage.get(`tasks/u0/${i}.png`));
     await measure('delete', (i) => storage.delete(`tasks/u0/${i}.png`));
+    // The store job's rename of a staged copy into place (its destination directory synced).
+    for (let i = 0; i < runs + 5; i++) await storage.put(`work/m0/generate/${i}.png`, png, 'image/png');
+    await measure('move', (i) => storage.move(`work/m0/generate/${i}.png`, `tasks/m0/${i}.png`));
     result.storage_calls = storage.stats();
     return result;
   } finally {
