@@ -27,6 +27,7 @@ import { resolveConfig } from '../src/config/load.ts';
 import type { Db } from '../src/store/db.ts';
 import { openDb } from '../src/store/index.ts';
 import { migrate } from '../src/store/migrate.ts';
+import { memoryProbe } from './memory.ts';
 
 type Json = Record<string, unknown>;
 
@@ -187,6 +188,8 @@ interface Server {
   base: string;
   child: ChildProcess;
   peakRssMb(): number;
+  /** What the RSS was made of at its highest (bench/memory.ts; LOAD_MEMORY=0: undefined). */
+  memoryAtPeak(): unknown;
   stop(): Promise<void>;
 }
 
@@ -212,10 +215,20 @@ async function startServerProcess(target: Target, port: number): Promise<Server>
   const profile = process.env.LOAD_PROFILE_DIR
     ? ['--cpu-prof', `--cpu-prof-dir=${process.env.LOAD_PROFILE_DIR}`]
     : [];
-  const child = spawn(process.execPath, [...profile, bin, 'serve', '--config', target.configFile], {
-    stdio: ['ignore', 'ignore', 'inherit'],
-    env: { ...process.env, DATABASE_URL: target.databaseUrl ?? '', DARKROOM_FROM_SOURCE: '0' },
-  });
+  const probe = memoryProbe(target.home);
+  const child = spawn(
+    process.execPath,
+    [...profile, ...probe.nodeArgs, bin, 'serve', '--config', target.configFile],
+    {
+      stdio: ['ignore', 'ignore', 'inherit'],
+      env: {
+        ...process.env,
+        ...probe.env,
+        DATABASE_URL: target.databaseUrl ?? '',
+        DARKROOM_FROM_SOURCE: '0',
+      },
+    },
+  );
   const base = `http://127.0.0.1:${port}`;
   for (let i = 0; ; i++) {
     if (child.exitCode !== null) throw new Error(`darkroom serve exited (${child.exitCode})`);
@@ -235,6 +248,7 @@ async function startServerProcess(target: Target, port: number): Promise<Server>
       const kb = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? Number.NaN);
       return Math.round(kb / 1024);
     },
+    memoryAtPeak: probe.read,
     async stop() {
       child.kill('SIGTERM');
       await new Promise((r) => child.once('exit', r));
@@ -364,6 +378,7 @@ async function measure(server: Server, rate: number, seconds: number, readRate: 
     task_read: reads,
     list_queued_50: lists,
     server_peak_rss_mb: server.peakRssMb(),
+    ...(server.memoryAtPeak() ? { server_memory_at_peak: server.memoryAtPeak() } : {}),
   };
 }
 

@@ -7,6 +7,7 @@ import { recordProviderCall, type ProviderCallRecord } from '../store/provider-c
 import { pendingDeliveries } from '../store/webhooks.ts';
 import { firingAlerts } from '../store/alerts.ts';
 import { registerDbMetrics, type ExtraGaugeSpec } from './db-metrics.ts';
+import { registerMemoryMetrics } from './memory.ts';
 
 /**
  * What the running parts report as it happens. Process-local series (provider calls, scheduler
@@ -31,6 +32,7 @@ export function createTelemetry(
 ): Telemetry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'darkroom_' });
+  registerMemoryMetrics(registry);
   const callSeconds = new Histogram({
     name: 'darkroom_provider_call_duration_seconds',
     help: 'Latency of provider calls made by this process, by provider and outcome.',
