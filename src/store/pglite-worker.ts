@@ -9,6 +9,8 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type { Transaction } from '@electric-sql/pglite';
 import { openPglite, runPglite, type PGlite } from './pglite.ts';
 import { toWireError, type Reply, type Request } from './pglite-messages.ts';
+import { instrumentPglite } from './pglite-stats.ts';
+import { createPreparedStatements, PLAN_CACHE_MODE } from './pglite-prepared.ts';
 
 export interface PgliteWorkerData {
   dataDir: string | undefined;
@@ -49,8 +51,21 @@ function answer(id: number, work: Promise<{ rows: unknown[]; rowCount: number } 
   );
 }
 
-function run(on: PGlite | Transaction, m: Statement): Promise<void> {
-  if (m.op === 'query') return answer(m.id, runPglite(on, m.sql, m.params));
+type Prepared = ReturnType<typeof createPreparedStatements>;
+
+function run(
+  on: PGlite | Transaction,
+  m: Statement,
+  prepared: Prepared,
+  inTransaction: boolean,
+): Promise<void> {
+  if (m.op === 'query') {
+    const { sql, params } = m;
+    return answer(
+      m.id,
+      prepared.run(sql, params ?? [], inTransaction).then((result) => result ?? runPglite(on, sql, params)),
+    );
+  }
   return answer(
     m.id,
     on.exec(m.sql).then(() => undefined),
@@ -60,6 +75,7 @@ function run(on: PGlite | Transaction, m: Statement): Promise<void> {
 let opened: PGlite | undefined;
 try {
   opened = await openPglite(dataDir);
+  await opened.exec(PLAN_CACHE_MODE);
 } catch (error) {
   post({ type: 'failed', error: toWireError(error) });
   port.close(); // nothing else keeps the thread alive: it ends
@@ -67,6 +83,11 @@ try {
 if (opened) serve(opened);
 
 function serve(pglite: PGlite): void {
+  const statsFile = process.env.DARKROOM_PGLITE_STATS;
+  const prepared = createPreparedStatements(pglite);
+  const dumpStats = statsFile
+    ? instrumentPglite(pglite, `${statsFile}.${process.pid}.${Date.now()}.json`)
+    : undefined;
   const transactions = new Map<number, OpenTransaction>();
   const listening = new Map<string, () => Promise<void>>();
 
@@ -85,7 +106,7 @@ function serve(pglite: PGlite): void {
     void pglite
       .transaction(async (handle) => {
         tx.handle = handle;
-        for (const m of tx.waiting.splice(0)) tx.running.push(run(handle, m));
+        for (const m of tx.waiting.splice(0)) tx.running.push(run(handle, m, prepared, true));
         const commit = await tx.ended;
         // Statements the server's thread sent without awaiting still run before COMMIT/ROLLBACK.
         await Promise.all(tx.running);
@@ -116,7 +137,7 @@ function serve(pglite: PGlite): void {
 
   function statement(m: Statement): void {
     if (m.tx === undefined) {
-      void run(pglite, m);
+      void run(pglite, m, prepared, false);
       return;
     }
     const tx = transactions.get(m.tx);
@@ -125,7 +146,7 @@ function serve(pglite: PGlite): void {
     } else if (tx.failed !== undefined) {
       post({ type: 'error', id: m.id, error: toWireError(tx.failed) });
     } else if (tx.handle) {
-      tx.running.push(run(tx.handle, m));
+      tx.running.push(run(tx.handle, m, prepared, true));
     } else {
       tx.waiting.push(m);
     }
@@ -176,6 +197,7 @@ function serve(pglite: PGlite): void {
         break;
       case 'close':
         // PGlite's close() waits for the statements and transactions already queued.
+        dumpStats?.();
         void answer(m.id, pglite.close()).then(() => port.close());
         break;
     }
