@@ -3,7 +3,7 @@ import { jobsAsRecords, type NewJob } from './jobs.ts';
 import type { NewTask, TaskRow } from './tasks.ts';
 
 /**
- * The submits' writes in one statement, darkroom_submit_many (migrations 0020, 0022, 0023): the queue
+ * The submits' writes in one statement, darkroom_submit_many (migrations 0020, 0022, 0023, 0024): the queue
  * counter locked first (the lock order of 0022), then for each submit the task with its first
  * jobs, its `queued` event, its webhook and first estimate, the user and its grant, the charge,
  * and last its counts (the key's rate window, the queue bound). Sent on its own it is one round
@@ -11,8 +11,8 @@ import type { NewTask, TaskRow } from './tasks.ts';
  * only inside the server, never across a round trip to a busy API process; several submits in
  * one statement (src/pipeline/submit.ts, the group commit) lock them once.
  * Each submit is refused alone: a refusal rolls back its own writes, not its neighbours'.
- * A batch with no refusal is written set-based, one statement per table (0023); a batch with one
- * goes item by item, each item in its own subtransaction.
+ * A batch of 16 or more with no refusal is written set-based, one statement per table (0023,
+ * 0024); a smaller one, or one with a refusal, goes item by item, each in its own subtransaction.
  */
 
 export interface SubmitWrite {

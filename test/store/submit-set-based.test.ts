@@ -7,8 +7,9 @@ import { describeEachDb, useTestDb } from '../helpers/db.ts';
 
 /**
  * A batch of submits is written set-based (migration 0023): one statement per table and one
- * subtransaction for the whole batch, checked against the item-by-item function it replaced
- * (0022's, kept as darkroom_submit_each for batches with a refusal): the same random batches,
+ * subtransaction for the whole batch (darkroom_submit_set, for batches of 16 and more since 0024),
+ * checked against the item-by-item function (0022's, darkroom_submit_each, for batches with a
+ * refusal and small ones): the same random batches,
  * from the same state, give the same outcomes, counts, positions and rows.
  */
 
@@ -254,11 +255,27 @@ describeEachDb('submits written set-based', (kind) => {
     assert.equal(rows[0]!.n, 1);
   });
 
+  it('a batch under 16 submits goes item by item (0024): one transaction id each', async () => {
+    await db.query('TRUNCATE tasks, rate_limits, users CASCADE');
+    await db.query('UPDATE queue_depth SET queued = 0');
+    const writes = Array.from({ length: 15 }, (_, i) => write(`u${i % 5}`));
+    const results = await writeSubmits(db, writes);
+    assert.deepEqual(
+      results.map((r) => r.outcome === 'queued' && r.position),
+      writes.map((_, i) => i),
+    );
+    const { rows } = await db.query<{ n: number }>(
+      'SELECT count(DISTINCT xmin::text)::int AS n FROM tasks WHERE id = ANY($1)',
+      [writes.map((w) => w.task.id)],
+    );
+    assert.equal(rows[0]!.n, 15);
+  });
+
   it('random batches, refusals among them, give what the item-by-item function gives', async () => {
     let setBased = 0;
     for (let seed = 1; seed <= 40; seed++) {
       const s = scenario(seed);
-      const fast = await runIn(db, s, 'darkroom_submit_many');
+      const fast = await runIn(db, s, 'darkroom_submit_set');
       const each = await runIn(db, s, 'darkroom_submit_each');
       assert.deepEqual(fast.out, each.out, `seed ${seed}: answers`);
       assert.deepEqual(fast.state, each.state, `seed ${seed}: rows`);
