@@ -9,8 +9,6 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type { Transaction } from '@electric-sql/pglite';
 import { openPglite, runPglite, type PGlite } from './pglite.ts';
 import { toWireError, type Reply, type Request } from './pglite-messages.ts';
-import { instrumentPglite } from './pglite-stats.ts';
-import { createPreparedStatements, PLAN_CACHE_MODE } from './pglite-prepared.ts';
 
 export interface PgliteWorkerData {
   dataDir: string | undefined;
@@ -51,21 +49,8 @@ function answer(id: number, work: Promise<{ rows: unknown[]; rowCount: number } 
   );
 }
 
-type Prepared = ReturnType<typeof createPreparedStatements>;
-
-function run(
-  on: PGlite | Transaction,
-  m: Statement,
-  prepared: Prepared,
-  inTransaction: boolean,
-): Promise<void> {
-  if (m.op === 'query') {
-    const { sql, params } = m;
-    return answer(
-      m.id,
-      prepared.run(sql, params ?? [], inTransaction).then((result) => result ?? runPglite(on, sql, params)),
-    );
-  }
+function run(on: PGlite | Transaction, m: Statement): Promise<void> {
+  if (m.op === 'query') return answer(m.id, runPglite(on, m.sql, m.params));
   return answer(
     m.id,
     on.exec(m.sql).then(() => undefined),
@@ -75,7 +60,6 @@ function run(
 let opened: PGlite | undefined;
 try {
   opened = await openPglite(dataDir);
-  await opened.exec(PLAN_CACHE_MODE);
 } catch (error) {
   post({ type: 'failed', error: toWireError(error) });
   port.close(); // nothing else keeps the thread alive: it ends
@@ -83,11 +67,6 @@ try {
 if (opened) serve(opened);
 
 function serve(pglite: PGlite): void {
-  const statsFile = process.env.DARKROOM_PGLITE_STATS;
-  const prepared = createPreparedStatements(pglite);
-  const dumpStats = statsFile
-    ? instrumentPglite(pglite, `${statsFile}.${process.pid}.${Date.now()}.json`)
-    : undefined;
   const transactions = new Map<number, OpenTransaction>();
   const listening = new Map<string, () => Promise<void>>();
 
@@ -106,7 +85,7 @@ function serve(pglite: PGlite): void {
     void pglite
       .transaction(async (handle) => {
         tx.handle = handle;
-        for (const m of tx.waiting.splice(0)) tx.running.push(run(handle, m, prepared, true));
+        for (const m of tx.waiting.splice(0)) tx.running.push(run(handle, m));
         const commit = await tx.ended;
         // Statements the server's thread sent without awaiting still run before COMMIT/ROLLBACK.
         await Promise.all(tx.running);
@@ -137,7 +116,7 @@ function serve(pglite: PGlite): void {
 
   function statement(m: Statement): void {
     if (m.tx === undefined) {
-      void run(pglite, m, prepared, false);
+      void run(pglite, m);
       return;
     }
     const tx = transactions.get(m.tx);
@@ -146,7 +125,7 @@ function serve(pglite: PGlite): void {
     } else if (tx.failed !== undefined) {
       post({ type: 'error', id: m.id, error: toWireError(tx.failed) });
     } else if (tx.handle) {
-      tx.running.push(run(tx.handle, m, prepared, true));
+      tx.running.push(run(tx.handle, m));
     } else {
       tx.waiting.push(m);
     }
@@ -197,7 +176,6 @@ function serve(pglite: PGlite): void {
         break;
       case 'close':
         // PGlite's close() waits for the statements and transactions already queued.
-        dumpStats?.();
         void answer(m.id, pglite.close()).then(() => port.close());
         break;
     }

@@ -90,37 +90,6 @@ describe('PGlite in a worker thread', () => {
     results.forEach((r, i) => assert.deepEqual(r.rows, [{ v: i, s: `s${i}` }]));
   });
 
-  it('runs a statement again after DDL changed its columns (the thread prepares each SQL text once)', async () => {
-    await thread.exec(`CREATE TABLE reshaped (id int)`);
-    await thread.query(`INSERT INTO reshaped VALUES ($1)`, [1]);
-    const sql = `SELECT * FROM reshaped`;
-    assert.deepEqual((await thread.query(sql)).rows, [{ id: 1 }]);
-    await thread.exec(`ALTER TABLE reshaped ADD COLUMN label text DEFAULT 'x'`);
-    assert.deepEqual((await thread.query(sql)).rows, [{ id: 1, label: 'x' }]);
-    // Inside a transaction the changed statement fails as on PostgreSQL (0A000) and is prepared anew after.
-    await thread.exec(`ALTER TABLE reshaped DROP COLUMN label`);
-    const inside = await thread.transaction((tx) => tx.query(sql)).catch((e: unknown) => e);
-    assert.ok(!(inside instanceof Error) || sqlState(inside) === '0A000', String(inside));
-    assert.deepEqual((await thread.query(sql)).rows, [{ id: 1 }]);
-  });
-
-  it('plans every run of a statement for its values, never with a generic plan cached on an empty table', async () => {
-    await thread.exec(
-      `CREATE TABLE grown (id int PRIMARY KEY, k int NOT NULL); CREATE INDEX grown_k ON grown (k)`,
-    );
-    const sql = `SELECT count(*)::int AS n FROM grown WHERE k = $1 AND id > $2`;
-    // Past the five custom plans after which PostgreSQL may cache a generic one, on an empty
-    // table, then as it grows (PGlite has no autovacuum to invalidate a cached plan).
-    for (let i = 0; i < 8; i++) assert.deepEqual((await thread.query(sql, [i, 0])).rows, [{ n: 0 }]);
-    await thread.query(`INSERT INTO grown SELECT g, g % 1000 FROM generate_series(1, 20000) g`);
-    for (let i = 0; i < 4; i++) assert.deepEqual((await thread.query(sql, [i, 0])).rows, [{ n: 20 }]);
-    const { rows } = await thread.query<{ generic_plans: number; custom_plans: number }>(
-      `SELECT generic_plans::int, custom_plans::int FROM pg_prepared_statements WHERE statement = $1`,
-      [sql],
-    );
-    assert.deepEqual(rows, [{ generic_plans: 0, custom_plans: 12 }]);
-  });
-
   it('keeps the SQLSTATE and every field of an error (unique, check, raise with detail)', async () => {
     await thread.exec(`DELETE FROM items; INSERT INTO items (id, name) VALUES (1, 'a')`);
     await inProcess.exec(`DELETE FROM items; INSERT INTO items (id, name) VALUES (1, 'a')`);
