@@ -74,7 +74,8 @@ interface ItemRow {
   o_position: number | null;
 }
 
-function itemOf(w: SubmitWrite): Record<string, unknown> {
+/** One submit as the SQL submit functions take it (an element of their `items` JSON array). */
+export function itemOf(w: SubmitWrite): Record<string, unknown> {
   const t = w.task;
   return {
     id: t.id,

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { before, it } from 'node:test';
 import { v7 as uuidv7 } from 'uuid';
 import type { Db, Queryable } from '../../src/store/db.ts';
-import { writeSubmits, type SubmitWrite } from '../../src/store/submit-write.ts';
+import { itemOf, writeSubmits, type SubmitWrite } from '../../src/store/submit-write.ts';
 import { describeEachDb, useTestDb } from '../helpers/db.ts';
 
 /**
@@ -122,47 +122,6 @@ function scenario(seed: number): Scenario {
   };
 }
 
-function itemJson(w: SubmitWrite): Record<string, unknown> {
-  return {
-    id: w.task.id,
-    user_id: w.task.userId,
-    order_id: w.task.orderId,
-    type: w.task.type,
-    plan: w.task.plan,
-    prompt: w.task.prompt,
-    inputs: w.task.inputs,
-    params: w.task.params,
-    seed: w.task.seed,
-    weight: w.task.weight,
-    stage: w.task.stage,
-    images_total: w.task.imagesTotal,
-    credits: w.task.creditsCharged,
-    deadline_seconds: w.task.deadlineSeconds,
-    jobs: w.jobs.map((j) => ({
-      id: j.id,
-      step_index: j.stepIndex,
-      step_name: j.stepName,
-      kind: j.kind,
-      resource: j.resource,
-      first_index: j.firstIndex,
-      count: j.count,
-      max_attempts: j.maxAttempts,
-      input: j.input,
-    })),
-    webhook_url: null,
-    webhook_stages: false,
-    start_ms: w.estimate.startAtMs,
-    finish_ms: w.estimate.finishAtMs,
-    grant: w.grant ?? null,
-    buckets: w.buckets,
-    window_start: w.windowStart.toISOString(),
-    max_queued: w.limits.maxQueued,
-    per_user_queued: w.limits.perUserQueued,
-    user_per_minute: w.limits.userPerMinute,
-    key_per_minute: w.limits.keyPerMinute,
-  };
-}
-
 class Rollback extends Error {}
 
 /** Sets `s` up, runs `fn` over its batch, and returns what it answered and left; all rolled back. */
@@ -194,7 +153,7 @@ async function runIn(
       const { rows: out } = await tx.query(
         `SELECT o_item, o_outcome, o_detail, o_id, o_state, o_images_total, o_credits_charged, o_position
            FROM ${fn}($1::jsonb) ORDER BY o_item`,
-        [JSON.stringify(s.items.map(itemJson))],
+        [JSON.stringify(s.items.map(itemOf))],
       );
       const q = async (sql: string) => (await tx.query(sql, [ids])).rows;
       const state = {
